@@ -1,0 +1,59 @@
+# retina-study: `make sweep` runs a whole study, `make test` the tests. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+SPACE ?= search_spaces/demo.yaml
+DATA ?=
+RESULTS ?= results
+ARGS ?=
+DEMO_DATA := data/demo
+
+.PHONY: install sweep demo-data test lint format weights report analyze dashboard bench bench-gpu clean-results
+
+# Idempotent: reinstalls only when pyproject.toml changed since the last install.
+install: $(STAMP)
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo-data: $(STAMP)
+	@test -f $(DEMO_DATA)/trainLabels.csv || $(PY) -m retina.synthetic --out $(DEMO_DATA) --n 1000 --size 256 --seed 0
+
+# The demo study needs the synthetic data; another study names its own with DATA=/path.
+sweep: $(STAMP) $(if $(DATA),,demo-data)
+	$(PY) -m study.sweep $(SPACE) --results $(RESULTS) $(if $(DATA),--data $(DATA)) $(ARGS)
+	$(PY) -m study.analyze $(RESULTS)
+
+report analyze: $(STAMP)
+	$(PY) -m study.analyze $(RESULTS)
+
+dashboard:
+	@echo "A running sweep prints its dashboard URL at start (http://127.0.0.1:8265 by default)."
+	@echo "From another machine, tunnel it instead of exposing it: ssh -L 8265:127.0.0.1:8265 HOST"
+	@echo "then open http://127.0.0.1:8265 ; 'ray status' lists the cluster (token auth stays on)."
+
+weights: $(STAMP)
+	$(PY) -m retina.weights
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check retina study tests
+	$(VENV)/bin/ruff format --check retina study tests
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format retina study tests
+	$(VENV)/bin/ruff check --fix retina study tests
+
+bench: $(STAMP)
+	$(PY) -m retina.bench --json bench.json
+
+bench-gpu: $(STAMP)
+	$(PY) -m retina.bench --gpu --json bench-gpu.json
+
+clean-results:
+	rm -rf $(RESULTS)/*/
