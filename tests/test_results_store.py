@@ -74,9 +74,22 @@ def test_failure_reason_survives_ray_reporting_a_clean_end(store, tmp_path):
 
 
 def test_load_takes_back_everything_written(store, tmp_path):
-    store.record_test("t1", 2, {f"test_{k}": 0.5 for k in
-                                ("loss", "acc", "kappa", "balanced_acc",
-                                 "referable_sensitivity", "referable_specificity")}, [1] * 25)
+    store.record_test(
+        "t1",
+        2,
+        {
+            f"test_{k}": 0.5
+            for k in (
+                "loss",
+                "acc",
+                "kappa",
+                "balanced_acc",
+                "referable_sensitivity",
+                "referable_specificity",
+            )
+        },
+        [1] * 25,
+    )
     store.flush()
     again = ResultsStore(tmp_path, HP, "val_kappa", "max")
     again.load()

@@ -1,0 +1,75 @@
+"""Driver-side Ray Tune callback that mirrors every trial result into the Parquet files.
+
+Runs in the driver process (never in a trial), so one writer owns `results/<study>/` and
+files are replaced atomically while the sweep runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ray import tune
+
+from study.results import ResultsStore
+from study.schema import StudyConfig, hyperparameter_names, resolve_trial_config
+
+
+def _error_text(trial) -> str:
+    """The last line of a trial's exception: what failed, without the remote traceback."""
+    error = trial.get_error()
+    text = str(error) if error is not None else "trial failed"
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "trial failed"
+
+
+class ParquetCallback(tune.Callback):
+    def __init__(self, folder: Path, study: StudyConfig):
+        self.folder = Path(folder)
+        self.study = study
+        self.store: ResultsStore | None = None
+
+    def __getstate__(self):
+        # Ray pickles callbacks with the experiment; the rows live on disk, not in the pickle.
+        return {"folder": self.folder, "study": self.study, "store": None}
+
+    def _store(self) -> ResultsStore:
+        if self.store is None:
+            metric = self.study.metric
+            self.store = ResultsStore(
+                self.folder, hyperparameter_names(self.study), metric.name, metric.mode
+            )
+            self.store.load()  # a resumed study keeps every epoch it already finished
+        return self.store
+
+    def setup(self, **info):
+        self._store()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        store = self._store()
+        store.start_trial(trial.trial_id, resolve_trial_config(self.study, trial.config))
+        store.flush(force=False)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._store().trials.setdefault(trial.trial_id, {})["status"] = "RUNNING"
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        store = self._store()
+        if result.get("failed"):
+            store.record_failure(trial.trial_id, str(result["failed"]))
+            store.flush()
+        elif "epoch" in result:
+            store.record_epoch(trial.trial_id, result)
+            store.flush(force=False)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        store = self._store()
+        store.finish_trial(trial.trial_id, "TERMINATED")
+        store.flush()
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        store = self._store()
+        store.finish_trial(trial.trial_id, "ERROR", _error_text(trial))
+        store.flush()
+
+    def on_experiment_end(self, trials, **info):
+        self._store().flush()

@@ -1,0 +1,80 @@
+"""Held-out test of the best trials, once, after the search has chosen them on val.
+
+The best K trials by the study metric on val are re-evaluated from the checkpoint of their
+best epoch on the test split. The test split never picks anything: it is read here only.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from retina.engine import autocast_dtype, build_loss, evaluate
+from retina.models import build_model
+from retina.prepare import PreparedData
+from study.results import ResultsStore
+from study.schema import StudyConfig
+from study.trainable import CHECKPOINT_FILE
+
+
+def top_trials(store: ResultsStore, k: int) -> list[tuple[str, int]]:
+    """(trial id, best epoch) of the best `k` trials that finished cleanly, best first."""
+    best = store.best_epochs()
+    ranked = sorted(
+        (row[store.metric], trial_id, int(row["epoch"]))
+        for trial_id, row in best.items()
+        if store.trials.get(trial_id, {}).get("status") != "ERROR"
+        and not math.isnan(row[store.metric])
+    )
+    if store.mode == "max":
+        ranked.reverse()
+    return [(trial_id, epoch) for _, trial_id, epoch in ranked[:k]]
+
+
+def find_checkpoint(result, epoch: int) -> Path | None:
+    """The checkpoint folder that a Ray `Result` kept for `epoch`, if any."""
+    for checkpoint, metrics in result.best_checkpoints or []:
+        if int(metrics.get("epoch", -1)) == epoch:
+            return Path(checkpoint.path)
+    return None
+
+
+def evaluate_on_test(
+    checkpoint_dir: Path, data: PreparedData, device: torch.device, batch_size: int = 64
+):
+    state = torch.load(checkpoint_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    trial = state["config"]["trial"]
+    # The weights come from the checkpoint: the ImageNet file is not needed here.
+    model = build_model(trial["arch"], pretrained=False)
+    model.load_state_dict(state["model"])
+    model.to(device)
+    loss_fn = build_loss(trial["class_weighted"], data.class_counts()["train"]).to(device)
+    loader = data.loader("test", batch_size, device, train=False)
+    return state["epoch"], evaluate(
+        model, loader, loss_fn, device, amp_dtype=autocast_dtype(device)
+    )
+
+
+def evaluate_best_trials(
+    store: ResultsStore, results_by_id: dict, data: PreparedData, study: StudyConfig
+) -> list[str]:
+    """Evaluate the best `study.test_top_k` trials on test; returns the messages it printed."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    lines = []
+    for trial_id, epoch in top_trials(store, study.test_top_k):
+        result = results_by_id.get(trial_id)
+        folder = find_checkpoint(result, epoch) if result is not None else None
+        if folder is None:
+            lines.append(f"{trial_id}: no checkpoint of epoch {epoch} kept; not tested")
+            continue
+        ckpt_epoch, metrics = evaluate_on_test(folder, data, device)
+        store.record_test(
+            trial_id, ckpt_epoch, metrics.as_dict("test"), metrics.confusion.reshape(-1)
+        )
+        lines.append(
+            f"{trial_id} (epoch {ckpt_epoch}): test acc {metrics.accuracy:.3f}, kappa {metrics.kappa:.3f}"
+        )
+    store.flush()
+    return lines

@@ -1,0 +1,114 @@
+"""Checks that run before Ray starts, so a study fails in seconds, not after an hour.
+
+The results folder must be writable and must not hold another study; the ImageNet weights
+for every arch the space can run pretrained must be present or downloadable; the data is
+validated and its decode-once cache built (the core's clear errors).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from retina.errors import RetinaError
+from retina.models import ensure_weights, missing_weights
+from retina.prepare import PreparedData, prepare_data
+from study.dimensions import finite_values
+from study.schema import StudyConfig
+
+
+def check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise RetinaError(
+            f"results folder {folder} is not writable ({exc.strerror}); "
+            "choose another with --results DIR or fix its permissions"
+        ) from None
+
+
+def _diff(old: Any, new: Any, path: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            sub = f"{path}.{key}" if path else str(key)
+            if key not in old:
+                out.append(f"{sub}: added ({new[key]!r})")
+            elif key not in new:
+                out.append(f"{sub}: removed (was {old[key]!r})")
+            else:
+                out += _diff(old[key], new[key], sub)
+        return out
+    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
+
+
+def check_study_folder(folder: Path, resolved: dict, resume: bool) -> None:
+    """Refuse to mix two studies in one folder, or to resume a study whose space changed."""
+    study_json = folder / "study.json"
+    if not resume:
+        if study_json.exists() or (folder / "tune").exists():
+            raise RetinaError(
+                f"{folder} already holds a study; continue it with --resume, "
+                "or start a new one with --name NEW_NAME (or remove the folder)"
+            )
+        return
+    if not study_json.exists():
+        raise RetinaError(
+            f"--resume: {folder} holds no study to resume (no study.json); run without --resume"
+        )
+    try:
+        old = json.loads(study_json.read_text())["config"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise RetinaError(
+            f"--resume: {study_json} is unreadable ({exc}); remove the folder"
+        ) from None
+    changes = _diff(old, resolved)
+    if changes:
+        raise RetinaError(
+            f"--resume: the study in {folder} was run with a different space; changed: "
+            + "; ".join(changes[:10])
+            + ". Resume with the original settings, or start a new study with --name NEW_NAME"
+        )
+
+
+def check_weights(study: StudyConfig) -> None:
+    pretrained = finite_values(study.space["pretrained"])
+    if pretrained is not None and True not in pretrained:
+        return
+    archs = finite_values(study.space["arch"]) or []
+    for arch in archs:
+        if not missing_weights([arch]):
+            continue
+        try:  # downloads the file where there is a network; offline it says what is missing
+            ensure_weights(arch)
+        except RetinaError as exc:
+            raise RetinaError(
+                f"{exc} — or run this study without pretrained trials: --set space.pretrained=false"
+            ) from None
+
+
+def preflight(
+    study: StudyConfig, folder: Path, resolved: dict, resume: bool, cache_root: Path | None
+) -> PreparedData:
+    check_writable(folder.parent)
+    check_study_folder(folder, resolved, resume)
+    check_weights(study)
+    data = prepare_data(
+        study.data.path,
+        study.data.image_size,
+        study.data.preprocessing,
+        split_seed=study.data.split_seed,
+        skip_bad=study.data.skip_bad,
+        cache_root=cache_root,
+        val_fraction=study.data.val_fraction,
+        test_fraction=study.data.test_fraction,
+        progress=True,
+    )
+    check_writable(folder)
+    os.chmod(folder, 0o755)  # never world-writable, whatever the umask
+    return data

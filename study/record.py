@@ -1,0 +1,72 @@
+"""`study.json`: what a study was run with, so its results can be trusted and reproduced."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from retina.prepare import PreparedData
+from study.schema import StudyConfig, hyperparameter_names, max_epochs
+
+PACKAGES = ("torch", "torchvision", "ray", "optuna", "numpy", "pandas", "pyarrow", "pillow")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def git_revision() -> str | None:
+    """The harness's commit (with `-dirty` when it has local changes), or None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=12"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev or None
+
+
+def study_record(study: StudyConfig, resolved: dict, data: PreparedData, space_file: str) -> dict:
+    counts = data.class_counts()
+    skipped = len(data.cache.skipped_indices)
+    return {
+        "name": study.name,
+        "space_file": space_file,
+        "config": resolved,
+        "hyperparameters": hyperparameter_names(study),
+        "metric": {"name": study.metric.name, "mode": study.metric.mode},
+        "max_epochs": max_epochs(study),
+        "data": {
+            "path": str(data.data_dir),
+            "layout": data.layout,
+            "dataset_hash": data.manifest_hash,
+            "image_size": data.image_size,
+            "preprocessing": data.preprocessing,
+            "split_seed": data.split.seed,
+            "n_images": {split: int(sum(c)) for split, c in counts.items()},
+            "class_counts": counts,
+            "skipped": skipped,
+            "cache": str(data.cache.path),
+        },
+        "search": resolved.get("search"),
+        "scheduler": resolved.get("scheduler"),
+        "seeds": {"split": study.data.split_seed, "search": study.search.seed, "train": study.seed},
+        "versions": package_versions(),
+        "git_rev": git_revision(),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,138 @@
+"""The Ray side of a sweep: start or join Ray, run (or restore) the Tuner, test the best.
+
+Called by `study.sweep` after the preflight has validated the space and built the cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import ray
+import torch
+from ray import tune
+
+from retina.prepare import PreparedData
+from study.callback import ParquetCallback
+from study.holdout import evaluate_best_trials
+from study.results import ResultsStore
+from study.schema import StudyConfig, hyperparameter_names
+from study.space import resolve_gpu, tune_config, tune_param_space
+from study.trainable import train_trial
+
+TUNE_DIR = "tune"  # results/<study>/tune holds Ray's experiment state and checkpoints
+TABLE_PARAMS = {
+    "arch": "arch",
+    "pretrained": "pretrained",
+    "lr": "lr",
+    "batch_size": "batch",
+    "weight_decay": "wd",
+}
+TABLE_METRICS = {"epoch": "epoch", "val_acc": "val acc", "val_kappa": "val kappa"}
+
+
+def start_ray(address: str | None, dashboard_host: str) -> None:
+    if address:  # join a cluster; its dashboard was configured by whoever started it
+        ctx = ray.init(address=address, log_to_driver=True)
+    else:
+        ctx = ray.init(include_dashboard=True, dashboard_host=dashboard_host, log_to_driver=True)
+    url = getattr(ctx, "dashboard_url", None)
+    print(f"Ray dashboard: http://{url}" if url else "Ray dashboard: not available", flush=True)
+
+
+def build_tuner(study: StudyConfig, data: PreparedData, folder: Path, resume: bool) -> tune.Tuner:
+    gpu = resolve_gpu(study, torch.cuda.is_available())
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, data=data, study=study),
+        {"cpu": study.resources.cpu, "gpu": gpu},
+    )
+    experiment = folder / TUNE_DIR
+    if resume and tune.Tuner.can_restore(str(experiment)):
+        # Finished trials stay finished; unfinished and errored ones continue from checkpoints.
+        return tune.Tuner.restore(
+            str(experiment),
+            trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            param_space=tune_param_space(study),
+        )
+    metric = study.metric
+    reporter = tune.CLIReporter(
+        parameter_columns={k: v for k, v in TABLE_PARAMS.items() if k in study.space},
+        metric_columns=TABLE_METRICS,
+        max_report_frequency=10,
+        sort_by_metric=True,  # metric and mode come from the TuneConfig
+    )
+    return tune.Tuner(
+        trainable,
+        param_space=tune_param_space(study),
+        tune_config=tune_config(study),
+        run_config=tune.RunConfig(
+            name=TUNE_DIR,
+            storage_path=str(folder),
+            callbacks=[ParquetCallback(folder, study)],
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=study.keep_checkpoints,
+                checkpoint_score_attribute=metric.name,
+                checkpoint_score_order=metric.mode,
+            ),
+            failure_config=tune.FailureConfig(max_failures=study.max_failures),
+            progress_reporter=reporter,
+            verbose=1,
+        ),
+    )
+
+
+def leaderboard(store: ResultsStore, top: int = 10) -> str:
+    df = store.trials_frame()
+    if df.empty:
+        return "no trial finished an epoch"
+    col = f"best_{store.metric}"
+    df = df.sort_values(col, ascending=store.mode == "min", na_position="last").head(top)
+    cols = [
+        "trial_id",
+        "status",
+        *hyperparameter_names_in(df, store),
+        "epochs_run",
+        "best_val_acc",
+        "best_val_kappa",
+        "test_acc",
+        "test_kappa",
+    ]
+    with pd.option_context(
+        "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format
+    ):
+        return df[cols].to_string(index=False)
+
+
+def hyperparameter_names_in(df: pd.DataFrame, store: ResultsStore) -> list[str]:
+    return [h for h in store.hyperparameters if h in df.columns]
+
+
+def run_study(
+    study: StudyConfig,
+    data: PreparedData,
+    folder: Path,
+    address: str | None,
+    dashboard_host: str,
+    resume: bool,
+) -> bool:
+    """Run the search to its end (True) or until interrupted (False); then test the best."""
+    start_ray(address, dashboard_host)
+    try:
+        grid = build_tuner(study, data, folder, resume).fit()
+        trials = grid._experiment_analysis.trials  # statuses are not on the public ResultGrid
+        finished = all(t.status in ("TERMINATED", "ERROR") for t in trials)
+        store = ResultsStore(
+            folder, hyperparameter_names(study), study.metric.name, study.metric.mode
+        )
+        store.load()
+        if finished and study.test_top_k > 0:
+            by_id = {r.metrics.get("trial_id"): r for r in grid if r.metrics}
+            print("held-out test of the best trials (chosen on val):")
+            for line in evaluate_best_trials(store, by_id, data, study):
+                print(f"  {line}")
+        print(leaderboard(store))
+        return finished
+    finally:
+        ray.shutdown()

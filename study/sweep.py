@@ -1,0 +1,97 @@
+"""Run a study: `python -m study.sweep search_spaces/demo.yaml [--set num_samples=2 ...]`.
+
+Validates the space and the data before Ray starts (preflight), builds the decode-once
+cache once, starts or joins Ray with the dashboard on 127.0.0.1, runs the Tune search with
+a live progress table, tests the best trials on the held-out split, and prints a
+leaderboard and the results folder. `--resume` continues an interrupted study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from retina.cli import run_main
+from study.schema import StudyConfig, load_study, study_to_dict
+
+LOCAL_DASHBOARD_HOST = "127.0.0.1"
+EXPOSED_WARNING = (
+    "warning: the Ray dashboard listens on {host}. Ray's dashboard and Jobs API run code for "
+    "anyone who reaches them: keep Ray's token authentication on and the network trusted, "
+    "or use the default 127.0.0.1 with an SSH tunnel."
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m study.sweep", description=__doc__.splitlines()[0])
+    p.add_argument("space", help="a YAML search space, e.g. search_spaces/demo.yaml")
+    p.add_argument("--data", help="data folder (overrides data.path of the space)")
+    p.add_argument("--results", default="results", help="parent folder of results/<study>")
+    p.add_argument("--name", help="study name (overrides the space's name)")
+    p.add_argument("--address", help="join a running Ray cluster: auto or ray://HOST:PORT")
+    p.add_argument("--resume", action="store_true", help="continue the study in its folder")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field by dotted path, e.g. --set space.pretrained=false",
+    )
+    p.add_argument("--cache-dir", help="decode-once cache root (default $RETINA_CACHE or ~/.cache)")
+    p.add_argument(
+        "--dashboard-host",
+        default=LOCAL_DASHBOARD_HOST,
+        help="interface for the Ray dashboard (default 127.0.0.1: local only)",
+    )
+    return p.parse_args(argv)
+
+
+def load(args: argparse.Namespace) -> StudyConfig:
+    overrides = list(args.overrides)
+    if args.data:
+        overrides.append(f"data.path={args.data}")
+    if args.name:
+        overrides.append(f"name={args.name}")
+    return load_study(args.space, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    study = load(args)
+    folder = Path(args.results).resolve() / study.name
+    resolved = study_to_dict(study)
+
+    from study.preflight import preflight  # torch is imported only once the YAML is valid
+    from study.record import study_record
+    from study.results import write_json_atomic
+
+    cache_root = Path(args.cache_dir) if args.cache_dir else None
+    data = preflight(study, folder, resolved, args.resume, cache_root)
+    if not args.resume:
+        write_json_atomic(folder / "study.json", study_record(study, resolved, data, args.space))
+    print(f"study {study.name}: {data.class_counts()} images per split and grade -> {folder}")
+
+    from study.run import run_study  # Ray is imported only after the preflight passed
+
+    if args.dashboard_host != LOCAL_DASHBOARD_HOST:
+        print(EXPOSED_WARNING.format(host=args.dashboard_host), file=sys.stderr)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table honours our columns
+    finished = run_study(study, data, folder, args.address, args.dashboard_host, args.resume)
+    print(f"results: {folder}")
+    if not finished:
+        print(
+            f"the study stopped before the end; continue it with:\n"
+            f"  python -m study.sweep {args.space} --resume "
+            + " ".join(f"--set {o}" for o in args.overrides)
+            + (f" --name {args.name}" if args.name else "")
+            + (f" --results {args.results}" if args.results != "results" else "")
+        )
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))

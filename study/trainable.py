@@ -1,0 +1,103 @@
+"""The Ray Tune trainable: thin glue from a trial's config to the retina core.
+
+All training logic lives in `retina.engine`; this file builds the objects for one trial,
+resumes from `tune.get_checkpoint()`, and reports each epoch with a checkpoint. The data
+(`PreparedData`: cache path and the one split) arrives through `tune.with_parameters`, so no
+trial decodes images or re-splits the data.
+"""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from ray import tune
+
+from retina.engine import (
+    NonFiniteLoss,
+    autocast_dtype,
+    build_loss,
+    build_optimizer,
+    evaluate,
+    seed_everything,
+    train_one_epoch,
+)
+from retina.models import build_model
+from retina.prepare import PreparedData
+from study.schema import StudyConfig, resolve_trial_config, study_to_dict
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def trial_device() -> torch.device:
+    # Ray sets CUDA_VISIBLE_DEVICES to the trial's share; no GPU assigned means CPU.
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train_trial(config: dict, data: PreparedData, study: StudyConfig) -> None:
+    hp = resolve_trial_config(study, config)
+    device = trial_device()
+    torch.set_num_threads(max(1, int(study.resources.cpu)))
+    seed_everything(study.seed)
+    model = build_model(hp["arch"], hp["pretrained"]).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(
+        hp["optimizer"], model.parameters(), hp["lr"], hp["weight_decay"], hp["momentum"]
+    )
+    loss_fn = build_loss(hp["class_weighted"], data.class_counts()["train"]).to(device)
+    step_model = torch.compile(model) if study.compile else model
+
+    first_epoch = 1
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:  # a retried or resumed trial continues where it stopped
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder, CHECKPOINT_FILE), weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        first_epoch = state["epoch"] + 1
+
+    amp = autocast_dtype(device)
+    train = data.loader("train", hp["batch_size"], device, train=True, seed=study.seed)
+    val = data.loader("val", hp["batch_size"], device, train=False)
+    resolved = {"trial": hp, "study": study_to_dict(study)}
+    node = socket.gethostbyname(socket.gethostname())
+    for epoch in range(first_epoch, hp["epochs"] + 1):
+        started = time.perf_counter()
+        train.set_epoch(epoch)
+        try:
+            train_metrics = train_one_epoch(
+                step_model, train, optimizer, loss_fn, device, amp_dtype=amp
+            )
+        except NonFiniteLoss as exc:  # ends this trial only; the study goes on
+            tune.report(
+                {
+                    "epoch": epoch,
+                    "failed": f"{exc} (epoch {epoch})",
+                    study.metric.name: float("nan"),
+                }
+            )
+            return
+        val_metrics = evaluate(step_model, val, loss_fn, device, amp_dtype=amp)
+        metrics = {
+            "epoch": epoch,
+            **train_metrics.as_dict("train"),
+            **val_metrics.as_dict("val"),
+            "val_confusion": val_metrics.confusion.reshape(-1).tolist(),
+            "seconds": time.perf_counter() - started,
+            "device": device.type,
+            "node": node,
+        }
+        with tempfile.TemporaryDirectory() as folder:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+                "config": resolved,
+                "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
+            }
+            torch.save(state, Path(folder, CHECKPOINT_FILE))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

@@ -1,0 +1,68 @@
+"""A real Ray Tune sweep through the CLI: the four results files and the held-out test."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from cli_helpers import run_cli
+
+from study.results import CONFUSION_COLUMNS, EPOCH_COLUMNS, TRIAL_TAIL_COLUMNS
+
+
+def test_small_sweep_writes_the_results_contract(small_study):
+    record = json.loads((small_study / "study.json").read_text())
+    assert record["name"] == "small"
+    assert record["metric"] == {"name": "val_kappa", "mode": "max"}
+    assert sum(record["data"]["class_counts"]["val"]) == record["data"]["n_images"]["val"] > 0
+    assert record["seeds"]["split"] == 0 and record["versions"]["ray"]
+    assert record["config"]["space"]
+
+    trials = pd.read_parquet(small_study / "trials.parquet")
+    assert len(trials) == 2
+    for col in ["trial_id", "status", *record["hyperparameters"], *TRIAL_TAIL_COLUMNS]:
+        assert col in trials.columns, col
+    assert set(trials["status"]) == {"TERMINATED"}
+    assert (trials["arch"] == "resnet18").all() and not trials["pretrained"].any()
+    assert trials["lr"].dtype == "float64" and trials["batch_size"].dtype == "int64"
+
+    epochs = pd.read_parquet(small_study / "epochs.parquet")
+    assert list(epochs.columns) == EPOCH_COLUMNS
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    runs = epochs.groupby("trial_id")["epoch"].max()
+    assert (runs == trials.set_index("trial_id")["epochs_run"]).all()
+    assert epochs["val_acc"].between(0, 1).all()
+
+    # The best trial (on val) was evaluated once on test; the other was not.
+    tested = trials[trials["test_acc"].notna()]
+    assert len(tested) == 1
+    best = trials.sort_values("best_val_kappa", ascending=False).iloc[0]
+    assert tested["trial_id"].item() == best["trial_id"]
+
+    conf = pd.read_parquet(small_study / "confusion.parquet")
+    assert list(conf.columns) == CONFUSION_COLUMNS
+    test_conf = conf[conf["split"] == "test"]
+    assert test_conf["count"].sum() == record["data"]["n_images"]["test"]
+    val_conf = conf[(conf["split"] == "val") & (conf["trial_id"] == best["trial_id"])]
+    per_epoch = val_conf.groupby("epoch")["count"].sum()
+    assert (per_epoch == record["data"]["n_images"]["val"]).all()
+
+
+def test_existing_study_is_not_overwritten_without_resume(small_study):
+    before = (small_study / "trials.parquet").read_bytes()
+    proc = run_cli(
+        "study.sweep", "search_spaces/demo.yaml", "--results", str(small_study.parent),
+        "--name", "small", "--set", "space.pretrained=false",
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "already holds a study" in proc.stderr and "--resume" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (small_study / "trials.parquet").read_bytes() == before
+
+
+def test_bad_override_fails_before_ray_starts(tmp_path):
+    proc = run_cli("study.sweep", "search_spaces/demo.yaml", "--results", str(tmp_path),
+                   "--set", "space.lr=-1")  # fmt: skip
+    assert proc.returncode == 2
+    assert "space.lr" in proc.stderr and "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())
