@@ -1,0 +1,349 @@
+"""The one typed schema of a study: a YAML search space, validated before Ray starts.
+
+    from study.schema import load_study
+    study = load_study("search_spaces/demo.yaml", ["num_samples=2", "data.image_size=32"])
+
+A study file holds `name`, `data` (`path`, `image_size`, `preprocessing`, `split_seed`, `skip_bad`,
+`val_fraction`, `test_fraction`), `space`, `search`, `scheduler`, `metric`, `num_samples`,
+`max_concurrent`, `resources`, `test_top_k`, `max_failures`, `keep_checkpoints`, `seed`, `compile`
+(see search_spaces/*.yaml). `data.path` is kept as written; a relative path is relative to the
+working directory the sweep runs in (the repository root for `make sweep`).
+
+Each dimension of `space` is a plain value (fixed), or exactly one of `{choice: [..]}`,
+`{grid: [..]}` (every value tried; search `grid` or `random`), `{uniform: [lo, hi]}`,
+`{loguniform: [lo, hi]}`, `{randint: [lo, hi]}` (hi exclusive, like `tune.randint`), or a value
+that depends on another finite dimension: `{depends_on: arch, values: {resnet18: 10, resnet50: 5}}`.
+Every mistake raises `RetinaError("<file>: <dotted.key>: <what is wrong>; <fix>")`, prefixed by
+the `--set` item that caused it, if any.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from retina.errors import RetinaError
+from study.dimensions import DIMENSIONS, Dimension, coerce_value, finite_values, parse_space
+from study.dimensions import number as as_number
+from study.overrides import (
+    TEXT,
+    Override,
+    Problem,
+    apply_overrides,
+    blame,
+    parse_set,
+    read_yaml_file,
+    show,
+    unknown_key,
+)
+
+# fmt: off
+__all__ = ["DIMENSIONS", "KEYS", "Dimension", "StudyConfig", "finite_values", "hyperparameter_names",
+           "load_study", "max_epochs", "resolve_trial_config", "study_from_dict", "study_to_dict"]
+# fmt: on
+
+PREPROCESSING = ("none", "graham")
+ALGORITHMS = ("optuna", "random", "grid")
+SCHEDULERS = ("asha", "none")
+METRICS = {"val_kappa": "max", "val_acc": "max", "val_balanced_acc": "max", "val_loss": "min"}
+SEED_MAX = 2**32 - 1  # numpy RandomState / Optuna TPESampler accept 0 .. 2**32-1
+NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    path: str
+    image_size: int
+    preprocessing: str = "none"
+    split_seed: int = 0
+    skip_bad: bool = False
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    algorithm: str = "optuna"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    name: str = "asha"
+    grace_period: int = 1
+    reduction_factor: float = 2.0
+
+
+@dataclass(frozen=True)
+class MetricConfig:
+    name: str = "val_kappa"
+    mode: str = "max"
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = 1.0
+    gpu: float | str = "auto"  # a number of GPUs per trial (fractions ok) or "auto"
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    data: DataConfig
+    space: dict[str, Dimension]  # every name of DIMENSIONS, in that order
+    search: SearchConfig
+    scheduler: SchedulerConfig
+    metric: MetricConfig
+    num_samples: int = 1
+    max_concurrent: int | None = None
+    resources: Resources = Resources()
+    test_top_k: int = 3
+    max_failures: int = 2
+    keep_checkpoints: int = 2
+    seed: int = 0
+    compile: bool = False
+
+
+# fmt: off
+_SECTION_KEYS = {
+    "data": {"path": TEXT, "image_size": None, "preprocessing": TEXT, "split_seed": None,
+             "skip_bad": None, "val_fraction": None, "test_fraction": None},
+    "space": dict.fromkeys(DIMENSIONS),
+    "search": {"algorithm": TEXT, "seed": None},
+    "scheduler": {"name": TEXT, "grace_period": None, "reduction_factor": None},
+    "metric": {"name": TEXT, "mode": TEXT},
+    "resources": {"cpu": None, "gpu": None},
+}
+_TOP_KEYS = ("name", "data", "space", "search", "scheduler", "metric", "num_samples",
+             "max_concurrent", "resources", "test_top_k", "max_failures", "keep_checkpoints",
+             "seed", "compile")
+# fmt: on
+# The key tree `--set` paths are checked against (a leaf is None, or TEXT for verbatim text).
+KEYS: dict[str, Any] = {k: _SECTION_KEYS.get(k, TEXT if k == "name" else None) for k in _TOP_KEYS}
+
+
+class _Section:
+    """A mapping of the document at `prefix`, with typed getters that raise `Problem`s."""
+
+    def __init__(self, raw: Any, prefix: str, allowed: Sequence[str]):
+        if not isinstance(raw, dict):
+            fix = f"write {prefix or 'the document'} as keys and values: {', '.join(allowed)}"
+            raise Problem(prefix, f"expected a mapping, got {show(raw)}", fix)
+        for key in raw:
+            if key not in allowed:
+                raise unknown_key(prefix, key, allowed)
+        self.raw, self.prefix = raw, prefix
+
+    def section(self, name: str, default: Any = None) -> _Section:
+        raw = self.get(name, {} if default is None else default)
+        return _Section(raw, name, list(_SECTION_KEYS[name]))
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def get(self, name: str, default: Any) -> Any:
+        if name not in self.raw:
+            if default is _REQUIRED:
+                raise Problem(self.key(name), "missing", "add it (see search_spaces/demo.yaml)")
+            return default
+        return self.raw[name]
+
+    def int(self, name: str, default: Any = _REQUIRED, lo: int = 0, hi: int | None = None) -> int:
+        value, key = self.get(name, default), self.key(name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            fix = f"write a whole number >= {lo}"
+            raise Problem(key, f"expected an integer, got {show(value)}", fix)
+        if value < lo or (hi is not None and value > hi):
+            span = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+            raise Problem(key, f"must be {span}, got {show(value)}", "change the value")
+        return value
+
+    def float(self, name: str, default: Any = _REQUIRED, **bounds: float) -> float:
+        """A finite number; `bounds` are gt=, ge=, lt= limits."""
+        value, key = self.get(name, default), self.key(name)
+        number = as_number(value)
+        if number is None:
+            fix = "write a number or auto" if name == "gpu" else "write a finite number, e.g. 0.5"
+            raise Problem(key, f"expected a number, got {show(value)}", fix)
+        ops = {"gt": (">", number.__gt__), "ge": (">=", number.__ge__), "lt": ("<", number.__lt__)}
+        if not all(ops[op][1](bound) for op, bound in bounds.items()):
+            span = " and ".join(f"{ops[op][0]} {bound}" for op, bound in bounds.items())
+            raise Problem(key, f"must be {span}, got {show(value)}", "change the value")
+        return number
+
+    def bool(self, name: str, default: Any = _REQUIRED) -> bool:
+        value = self.get(name, default)
+        if not isinstance(value, bool):
+            fix = "write true or false"
+            raise Problem(self.key(name), f"expected true or false, got {show(value)}", fix)
+        return value
+
+    def text(self, name: str, default: Any = _REQUIRED, choices: Sequence[str] = ()) -> str:
+        value, key = self.get(name, default), self.key(name)
+        if not isinstance(value, str) or not value.strip():
+            example = choices[0] if choices else {"name": "demo"}.get(name, "data/demo")
+            raise Problem(key, f"expected text, got {show(value)}", f"write e.g. {example}")
+        if choices and value not in choices:
+            fix = f"choose one of {', '.join(choices)}"
+            raise Problem(key, f"unknown value {show(value)}", fix)
+        return value
+
+
+def _parse(doc: Any) -> StudyConfig:
+    top = _Section(doc, "", _TOP_KEYS)
+    name = top.text("name")
+    if not set(name) <= NAME_CHARS or set(name) == {"."} or len(name) > 100:
+        fix = "use up to 100 letters, digits, '_', '.', '-' (e.g. demo-2)"
+        raise Problem("name", f"{show(name)} is not a usable folder name", fix)
+    d = top.section("data", _REQUIRED)
+    data = DataConfig(
+        path=d.text("path"),
+        image_size=d.int("image_size", lo=16, hi=1024),
+        preprocessing=d.text("preprocessing", "none", PREPROCESSING),
+        split_seed=d.int("split_seed", 0, hi=SEED_MAX),
+        skip_bad=d.bool("skip_bad", False),
+        val_fraction=d.float("val_fraction", 0.15, gt=0.0, lt=1.0),
+        test_fraction=d.float("test_fraction", 0.15, gt=0.0, lt=1.0),
+    )
+    if data.val_fraction + data.test_fraction >= 1.0:
+        what, fix = "val_fraction + test_fraction must be < 1", "leave a share for training"
+        raise Problem("data.test_fraction", what, fix, ["data.val_fraction"])
+    s = top.section("search")
+    search = SearchConfig(s.text("algorithm", "optuna", ALGORITHMS), s.int("seed", 0, hi=SEED_MAX))
+    space = parse_space(top.get("space", _REQUIRED), search.algorithm)
+    sc = top.section("scheduler")
+    scheduler = SchedulerConfig(
+        sc.text("name", "asha", SCHEDULERS),
+        sc.int("grace_period", 1, lo=1),
+        sc.float("reduction_factor", 2.0, gt=1.0),
+    )
+    longest = _max_epochs(space)
+    if scheduler.name == "asha" and scheduler.grace_period > longest:
+        what = f"{scheduler.grace_period} is more than the most epochs a trial runs ({longest})"
+        raise Problem(
+            "scheduler.grace_period", what, f"set it to at most {longest}", ["space.epochs"]
+        )
+    m = top.section("metric")
+    metric_name = m.text("name", "val_kappa", list(METRICS))
+    mode = m.text("mode", METRICS[metric_name], ("max", "min"))
+    if mode != METRICS[metric_name]:
+        what = f"{metric_name} is {'minimised' if mode == 'max' else 'maximised'}, not {mode}"
+        raise Problem("metric.mode", what, f"use mode: {METRICS[metric_name]}", ["metric.name"])
+    r = top.section("resources")
+    gpu = r.get("gpu", "auto")
+    resources = Resources(
+        r.float("cpu", 1.0, gt=0.0), "auto" if gpu == "auto" else r.float("gpu", ge=0.0)
+    )
+    max_concurrent = (
+        None if top.get("max_concurrent", None) is None else top.int("max_concurrent", lo=1)
+    )
+    return StudyConfig(
+        name=name,
+        data=data,
+        space=space,
+        search=search,
+        scheduler=scheduler,
+        metric=MetricConfig(metric_name, mode),
+        num_samples=top.int("num_samples", 1, lo=1),
+        max_concurrent=max_concurrent,
+        resources=resources,
+        test_top_k=top.int("test_top_k", 3),
+        max_failures=top.int("max_failures", 2),
+        keep_checkpoints=top.int("keep_checkpoints", 2, lo=1),
+        seed=top.int("seed", 0, hi=SEED_MAX),
+        compile=top.bool("compile", False),
+    )
+
+
+def _label(item: str) -> str:
+    return f"--set {item if len(item) <= 100 else item[:97] + '...'}"
+
+
+def study_from_dict(
+    doc: Any, source: str = "<study>", overrides: Sequence[str] = ()
+) -> StudyConfig:
+    """Validate a document (as read from YAML) after applying `--set` items; see `load_study`."""
+    parsed: list[Override] = []
+    for item in overrides:
+        try:
+            parsed.append(parse_set(str(item), KEYS))
+        except Problem as problem:
+            raise RetinaError(f"{source}: {_label(str(item))}: {problem}") from None
+    if doc is None:
+        raise RetinaError(
+            f"{source}: the file is empty; a study needs at least name, data and space (see search_spaces/demo.yaml)"
+        )
+    if not isinstance(doc, dict):
+        raise RetinaError(
+            f"{source}: expected a mapping of keys (name, data, space, ...) at the top, got {show(doc)}; see search_spaces/demo.yaml"
+        )
+    try:
+        return _parse(apply_overrides(doc, parsed))
+    except Problem as problem:
+        culprit = blame(problem, parsed)
+        label = f"{_label(culprit.item)}: " if culprit else ""
+        raise RetinaError(f"{source}: {label}{problem}") from None
+    except RecursionError:  # a self-referencing YAML alias somewhere we walk
+        raise RetinaError(
+            f"{source}: the document refers to itself (YAML alias loop); remove it"
+        ) from None
+
+
+def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
+    """Read, override (`KEY=VALUE` items, dotted keys) and validate a study file."""
+    return study_from_dict(read_yaml_file(path), str(path), overrides)
+
+
+def study_to_dict(cfg: StudyConfig) -> dict[str, Any]:
+    """The resolved study (defaults filled) as JSON-serialisable data; loads back to `cfg`."""
+    out: dict[str, Any] = {"name": cfg.name, "data": asdict(cfg.data)}
+    out["space"] = {name: dim.to_yaml() for name, dim in cfg.space.items()}
+    for key in _TOP_KEYS[3:]:
+        value = getattr(cfg, key)
+        out[key] = asdict(value) if key in _SECTION_KEYS else value
+    return out
+
+
+def hyperparameter_names(cfg: StudyConfig) -> list[str]:
+    """Every hyperparameter (fixed ones too), in the stable order of `DIMENSIONS`."""
+    return [name for name in DIMENSIONS if name in cfg.space]
+
+
+def _max_epochs(space: dict[str, Dimension]) -> int:
+    dim = space["epochs"]
+    values = finite_values(dim)
+    return int(max(values)) if values is not None else int(dim.high) - 1  # randint: hi exclusive
+
+
+def max_epochs(cfg: StudyConfig) -> int:
+    """The most epochs any trial can run (ASHA's `max_t`)."""
+    return _max_epochs(cfg.space)
+
+
+def resolve_trial_config(cfg: StudyConfig, sampled: dict[str, Any]) -> dict[str, Any]:
+    """Every hyperparameter with a concrete, plainly typed value, from a trial's sampled config.
+
+    Sampled dimensions come from `sampled` (numpy scalars become int/float/bool); fixed ones from
+    the study; conditional ones by looking up the value of the dimension they depend on. Keys of
+    `sampled` that are not hyperparameters are left out. A sampled value that is missing or of the
+    wrong type raises ValueError: that is a bug or a changed space, not a user's typo.
+    """
+    out: dict[str, Any] = {}
+    for name, dim in cfg.space.items():
+        if dim.kind == "fixed":
+            out[name] = dim.values[0]
+        elif dim.kind != "conditional":
+            if name not in sampled:
+                raise ValueError(f"trial config has no value for {name!r}: {sampled!r}")
+            out[name] = coerce_value(name, sampled[name])
+    for name, dim in cfg.space.items():
+        if dim.kind == "conditional":
+            key = out[dim.depends_on]
+            matches = [value for k, value in dim.by if k == key and type(k) is type(key)]
+            if not matches:
+                raise ValueError(f"{name} has no value for {dim.depends_on}={key!r}")
+            out[name] = matches[0]
+    return {name: out[name] for name in cfg.space}
