@@ -109,6 +109,15 @@ def hyperparameter_names_in(df: pd.DataFrame, store: ResultsStore) -> list[str]:
     return [h for h in store.hyperparameters if h in df.columns]
 
 
+def expected_trials(study: StudyConfig) -> int:
+    """Trials a complete study runs: `num_samples` times each combination of the grids."""
+    count = study.num_samples
+    for dim in study.space.values():
+        if dim.kind == "grid":
+            count *= len(dim.values)
+    return count
+
+
 def run_study(
     study: StudyConfig,
     data: PreparedData,
@@ -122,7 +131,9 @@ def run_study(
     try:
         grid = build_tuner(study, data, folder, resume).fit()
         trials = grid._experiment_analysis.trials  # statuses are not on the public ResultGrid
-        finished = all(t.status in ("TERMINATED", "ERROR") for t in trials)
+        finished = len(trials) >= expected_trials(study) and all(
+            t.status in ("TERMINATED", "ERROR") for t in trials
+        )  # after Ctrl-C, Tune returns normally: unfinished or uncreated trials tell
         store = ResultsStore(
             folder, hyperparameter_names(study), study.metric.name, study.metric.mode
         )

@@ -8,12 +8,12 @@ trial decodes images or re-splits the data.
 
 from __future__ import annotations
 
-import socket
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+import ray
 from ray import tune
 
 from retina.engine import (
@@ -64,7 +64,8 @@ def train_trial(config: dict, data: PreparedData, study: StudyConfig) -> None:
     train = data.loader("train", hp["batch_size"], device, train=True, seed=study.seed)
     val = data.loader("val", hp["batch_size"], device, train=False)
     resolved = {"trial": hp, "study": study_to_dict(study)}
-    node = socket.gethostbyname(socket.gethostname())
+    ctx = ray.get_runtime_context()  # which node ran it: nodes on one host share an IP
+    node = f"{ray.util.get_node_ip_address()}/{ctx.get_node_id()[:8]}"
     for epoch in range(first_epoch, hp["epochs"] + 1):
         started = time.perf_counter()
         train.set_epoch(epoch)

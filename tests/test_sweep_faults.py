@@ -1,0 +1,109 @@
+"""Real sweeps under faults: a NaN trial, Ctrl-C then --resume, a two-node cluster."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from cli_helpers import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--set", "data.image_size=32", "--set", "space.arch=resnet18",
+        "--set", "space.pretrained=false", "--set", "space.batch_size=16",
+        "--set", "test_top_k=1"]  # fmt: skip
+
+
+def read_trials(folder):
+    return pd.read_parquet(folder / "trials.parquet").set_index("trial_id")
+
+
+def test_nan_trial_is_recorded_and_the_study_finishes(tmp_path, synthetic_data):
+    proc = run_cli(
+        "study.sweep", "search_spaces/demo.yaml", "--data", str(synthetic_data),
+        "--results", str(tmp_path), "--name", "nan", *TINY,
+        "--set", "search.algorithm=random", "--set", "scheduler.name=none",
+        "--set", "space.lr={grid: [0.01, 1.0e+12]}", "--set", "space.epochs=2",
+        "--set", "num_samples=1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    trials = read_trials(tmp_path / "nan")
+    assert len(trials) == 2
+    bad = trials[trials["lr"] > 1]
+    good = trials[trials["lr"] < 1]
+    assert bad["status"].item() == "ERROR"
+    assert "loss is" in bad["error"].item() and "epoch 1" in bad["error"].item()
+    assert good["status"].item() == "TERMINATED" and good["epochs_run"].item() == 2
+    assert good["test_acc"].notna().item()  # only the healthy trial was tested
+    epochs = pd.read_parquet(tmp_path / "nan" / "epochs.parquet")
+    assert set(epochs["trial_id"]) == set(good.index)  # no fake epoch for the NaN trial
+
+
+def test_ctrl_c_then_resume_finishes_without_rerunning_finished_trials(tmp_path, synthetic_data):
+    args = [
+        "study.sweep", "search_spaces/demo.yaml", "--data", str(synthetic_data),
+        "--results", str(tmp_path), "--name", "resume", *TINY,
+        "--set", "scheduler.name=none", "--set", "num_samples=3", "--set", "max_concurrent=1",
+        "--set", "space.epochs=3",
+    ]  # fmt: skip
+    driver = subprocess.Popen(
+        [sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    folder = tmp_path / "resume"
+    deadline = time.monotonic() + 300
+    try:  # interrupt once one trial finished and the next one is part-way
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            if (folder / "trials.parquet").exists():
+                trials = read_trials(folder)
+                epochs = pd.read_parquet(folder / "epochs.parquet")
+                if (trials["status"] == "TERMINATED").sum() >= 1 and len(epochs) >= 4:
+                    break
+        driver.send_signal(signal.SIGINT)
+        out, _ = driver.communicate(timeout=120)
+    finally:
+        driver.kill()
+    assert driver.returncode == 130, out.decode()[-3000:]
+    assert "--resume" in out.decode()
+    before = read_trials(folder)
+    finished = before.index[before["status"] == "TERMINATED"]
+    assert 1 <= len(finished) < 3
+    epochs_before = pd.read_parquet(folder / "epochs.parquet")
+
+    proc = run_cli(*args, "--resume")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    after = read_trials(folder)
+    assert len(after) == 3 and (after["status"] == "TERMINATED").all()
+    assert (after["epochs_run"] == 3).all()
+    epochs_after = pd.read_parquet(folder / "epochs.parquet")
+    assert not epochs_after.duplicated(["trial_id", "epoch"]).any()
+    assert len(epochs_after) == 9
+    # A finished trial is not run again: its rows are byte-for-byte what they were.
+    old = epochs_before[epochs_before["trial_id"].isin(finished)].reset_index(drop=True)
+    new = epochs_after[epochs_after["trial_id"].isin(finished)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(old, new)
+
+
+def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, synthetic_data):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        proc = run_cli(
+            "study.sweep", "search_spaces/demo.yaml", "--data", str(synthetic_data),
+            "--results", str(tmp_path), "--name", "cluster", "--address", cluster.address,
+            *TINY, "--set", "num_samples=2", "--set", "max_concurrent=2",
+            "--set", "space.epochs=2", "--set", "scheduler.name=none",
+        )  # fmt: skip
+    finally:
+        cluster.shutdown()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = read_trials(tmp_path / "cluster")
+    assert (trials["status"] == "TERMINATED").all()
+    assert trials["node"].nunique() == 2, trials["node"].tolist()
