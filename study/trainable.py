@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 import ray
+import torch
 from ray import tune
 
 from retina.engine import (

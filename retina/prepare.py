@@ -1,0 +1,156 @@
+"""From a data folder to what a training run needs: manifest -> cache -> split -> checks.
+
+No command of its own: `python -m retina.train --data DIR ...` and the study's trainable call
+`prepare_data`. Every problem with the data surfaces here, before any training starts, as one
+`RetinaError` that names the file, split or grade and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from retina.cache import ImageCache, build_cache
+from retina.errors import RetinaError
+from retina.loader import BatchLoader
+from retina.manifest import Manifest, read_manifest
+from retina.split import SPLIT_NAMES, Split, split_by_patient
+
+NUM_GRADES = 5
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedData:
+    cache: ImageCache
+    labels: np.ndarray  # int64 [N] over the whole manifest; the split's indices select from it
+    split: Split
+    manifest_hash: str
+    layout: str
+    data_dir: Path
+    image_size: int
+    preprocessing: str
+
+    def class_counts(self) -> dict[str, list[int]]:
+        """Images per grade 0-4 in each split: {"train": [5 ints], "val": ..., "test": ...}."""
+        return {name: _grade_counts(self.labels, self.split.indices(name)) for name in SPLIT_NAMES}
+
+    def loader(
+        self,
+        split_name: str,
+        batch_size: int,
+        device: torch.device,
+        *,
+        train: bool,
+        seed: int = 0,
+    ) -> BatchLoader:
+        """Batches of one split, sliced from the memory-mapped cache (never copied)."""
+        indices = self.split.indices(split_name)
+        return BatchLoader(
+            self.cache.open(), self.labels, indices, batch_size, device, train=train, seed=seed
+        )
+
+
+def prepare_data(
+    data_dir: str | Path,
+    image_size: int,
+    preprocessing: str = "none",
+    *,
+    split_seed: int = 0,
+    skip_bad: bool = False,
+    cache_root: str | Path | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    progress: bool = True,
+) -> PreparedData:
+    """Read, cache (validating every image), split and check the dataset in `data_dir`."""
+    manifest = read_manifest(data_dir)
+    # Split and check once before the cache: bad fractions or a dataset too small for them are
+    # reported in a second rather than after decoding every image. Skipping bad images later
+    # only removes images, so a dataset that passes here is checked again below.
+    split = split_by_patient(manifest, split_seed, val_fraction, test_fraction)
+    _check_split(manifest, split, skipped=0, val_fraction=val_fraction, test_fraction=test_fraction)
+    cache = build_cache(
+        manifest,
+        image_size,
+        preprocessing,
+        cache_root=Path(cache_root) if cache_root is not None else None,
+        skip_bad=skip_bad,
+        progress=progress,
+    )
+    skipped = cache.skipped_indices
+    if skipped:
+        split = split_by_patient(manifest, split_seed, val_fraction, test_fraction, exclude=skipped)
+        _check_split(
+            manifest,
+            split,
+            skipped=len(skipped),
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+        )
+    return PreparedData(
+        cache=cache,
+        labels=manifest.labels,
+        split=split,
+        manifest_hash=str(cache.meta.get("manifest_hash") or manifest.content_hash()),
+        layout=manifest.layout,
+        data_dir=manifest.root,
+        image_size=image_size,
+        preprocessing=preprocessing,
+    )
+
+
+def _grade_counts(labels: np.ndarray, indices: np.ndarray) -> list[int]:
+    return np.bincount(labels[indices], minlength=NUM_GRADES).astype(int).tolist()
+
+
+def _check_split(
+    manifest: Manifest,
+    split: Split,
+    *,
+    skipped: int,
+    val_fraction: float,
+    test_fraction: float,
+) -> None:
+    """RetinaError for an empty split or a grade that train lacks; message names the fix."""
+    usable = sum(len(split.indices(name)) for name in SPLIT_NAMES)
+    patients = len({manifest.patient_ids[i] for name in SPLIT_NAMES for i in split.indices(name)})
+    lab = manifest.layout == "lab"
+    context = (
+        f"{usable} usable images of {patients} patients in {manifest.root}"
+        + (f", {skipped} bad images skipped" if skipped else "")
+        + f"; split_seed={split.seed}, val_fraction={val_fraction}"
+        + ("" if lab else f", test_fraction={test_fraction}")
+    )
+    fixes = {
+        "train": "add images, or lower val_fraction / test_fraction",
+        "val": "add images (val needs patients of its own), or raise val_fraction",
+        "test": (
+            "the lab's test_img.csv must list usable images: fix or replace its bad ones"
+            if lab
+            else "add images (test needs patients of its own), or raise test_fraction"
+        ),
+    }
+    for name in SPLIT_NAMES:
+        if len(split.indices(name)) == 0:
+            raise RetinaError(
+                f"the {name} split is empty: 0 images ({context}). Fix: {fixes[name]}"
+            )
+
+    counts = {name: _grade_counts(manifest.labels, split.indices(name)) for name in SPLIT_NAMES}
+    absent = [g for g in range(NUM_GRADES) if counts["train"][g] == 0]
+    if absent:
+        elsewhere = [g for g in absent if counts["val"][g] or counts["test"][g]]
+        fix = f"add images of grade(s) {', '.join(map(str, absent))} to the data"
+        if lab:
+            fix += " (the lab's train_label.csv has none that are usable)"
+        elif elsewhere:
+            # These images sit with patients whose other eye put them in val/test.
+            fix += ", or try another split seed"
+        shown = "; ".join(f"{name} {counts[name]}" for name in SPLIT_NAMES)
+        raise RetinaError(
+            f"grade(s) {', '.join(map(str, absent))} have no image in train, so the model "
+            f"cannot learn them (images per grade 0-4: {shown}; {context}). Fix: {fix}"
+        )
