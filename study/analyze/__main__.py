@@ -1,0 +1,96 @@
+"""Turn a study's Parquet results into one offline, interactive HTML report.
+
+    python -m study.analyze results/demo            # writes results/demo/report.html
+    python -m study.analyze results/                # every study in it + results/index.html
+    python -m study.analyze results/demo --out /tmp/demo.html --top 5 --open
+
+Reads only study.json and the Parquet files (no Ray, no torch), so it works on a copied
+results folder and on a study that is still running. Prints the path of each file written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import webbrowser
+from pathlib import Path
+
+from retina.cli import run_main
+from retina.errors import RetinaError
+from study.analyze.load import find_studies, load_study
+from study.analyze.report import build_index, build_report, write_atomic
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--top must be a whole number >= 1, not {text!r}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m study.analyze",
+        description="Write report.html for a study folder, or for each study in a folder.",
+    )
+    parser.add_argument("path", help="a study folder (holds study.json) or a folder of studies")
+    parser.add_argument("--out", type=Path, help="report file for a single study")
+    parser.add_argument(
+        "--top", type=_positive, default=3, metavar="K", help="confusion matrices of the best K"
+    )
+    parser.add_argument("--open", action="store_true", help="open the report in a web browser")
+    return parser.parse_args(argv)
+
+
+def analyze_study(folder: Path, out: Path | None = None, top_k: int = 3) -> Path:
+    """Load, build and atomically write one study's report; returns its path."""
+    study = load_study(folder)
+    target = out if out is not None else folder / "report.html"
+    write_atomic(target, build_report(study, top_k))
+    return target
+
+
+def _analyze_folder(root: Path, studies: list[Path], top_k: int) -> Path:
+    """Each study gets its report (a broken one is skipped with its reason); then the index."""
+    entries: list[tuple[str, Path | None, str]] = []
+    for folder in studies:
+        try:
+            report = analyze_study(folder, None, top_k)
+        except RetinaError as exc:
+            print(f"skipped {folder}: {exc}", file=sys.stderr)
+            entries.append((folder.name, None, f"no report: {exc}"))
+            continue
+        print(report)
+        entries.append((folder.name, report, ""))
+    if not any(report for _, report, _ in entries):
+        raise RetinaError(f"no report written for the {len(studies)} studies in {root} (see above)")
+    index = root / "index.html"
+    write_atomic(index, build_index(entries, root))
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    root = Path(args.path).expanduser()
+    studies = find_studies(root)
+    single = studies == [root] or (root.is_file() and len(studies) == 1)
+    if single:
+        written = analyze_study(studies[0], args.out, args.top)
+    else:
+        if args.out is not None:
+            raise RetinaError(
+                f"--out writes one study's report, but {root} holds {len(studies)} studies; "
+                "drop --out (each report goes into its study folder) or give one study folder"
+            )
+        written = _analyze_folder(root, studies, args.top)
+    print(written)
+    if args.open:
+        webbrowser.open(written.resolve().as_uri())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))
