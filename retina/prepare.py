@@ -7,7 +7,7 @@ No command of its own: `python -m retina.train --data DIR ...` and the study's t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,30 @@ class PreparedData:
         return BatchLoader(
             self.cache.open(), self.labels, indices, batch_size, device, train=train, seed=seed
         )
+
+    def on_this_machine(self) -> PreparedData:
+        """This data with a cache on this machine: itself, or a cache built here once.
+
+        On a cluster without a shared cache folder, the first trial on a node decodes the
+        images there. The split is kept as the driver made it, never redone per node.
+        """
+        if self.cache.path.exists():
+            return self
+        manifest = read_manifest(self.data_dir)
+        if manifest.content_hash() != self.manifest_hash:
+            raise RetinaError(
+                f"the data in {self.data_dir} on this node differs from the driver's "
+                "(content hash); give every node the same files, or a shared --cache-dir"
+            )
+        cache = build_cache(
+            manifest,
+            self.image_size,
+            self.preprocessing,
+            cache_root=self.cache.path.parent.parent,
+            skip_bad=bool(self.cache.skipped_indices),
+            progress=False,
+        )
+        return replace(self, cache=cache)
 
 
 def prepare_data(

@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import ray
 import torch
 from ray import tune
@@ -37,8 +38,30 @@ def trial_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def train_trial(config: dict, data: PreparedData, study: StudyConfig) -> None:
+def finished_before(results: Path | None, trial_id: str) -> bool:
+    """Whether `results/trials.parquet` already records this trial as finished.
+
+    Ray snapshots its experiment state every ~10 s; after the driver is killed, `--resume` can
+    think a trial that finished is still running and restart it from an older checkpoint. The
+    results folder is written when the trial finishes (its epochs first), so it knows better.
+    """
+    path = None if results is None else Path(results, "trials.parquet")
+    if path is None or not path.exists():
+        return False
+    table = pq.read_table(path, columns=["trial_id", "status"]).to_pydict()
+    return any(
+        t == trial_id and s == "TERMINATED"
+        for t, s in zip(table["trial_id"], table["status"], strict=True)
+    )
+
+
+def train_trial(
+    config: dict, data: PreparedData, study: StudyConfig, results: Path | None = None
+) -> None:
+    if finished_before(results, tune.get_context().get_trial_id()):
+        return  # its epochs are in the results already: nothing to run again
     hp = resolve_trial_config(study, config)
+    data = data.on_this_machine()  # a node without the driver's cache builds it once
     device = trial_device()
     torch.set_num_threads(max(1, int(study.resources.cpu)))
     seed_everything(study.seed)

@@ -154,3 +154,27 @@ def test_unknown_split_name(tmp_path):
     data = prepare(kaggle(tmp_path / "data"), tmp_path)
     with pytest.raises(RetinaError, match="unknown split 'dev'.*train, val, test"):
         data.loader("dev", 4, CPU, train=False)
+
+
+def test_a_node_without_the_cache_builds_it_once_and_keeps_the_split(tmp_path):
+    import shutil
+
+    data = prepare(kaggle(tmp_path / "data"), tmp_path)
+    assert data.on_this_machine() is data  # the cache is here: nothing to do
+    before = data.cache.open().copy()
+    shutil.rmtree(data.cache.path.parent)  # as on a node that never saw the driver's cache
+    here = data.on_this_machine()
+    assert here.cache.path == data.cache.path and here.cache.path.exists()
+    assert here.split is data.split
+    np.testing.assert_array_equal(here.cache.open(), before)
+
+
+def test_a_node_with_other_data_refuses(tmp_path):
+    import shutil
+
+    root = kaggle(tmp_path / "data")
+    data = prepare(root, tmp_path)
+    shutil.rmtree(data.cache.path.parent)
+    fundus(root / "train" / "000_left.jpeg", 4)  # a file changed under the same name
+    with pytest.raises(RetinaError, match="differs from the driver's"):
+        data.on_this_machine()
