@@ -1,0 +1,238 @@
+"""Train and evaluate one configuration without Ray: for debugging, and as a baseline.
+
+    python -m retina.train --data data/demo --arch resnet18 --pretrained false --epochs 2 \
+        --image-size 64 --batch-size 16 --lr 0.01 [--weight-decay 5e-4] [--optimizer sgd|adamw]
+        [--momentum 0.9] [--class-weighted] [--preprocessing none|graham] [--seed 0]
+        [--split-seed 0] [--skip-bad] [--device auto|cpu|cuda] [--cache-dir DIR]
+        [--save CKPT.pt] [--evaluate-test]
+
+Prints the majority-class baseline on val, then one line per epoch (train and val loss,
+accuracy, kappa, images/s). `--save` writes {model, optimizer, epoch, config, metrics, best_epoch,
+best_model} after every epoch (atomically). `--evaluate-test` reports test metrics of the weights
+from the epoch with the best val kappa. Bad input: `error: ...` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from retina.cli import run_main
+from retina.engine import (
+    OPTIMIZERS,
+    NonFiniteLoss,
+    autocast_dtype,
+    build_loss,
+    build_optimizer,
+    evaluate,
+    seed_everything,
+    train_one_epoch,
+)
+from retina.errors import RetinaError
+from retina.images import PREPROCESSING
+from retina.metrics import EpochMetrics
+from retina.models import ARCHS, build_model, ensure_weights
+from retina.prepare import prepare_data
+
+BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+DEVICES = {
+    "auto": lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu"),
+    "cpu": lambda: torch.device("cpu"),
+    "cuda": lambda: torch.device("cuda"),
+}
+
+
+def _bool(text: str) -> bool:
+    try:
+        return BOOLEANS[text.strip().lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}") from None
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value" messages
+    return parse
+
+
+def _batch_size(text: str) -> int:
+    value = int(text)
+    if value < 2:  # batch norm cannot normalise a batch of one image in training mode
+        raise argparse.ArgumentTypeError(f"must be >= 2 (batch norm needs 2 images), got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m retina.train", description="Train one configuration (no Ray)."
+    )
+    p.add_argument("--data", type=Path, required=True, help="dataset folder (Kaggle or lab layout)")
+    p.add_argument("--arch", default="resnet18", choices=list(ARCHS))
+    p.add_argument("--pretrained", type=_bool, default=False, metavar="true|false")
+    p.add_argument("--epochs", type=_positive(int), default=2)
+    p.add_argument("--image-size", type=_positive(int), default=64)
+    p.add_argument("--batch-size", type=_batch_size, default=16)
+    p.add_argument("--lr", type=_positive(float), default=0.01)
+    p.add_argument("--weight-decay", type=_non_negative_float, default=5e-4)
+    p.add_argument("--optimizer", default="sgd", choices=list(OPTIMIZERS))
+    p.add_argument("--momentum", type=_non_negative_float, default=0.9)
+    p.add_argument("--class-weighted", action="store_true", help="inverse-frequency class weights")
+    p.add_argument("--preprocessing", default="none", choices=list(PREPROCESSING))
+    p.add_argument("--seed", type=int, default=0, help="training seed (init, shuffling, flips)")
+    p.add_argument("--split-seed", type=int, default=0, help="train/val/test split seed")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images (recorded)")
+    p.add_argument("--device", default="auto", choices=list(DEVICES))
+    p.add_argument("--cache-dir", type=Path, default=None, help="default: $RETINA_CACHE")
+    p.add_argument("--save", type=Path, default=None, metavar="CKPT.pt")
+    p.add_argument("--evaluate-test", action="store_true", help="test metrics of the best epoch")
+    return p
+
+
+def resolve_device(name: str) -> torch.device:
+    device = DEVICES[name]()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RetinaError("--device cuda was given but torch sees no CUDA GPU; use --device cpu")
+    return device
+
+
+def _line(label: str, m: EpochMetrics) -> str:
+    return f"{label} loss {m.loss:.4f} acc {m.accuracy:.3f} kappa {m.kappa:.3f}"
+
+
+def _save(path: Path, checkpoint: dict) -> None:
+    """torch.save to a temp file beside `path`, then rename: never a half-written checkpoint."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as exc:
+        raise RetinaError(
+            f"cannot write the checkpoint {path} ({exc}); choose another --save"
+        ) from None
+    try:
+        torch.save(checkpoint, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise RetinaError(
+            f"cannot write the checkpoint {path} ({exc}); free space or choose another --save"
+        ) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    device = resolve_device(args.device)
+    # Deterministic kernels on CPU (reproducible runs); on CUDA speed wins: cuDNN autotuning.
+    seed_everything(args.seed, deterministic=device.type == "cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    if args.pretrained:
+        ensure_weights(args.arch)  # fail in seconds, before the cache build, when they are missing
+    data = prepare_data(
+        args.data,
+        args.image_size,
+        args.preprocessing,
+        split_seed=args.split_seed,
+        skip_bad=args.skip_bad,
+        cache_root=args.cache_dir,
+    )
+    counts = data.class_counts()
+    n = {name: int(sum(c)) for name, c in counts.items()}
+    print(
+        f"data {data.data_dir} ({data.layout}): train {n['train']}, val {n['val']}, test {n['test']}"
+    )
+    print(f"grades in train {counts['train']}, val {counts['val']}, test {counts['test']}")
+    majority = int(np.argmax(counts["train"]))
+    baseline = counts["val"][majority] / n["val"] if n["val"] else float("nan")
+    print(f"baseline: grade {majority} for every image -> val acc {baseline:.3f}, kappa 0.000")
+
+    model = build_model(args.arch, args.pretrained)
+    # channels_last on CUDA: NHWC is cuDNN's fast layout for bf16/fp16 convolutions.
+    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model = model.to(device, memory_format=layout)
+    optimizer = build_optimizer(
+        args.optimizer, model.parameters(), args.lr, args.weight_decay, args.momentum
+    )
+    loss_fn = build_loss(args.class_weighted, counts["train"]).to(device)
+    amp_dtype = autocast_dtype(device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    train_loader = data.loader("train", args.batch_size, device, train=True, seed=args.seed)
+    val_loader = data.loader("val", args.batch_size, device, train=False)
+
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config.update(device=str(device), dataset_hash=data.manifest_hash)
+    history: list[dict[str, float]] = []
+    best_kappa, best_epoch, best_state = -float("inf"), 0, None
+    for epoch in range(1, args.epochs + 1):
+        train_loader.set_epoch(epoch)
+        try:
+            tm = train_one_epoch(
+                model, train_loader, optimizer, loss_fn, device, amp_dtype=amp_dtype, scaler=scaler
+            )
+        except NonFiniteLoss as exc:
+            raise RetinaError(
+                f"training diverged: {exc} of epoch {epoch}; lower --lr (now {args.lr})"
+            ) from None
+        vm = evaluate(model, val_loader, loss_fn, device, amp_dtype=amp_dtype)
+        history.append({"epoch": epoch, **tm.as_dict("train"), **vm.as_dict("val")})
+        print(
+            f"epoch {epoch}/{args.epochs}  {_line('train', tm)}  {_line('val', vm)}  "
+            f"bal_acc {vm.balanced_accuracy:.3f}  {tm.images_per_s:.0f} img/s train, "
+            f"{vm.images_per_s:.0f} img/s val  {tm.seconds + vm.seconds:.1f} s",
+            flush=True,
+        )
+        if vm.kappa > best_kappa:
+            # A copy in memory (not a file): --evaluate-test needs the best epoch's weights.
+            best_kappa, best_epoch = vm.kappa, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        checkpoint = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch,
+            "config": config,
+            "metrics": history,
+            "best_epoch": best_epoch,
+            "best_model": best_state,
+        }
+        if args.save is not None:
+            _save(args.save, checkpoint)
+    print(f"best val kappa {best_kappa:.3f} at epoch {best_epoch}")
+
+    if args.evaluate_test:
+        # A second model for the best weights: `model` (and the checkpoint) keep the final ones.
+        best_model = build_model(args.arch, pretrained=False).to(device, memory_format=layout)
+        best_model.load_state_dict(best_state)
+        test_loader = data.loader("test", args.batch_size, device, train=False)
+        te = evaluate(best_model, test_loader, loss_fn, device, amp_dtype=amp_dtype)
+        print(
+            f"test (epoch {best_epoch})  {_line('test', te)}  bal_acc {te.balanced_accuracy:.3f}  "
+            f"referable sens {te.referable_sensitivity:.3f} spec {te.referable_specificity:.3f}"
+        )
+        if args.save is not None:
+            checkpoint["test_metrics"] = {"epoch": best_epoch, **te.as_dict("test")}
+            _save(args.save, checkpoint)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))
