@@ -59,7 +59,9 @@ class ParquetCallback(tune.Callback):
             store.flush()
         elif "epoch" in result:
             store.record_epoch(trial.trial_id, result)
-            store.flush(force=False)
+            # Now, not throttled: Ray's experiment snapshot at the end of this step may name
+            # this epoch's checkpoint, and after a kill --resume continues after it.
+            store.flush()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         store = self._store()
@@ -72,4 +74,13 @@ class ParquetCallback(tune.Callback):
         store.flush()
 
     def on_experiment_end(self, trials, **info):
-        self._store().flush()
+        store = self._store()
+        # After a killed driver, Ray's snapshot may predate a trial that had started: --resume
+        # does not know it, so its row would say RUNNING forever. Say what happened instead.
+        known = {t.trial_id for t in trials}
+        for trial_id, row in store.trials.items():
+            if trial_id not in known and row.get("status") in ("RUNNING", "PENDING"):
+                store.record_failure(
+                    trial_id, "lost: the sweep was killed before Ray saved this trial's state"
+                )
+        store.flush()

@@ -38,6 +38,16 @@ def find_checkpoint(result, epoch: int) -> Path | None:
     for checkpoint, metrics in result.best_checkpoints or []:
         if int(metrics.get("epoch", -1)) == epoch:
             return Path(checkpoint.path)
+    # A trial that finished before the driver was killed keeps Ray's older view of its
+    # checkpoints after --resume; the checkpoint folders on disk still hold every epoch kept.
+    folders = sorted(Path(result.path).glob("checkpoint_*")) if result.path else []
+    for folder in reversed(folders):
+        try:
+            state = torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a half-written folder from the kill: skip it
+            continue
+        if int(state.get("epoch", -1)) == epoch:
+            return folder
     return None
 
 

@@ -94,6 +94,12 @@ def parse_yaml(text: str, key: str = "") -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        if "constructor for the tag" in str(exc.problem):  # e.g. !!python/object: not built
+            raise Problem(
+                key,
+                f"{at}invalid YAML: a tag that builds objects is not allowed ({exc.problem})",
+                "remove the tag (the word starting with !) and write a plain value",
+            ) from None
         what = exc.problem or exc.context or "not valid"
         raise Problem(
             key,

@@ -17,15 +17,27 @@ from retina.errors import RetinaError
 from retina.models import ensure_weights, missing_weights
 from retina.prepare import PreparedData, prepare_data
 from study.dimensions import finite_values
+from study.results import DISK_FULL
 from study.schema import StudyConfig
+
+PROBE_BYTES = 1 << 20
 
 
 def check_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
-            pass
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-") as probe:
+            # Real bytes, not an empty file: an empty file still fits on a full disk.
+            probe.write(bytes(PROBE_BYTES))
+            probe.flush()
+            os.fsync(probe.fileno())
     except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise RetinaError(
+                f"results folder {folder} is on a full disk (no space left for a "
+                f"{PROBE_BYTES >> 20} MiB test file); free space there or choose another "
+                "with --results DIR"
+            ) from None
         raise RetinaError(
             f"results folder {folder} is not writable ({exc.strerror}); "
             "choose another with --results DIR or fix its permissions"

@@ -8,6 +8,7 @@ driver-side callback in `study.callback` feeds it, and tests feed it directly.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -20,6 +21,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from retina.errors import RetinaError
 
 NUM_CLASSES = 5
 METRIC_KEYS = (
@@ -46,17 +49,38 @@ TRIAL_TAIL_COLUMNS = (
 )
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_error(folder: Path) -> RetinaError:
+    return RetinaError(
+        f"no space left on the disk of {folder}; the sweep stopped and every file written so "
+        "far is intact. Free space there, then continue with --resume (or use --results DIR "
+        "on a larger disk for a new study)"
+    )
+
+
 def write_atomic(path: Path, write) -> None:
-    """Call `write(tmp_path)` then rename over `path`, so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Call `write(tmp_path)` then rename over `path`, so readers never see a partial file.
+
+    A full disk leaves the previous file in place and raises `disk_full_error`.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
+            raise disk_full_error(path.parent) from None
+        raise
     os.close(fd)
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared read-only
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            raise disk_full_error(path.parent) from None
         raise
 
 

@@ -15,7 +15,7 @@ from ray import tune
 from retina.prepare import PreparedData
 from study.callback import ParquetCallback
 from study.holdout import evaluate_best_trials
-from study.results import ResultsStore
+from study.results import DISK_FULL, ResultsStore, disk_full_error
 from study.schema import StudyConfig, hyperparameter_names
 from study.space import resolve_gpu, tune_config, tune_param_space
 from study.trainable import train_trial
@@ -43,7 +43,7 @@ def start_ray(address: str | None, dashboard_host: str) -> None:
 def build_tuner(study: StudyConfig, data: PreparedData, folder: Path, resume: bool) -> tune.Tuner:
     gpu = resolve_gpu(study, torch.cuda.is_available())
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, data=data, study=study),
+        tune.with_parameters(train_trial, data=data, study=study, results=folder),
         {"cpu": study.resources.cpu, "gpu": gpu},
     )
     experiment = folder / TUNE_DIR
@@ -129,7 +129,12 @@ def run_study(
     """Run the search to its end (True) or until interrupted (False); then test the best."""
     start_ray(address, dashboard_host)
     try:
-        grid = build_tuner(study, data, folder, resume).fit()
+        try:
+            grid = build_tuner(study, data, folder, resume).fit()
+        except OSError as exc:  # Ray's own experiment state hit a full disk before our files
+            if exc.errno in DISK_FULL:
+                raise disk_full_error(folder) from None
+            raise
         trials = grid._experiment_analysis.trials  # statuses are not on the public ResultGrid
         finished = len(trials) >= expected_trials(study) and all(
             t.status in ("TERMINATED", "ERROR") for t in trials

@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     study = load(args)
     folder = Path(args.results).resolve() / study.name
     resolved = study_to_dict(study)
+    # Whatever the user's umask, nothing written here (nor by the Ray processes started from
+    # here) is writable by others: Ray unpickles tune/*.pkl on --resume.
+    os.umask(os.umask(0) | 0o022)
 
     from study.preflight import preflight  # torch is imported only once the YAML is valid
     from study.record import study_record

@@ -64,7 +64,10 @@ def train_trial(
     data = data.on_this_machine()  # a node without the driver's cache builds it once
     device = trial_device()
     torch.set_num_threads(max(1, int(study.resources.cpu)))
-    seed_everything(study.seed)
+    # Deterministic kernels on CPU; on CUDA they are slower, so cuDNN autotunes instead (as
+    # retina.train does). Set per trial: a reused worker process keeps the last trial's values.
+    seed_everything(study.seed, deterministic=device.type == "cpu")
+    torch.backends.cudnn.benchmark = device.type == "cuda"
     model = build_model(hp["arch"], hp["pretrained"]).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -72,6 +75,10 @@ def train_trial(
         hp["optimizer"], model.parameters(), hp["lr"], hp["weight_decay"], hp["momentum"]
     )
     loss_fn = build_loss(hp["class_weighted"], data.class_counts()["train"]).to(device)
+    if study.compile:
+        # A reused worker still holds the graphs compiled for earlier trials' models; past
+        # dynamo's cache limit it would silently run this one uncompiled.
+        torch.compiler.reset()
     step_model = torch.compile(model) if study.compile else model
 
     first_epoch = 1
@@ -84,6 +91,10 @@ def train_trial(
         first_epoch = state["epoch"] + 1
 
     amp = autocast_dtype(device)
+    # fp16 (GPUs without bf16) needs loss scaling, or small gradients underflow to zero.
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    if scaler is not None and checkpoint is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
     train = data.loader("train", hp["batch_size"], device, train=True, seed=study.seed)
     val = data.loader("val", hp["batch_size"], device, train=False)
     resolved = {"trial": hp, "study": study_to_dict(study)}
@@ -94,7 +105,7 @@ def train_trial(
         train.set_epoch(epoch)
         try:
             train_metrics = train_one_epoch(
-                step_model, train, optimizer, loss_fn, device, amp_dtype=amp
+                step_model, train, optimizer, loss_fn, device, amp_dtype=amp, scaler=scaler
             )
         except NonFiniteLoss as exc:  # ends this trial only; the study goes on
             tune.report(
@@ -120,6 +131,7 @@ def train_trial(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "epoch": epoch,
+                **({"scaler": scaler.state_dict()} if scaler is not None else {}),
                 "config": resolved,
                 "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
             }

@@ -9,6 +9,7 @@ import stat
 import pandas as pd
 import pytest
 
+from retina.errors import RetinaError
 from study.results import EPOCH_COLUMNS, ResultsStore, write_atomic, write_parquet_atomic
 
 HP = ["arch", "pretrained", "lr", "batch_size", "epochs"]
@@ -110,7 +111,7 @@ def test_atomic_write_leaves_no_temp_and_is_not_world_writable(tmp_path):
         path.write_bytes(b"PAR1 half")
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError):
+    with pytest.raises(RetinaError, match="no space left"):  # said once, clearly, by the sweep
         write_atomic(tmp_path / "x.parquet", half_write)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "x.parquet"), df)
     assert sorted(os.listdir(tmp_path)) == ["x.parquet"]

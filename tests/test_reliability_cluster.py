@@ -1,0 +1,80 @@
+"""A node lost mid-sweep: on a two-node Ray cluster with the results on a shared folder, the
+worker node is removed while it trains a trial; the study still finishes, every epoch once.
+
+    .venv/bin/pytest tests/test_reliability_cluster.py
+
+The cluster is `ray.cluster_utils.Cluster` (real raylets, one machine); the sweep joins it
+with `--address` like on a real cluster, and its results folder (a tmp folder every node
+sees) plays the shared file system.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from reliability_helpers import (
+    descendants,
+    kill_tree,
+    read_frame,
+    start_sweep,
+    sweep_args,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+EPOCHS = 6
+
+
+def test_trials_of_a_lost_node_finish_on_the_survivor_from_their_checkpoints(
+    tmp_path, synthetic_data
+):
+    from ray.cluster_utils import Cluster
+
+    folder, log = tmp_path / "lost", tmp_path / "sweep.log"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    driver = None
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        args = sweep_args(
+            synthetic_data, tmp_path, "lost", "--address", cluster.address,
+            "--set", "num_samples=2", "--set", "max_concurrent=2",
+            "--set", f"space.epochs={EPOCHS}", "--set", "max_failures=2",
+        )  # fmt: skip
+        driver = start_sweep(args, log)
+
+        def trial_on_worker():
+            trials = read_frame(folder, "trials.parquet")
+            epochs = read_frame(folder, "epochs.parquet")
+            if trials is None or epochs is None or epochs["trial_id"].nunique() < 2:
+                return None
+            on_worker = trials[trials["node"].str.endswith(worker.node_id[:8], na=False)]
+            return on_worker["trial_id"].iloc[0] if len(on_worker) else None
+
+        lost = wait_for(trial_on_worker, 300, "a trial training on the worker node", driver, log)
+        seen = read_frame(folder, "epochs.parquet")
+        seen = seen[seen["trial_id"] == lost].set_index("epoch").sort_index()
+        assert len(seen) < EPOCHS  # still training when its node goes
+        cluster.remove_node(worker, allow_graceful=False)  # SIGKILL: no goodbye to Ray
+        driver.wait(timeout=400)
+    finally:
+        if driver is not None:
+            driver.kill()
+            kill_tree(list(descendants(driver.pid)))
+        cluster.shutdown()
+    out = log.read_text(errors="replace")
+    assert driver.returncode == 0, out[-4000:]
+
+    trials = read_frame(folder, "trials.parquet").set_index("trial_id")
+    assert (trials["status"] == "TERMINATED").all(), trials[["status", "error"]]
+    assert (trials["epochs_run"] == EPOCHS).all()
+    epochs = read_frame(folder, "epochs.parquet")
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert len(epochs) == 2 * EPOCHS
+    # The lost trial finished on the surviving (head) node...
+    assert not trials.loc[lost, "node"].endswith(worker.node_id[:8])
+    # ...continuing from its checkpoint: the epochs done on the lost node were not redone.
+    after = epochs[epochs["trial_id"] == lost].set_index("epoch").loc[seen.index]
+    pd.testing.assert_frame_equal(seen, after, check_dtype=False)
+    errors = list((folder / "tune").glob(f"train_trial_{lost}_*/error.txt"))
+    assert len(errors) == 1 and "Failure # 1" in errors[0].read_text()
