@@ -15,8 +15,6 @@ from the epoch with the best val kappa. Bad input: `error: ...` and exit status 
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +32,7 @@ from retina.engine import (
     train_one_epoch,
 )
 from retina.errors import RetinaError
+from retina.files import write_atomic
 from retina.images import PREPROCESSING
 from retina.metrics import EpochMetrics
 from retina.models import ARCHS, build_model, ensure_weights
@@ -119,23 +118,12 @@ def _line(label: str, m: EpochMetrics) -> str:
 def _save(path: Path, checkpoint: dict) -> None:
     """torch.save to a temp file beside `path`, then rename: never a half-written checkpoint."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
+        write_atomic(path, lambda tmp: torch.save(checkpoint, tmp))
     except OSError as exc:
         raise RetinaError(
-            f"cannot write the checkpoint {path} ({exc}); choose another --save"
+            f"cannot write the checkpoint {path} ({exc.strerror or exc}); "
+            "free space or choose another --save"
         ) from None
-    try:
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise RetinaError(
-            f"cannot write the checkpoint {path} ({exc}); free space or choose another --save"
-        ) from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def main(argv: list[str] | None = None) -> int:

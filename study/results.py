@@ -11,8 +11,6 @@ from __future__ import annotations
 import errno
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from retina import files
 from retina.errors import RetinaError
 
 NUM_CLASSES = 5
@@ -61,25 +60,14 @@ def disk_full_error(folder: Path) -> RetinaError:
 
 
 def write_atomic(path: Path, write) -> None:
-    """Call `write(tmp_path)` then rename over `path`, so readers never see a partial file.
+    """`retina.files.write_atomic`, with a full disk said once, clearly, for the sweep.
 
     A full disk leaves the previous file in place and raises `disk_full_error`.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        files.write_atomic(path, write)
     except OSError as exc:
         if exc.errno in DISK_FULL:
-            raise disk_full_error(path.parent) from None
-        raise
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared read-only
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
             raise disk_full_error(path.parent) from None
         raise
 

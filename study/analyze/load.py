@@ -16,15 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from retina.errors import RetinaError
+from study.results import METRIC_KEYS  # the writer's contract: pandas and pyarrow only
 
-METRIC_KEYS = (
-    "loss",
-    "acc",
-    "kappa",
-    "balanced_acc",
-    "referable_sensitivity",
-    "referable_specificity",
-)
 STATUSES = ("TERMINATED", "RUNNING", "PENDING", "ERROR")
 # Columns the report reads; the rest of the contract (device, node, images/s, ...) is optional.
 TRIAL_NUMERIC = (
