@@ -33,7 +33,8 @@ report analyze: $(STAMP)
 dashboard:
 	@echo "A running sweep prints its dashboard URL at start (http://127.0.0.1:8265 by default)."
 	@echo "From another machine, tunnel it instead of exposing it: ssh -L 8265:127.0.0.1:8265 HOST"
-	@echo "then open http://127.0.0.1:8265 ; 'ray status' lists the cluster (token auth stays on)."
+	@echo "then open http://127.0.0.1:8265 and give the token in ~/.ray/auth_token (keep it chmod 600);"
+	@echo "'ray status' lists the cluster's nodes and resources."
 
 weights: $(STAMP)
 	$(PY) -m retina.weights

@@ -37,7 +37,10 @@ def start_ray(address: str | None, dashboard_host: str) -> None:
     else:
         ctx = ray.init(include_dashboard=True, dashboard_host=dashboard_host, log_to_driver=True)
     url = getattr(ctx, "dashboard_url", None)
-    print(f"Ray dashboard: http://{url}" if url else "Ray dashboard: not available", flush=True)
+    if url:  # token authentication is on: the dashboard asks for the token in this file
+        print(f"Ray dashboard: http://{url} (token: {Path.home() / '.ray' / 'auth_token'})")
+    else:
+        print("Ray dashboard: not available (install ray[default])")
 
 
 def build_tuner(study: StudyConfig, data: PreparedData, folder: Path, resume: bool) -> tune.Tuner:
