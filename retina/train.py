@@ -21,22 +21,14 @@ import numpy as np
 import torch
 
 from retina.cli import run_main
-from retina.engine import (
-    OPTIMIZERS,
-    NonFiniteLoss,
-    autocast_dtype,
-    build_loss,
-    build_optimizer,
-    evaluate,
-    seed_everything,
-    train_one_epoch,
-)
+from retina.engine import OPTIMIZERS, NonFiniteLoss
 from retina.errors import RetinaError
 from retina.files import write_atomic
 from retina.images import PREPROCESSING
 from retina.metrics import EpochMetrics
-from retina.models import ARCHS, build_model, ensure_weights
+from retina.models import ARCHS, ensure_weights
 from retina.prepare import prepare_data
+from retina.training import build_training, setup_process
 
 BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 DEVICES = {
@@ -129,10 +121,7 @@ def _save(path: Path, checkpoint: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = resolve_device(args.device)
-    # Deterministic kernels on CPU (reproducible runs); on CUDA speed wins: cuDNN autotuning.
-    seed_everything(args.seed, deterministic=device.type == "cpu")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    setup_process(device, args.seed)  # deterministic on CPU; cuDNN autotuning on CUDA
 
     if args.pretrained:
         ensure_weights(args.arch)  # fail in seconds, before the cache build, when they are missing
@@ -154,16 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     baseline = counts["val"][majority] / n["val"] if n["val"] else float("nan")
     print(f"baseline: grade {majority} for every image -> val acc {baseline:.3f}, kappa 0.000")
 
-    model = build_model(args.arch, args.pretrained)
-    # channels_last on CUDA: NHWC is cuDNN's fast layout for bf16/fp16 convolutions.
-    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model = model.to(device, memory_format=layout)
-    optimizer = build_optimizer(
-        args.optimizer, model.parameters(), args.lr, args.weight_decay, args.momentum
-    )
-    loss_fn = build_loss(args.class_weighted, counts["train"]).to(device)
-    amp_dtype = autocast_dtype(device)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    run = build_training(
+        args.arch, args.pretrained, optimizer=args.optimizer, lr=args.lr,
+        weight_decay=args.weight_decay, momentum=args.momentum,
+        class_weighted=args.class_weighted, train_counts=counts["train"], device=device,
+    )  # fmt: skip
     train_loader = data.loader("train", args.batch_size, device, train=True, seed=args.seed)
     val_loader = data.loader("val", args.batch_size, device, train=False)
 
@@ -174,14 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     for epoch in range(1, args.epochs + 1):
         train_loader.set_epoch(epoch)
         try:
-            tm = train_one_epoch(
-                model, train_loader, optimizer, loss_fn, device, amp_dtype=amp_dtype, scaler=scaler
-            )
+            tm = run.train_epoch(train_loader)
         except NonFiniteLoss as exc:
             raise RetinaError(
                 f"training diverged: {exc} of epoch {epoch}; lower --lr (now {args.lr})"
             ) from None
-        vm = evaluate(model, val_loader, loss_fn, device, amp_dtype=amp_dtype)
+        vm = run.evaluate(val_loader)
         history.append({"epoch": epoch, **tm.as_dict("train"), **vm.as_dict("val")})
         print(
             f"epoch {epoch}/{args.epochs}  {_line('train', tm)}  {_line('val', vm)}  "
@@ -192,10 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         if vm.kappa > best_kappa:
             # A copy in memory (not a file): --evaluate-test needs the best epoch's weights.
             best_kappa, best_epoch = vm.kappa, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
         checkpoint = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
+            **run.state(),
             "epoch": epoch,
             "config": config,
             "metrics": history,
@@ -207,11 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"best val kappa {best_kappa:.3f} at epoch {best_epoch}")
 
     if args.evaluate_test:
-        # A second model for the best weights: `model` (and the checkpoint) keep the final ones.
-        best_model = build_model(args.arch, pretrained=False).to(device, memory_format=layout)
-        best_model.load_state_dict(best_state)
+        run.model.load_state_dict(best_state)  # the checkpoint on disk keeps the final weights
         test_loader = data.loader("test", args.batch_size, device, train=False)
-        te = evaluate(best_model, test_loader, loss_fn, device, amp_dtype=amp_dtype)
+        te = run.evaluate(test_loader)
         print(
             f"test (epoch {best_epoch})  {_line('test', te)}  bal_acc {te.balanced_accuracy:.3f}  "
             f"referable sens {te.referable_sensitivity:.3f} spec {te.referable_specificity:.3f}"
