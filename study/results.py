@@ -85,6 +85,23 @@ def _nan_if_missing(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
+def trial_finished(folder: Path, trial_id: str) -> bool:
+    """Whether `<folder>/trials.parquet` already records this trial as finished.
+
+    Ray snapshots its experiment state every ~10 s; after the driver is killed, `--resume` can
+    think a trial that finished is still running and restart it from an older checkpoint. The
+    results folder is written when the trial finishes (its epochs first), so it knows better.
+    """
+    path = Path(folder, "trials.parquet")
+    if not path.exists():
+        return False
+    table = pq.read_table(path, columns=["trial_id", "status"]).to_pydict()
+    return any(
+        t == trial_id and s == "TERMINATED"
+        for t, s in zip(table["trial_id"], table["status"], strict=True)
+    )
+
+
 class ResultsStore:
     """In-memory rows of one study plus their atomic Parquet mirror on disk.
 

@@ -12,22 +12,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import ray
 import torch
 from ray import tune
 
-from retina.engine import (
-    NonFiniteLoss,
-    autocast_dtype,
-    build_loss,
-    build_optimizer,
-    evaluate,
-    seed_everything,
-    train_one_epoch,
-)
-from retina.models import build_model
+from retina.engine import NonFiniteLoss
 from retina.prepare import PreparedData
+from retina.training import build_training, setup_process
+from study.results import trial_finished
 from study.schema import StudyConfig, resolve_trial_config, study_to_dict
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -38,63 +30,29 @@ def trial_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def finished_before(results: Path | None, trial_id: str) -> bool:
-    """Whether `results/trials.parquet` already records this trial as finished.
-
-    Ray snapshots its experiment state every ~10 s; after the driver is killed, `--resume` can
-    think a trial that finished is still running and restart it from an older checkpoint. The
-    results folder is written when the trial finishes (its epochs first), so it knows better.
-    """
-    path = None if results is None else Path(results, "trials.parquet")
-    if path is None or not path.exists():
-        return False
-    table = pq.read_table(path, columns=["trial_id", "status"]).to_pydict()
-    return any(
-        t == trial_id and s == "TERMINATED"
-        for t, s in zip(table["trial_id"], table["status"], strict=True)
-    )
-
-
 def train_trial(
     config: dict, data: PreparedData, study: StudyConfig, results: Path | None = None
 ) -> None:
-    if finished_before(results, tune.get_context().get_trial_id()):
+    if results is not None and trial_finished(results, tune.get_context().get_trial_id()):
         return  # its epochs are in the results already: nothing to run again
     hp = resolve_trial_config(study, config)
     data = data.on_this_machine()  # a node without the driver's cache builds it once
     device = trial_device()
     torch.set_num_threads(max(1, int(study.resources.cpu)))
-    # Deterministic kernels on CPU; on CUDA they are slower, so cuDNN autotunes instead (as
-    # retina.train does). Set per trial: a reused worker process keeps the last trial's values.
-    seed_everything(study.seed, deterministic=device.type == "cpu")
-    torch.backends.cudnn.benchmark = device.type == "cuda"
-    model = build_model(hp["arch"], hp["pretrained"]).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(
-        hp["optimizer"], model.parameters(), hp["lr"], hp["weight_decay"], hp["momentum"]
-    )
-    loss_fn = build_loss(hp["class_weighted"], data.class_counts()["train"]).to(device)
-    if study.compile:
-        # A reused worker still holds the graphs compiled for earlier trials' models; past
-        # dynamo's cache limit it would silently run this one uncompiled.
-        torch.compiler.reset()
-    step_model = torch.compile(model) if study.compile else model
-
+    setup_process(device, study.seed)  # per trial: a reused worker keeps the last one's settings
+    run = build_training(
+        hp["arch"], hp["pretrained"], optimizer=hp["optimizer"], lr=hp["lr"],
+        weight_decay=hp["weight_decay"], momentum=hp["momentum"],
+        class_weighted=hp["class_weighted"], train_counts=data.class_counts()["train"],
+        device=device, compile=study.compile,
+    )  # fmt: skip
     first_epoch = 1
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retried or resumed trial continues where it stopped
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder, CHECKPOINT_FILE), weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        run.load_state(state)
         first_epoch = state["epoch"] + 1
-
-    amp = autocast_dtype(device)
-    # fp16 (GPUs without bf16) needs loss scaling, or small gradients underflow to zero.
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-    if scaler is not None and checkpoint is not None and "scaler" in state:
-        scaler.load_state_dict(state["scaler"])
     train = data.loader("train", hp["batch_size"], device, train=True, seed=study.seed)
     val = data.loader("val", hp["batch_size"], device, train=False)
     resolved = {"trial": hp, "study": study_to_dict(study)}
@@ -104,9 +62,7 @@ def train_trial(
         started = time.perf_counter()
         train.set_epoch(epoch)
         try:
-            train_metrics = train_one_epoch(
-                step_model, train, optimizer, loss_fn, device, amp_dtype=amp, scaler=scaler
-            )
+            train_metrics = run.train_epoch(train)
         except NonFiniteLoss as exc:  # ends this trial only; the study goes on
             tune.report(
                 {
@@ -116,7 +72,7 @@ def train_trial(
                 }
             )
             return
-        val_metrics = evaluate(step_model, val, loss_fn, device, amp_dtype=amp)
+        val_metrics = run.evaluate(val)
         metrics = {
             "epoch": epoch,
             **train_metrics.as_dict("train"),
@@ -128,10 +84,8 @@ def train_trial(
         }
         with tempfile.TemporaryDirectory() as folder:
             state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
+                **run.state(),
                 "epoch": epoch,
-                **({"scaler": scaler.state_dict()} if scaler is not None else {}),
                 "config": resolved,
                 "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
             }
