@@ -12,6 +12,7 @@ from ray import tune
 
 from study.results import ResultsStore
 from study.schema import StudyConfig, hyperparameter_names, resolve_trial_config
+from study.snapshot import TUNE_DIR, SnapshotKeeper
 
 
 def _error_text(trial) -> str:
@@ -27,10 +28,14 @@ class ParquetCallback(tune.Callback):
         self.folder = Path(folder)
         self.study = study
         self.store: ResultsStore | None = None
+        # Epochs reported with a checkpoint that Ray has not registered yet, by trial id.
+        self.unsaved: dict[str, dict] = {}
+        self.keeper = SnapshotKeeper(self.folder / TUNE_DIR)
 
     def __getstate__(self):
         # Ray pickles callbacks with the experiment; the rows live on disk, not in the pickle.
-        return {"folder": self.folder, "study": self.study, "store": None}
+        fresh = ParquetCallback(self.folder, self.study)
+        return fresh.__dict__
 
     def _store(self) -> ResultsStore:
         if self.store is None:
@@ -50,6 +55,9 @@ class ParquetCallback(tune.Callback):
         store.flush(force=False)
 
     def on_trial_recover(self, iteration, trials, trial, **info):
+        # Its retry starts from Ray's last registered checkpoint and reports the unsaved
+        # epoch again: record it then, once.
+        self.unsaved.pop(trial.trial_id, None)
         self._store().trials.setdefault(trial.trial_id, {})["status"] = "RUNNING"
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -57,21 +65,49 @@ class ParquetCallback(tune.Callback):
         if result.get("failed"):
             store.record_failure(trial.trial_id, str(result["failed"]))
             store.flush()
+        elif result.get("should_checkpoint"):
+            # Ray registers this epoch's checkpoint only after a second call to the trial's
+            # worker (`save`); a worker killed before then is retried from the checkpoint
+            # before. Written once registered (on_trial_save), an epoch in the results is
+            # never run again.
+            self.unsaved[trial.trial_id] = dict(result)
         elif "epoch" in result:
-            store.record_epoch(trial.trial_id, result)
-            # Now, not throttled: Ray's experiment snapshot at the end of this step may name
-            # this epoch's checkpoint, and after a kill --resume continues after it.
-            store.flush()
+            self._record(trial.trial_id, result)
+
+    def on_trial_save(self, iteration, trials, trial, **info):
+        result = self.unsaved.pop(trial.trial_id, None)
+        if result is not None:
+            self._record(trial.trial_id, result)
+
+    def _record(self, trial_id: str, result: dict) -> None:
+        store = self._store()
+        store.record_epoch(trial_id, result)
+        # Now, not throttled: Ray's experiment snapshot at the end of this step may name
+        # this epoch's checkpoint, and after a kill --resume continues after it.
+        store.flush()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         store = self._store()
+        result = self.unsaved.pop(trial.trial_id, None)
+        if result is not None:  # finished before Ray saved its last checkpoint: it ran
+            store.record_epoch(trial.trial_id, result)
         store.finish_trial(trial.trial_id, "TERMINATED")
         store.flush()
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        # An unsaved epoch is dropped: --resume retries the trial from Ray's last checkpoint.
+        self.unsaved.pop(trial.trial_id, None)
         store = self._store()
         store.finish_trial(trial.trial_id, "ERROR", _error_text(trial))
         store.flush()
+
+    def on_step_end(self, iteration, trials, **info):
+        # Tune wrote its snapshot to its staging folder in this step, in this thread: keep a
+        # whole copy, since its copy in tune/ is overwritten in place (see study.snapshot).
+        storage = getattr(trials[0], "storage", None) if trials else None
+        staging = getattr(storage, "experiment_driver_staging_path", None)
+        if staging:
+            self.keeper.keep(Path(staging))
 
     def on_experiment_end(self, trials, **info):
         store = self._store()

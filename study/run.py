@@ -5,6 +5,7 @@ Called by `study.sweep` after the preflight has validated the space and built th
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,10 +18,10 @@ from study.callback import ParquetCallback
 from study.holdout import evaluate_best_trials
 from study.results import DISK_FULL, ResultsStore, disk_full_error
 from study.schema import StudyConfig, hyperparameter_names
+from study.snapshot import TUNE_DIR, repair
 from study.space import resolve_gpu, tune_config, tune_param_space
 from study.trainable import train_trial
 
-TUNE_DIR = "tune"  # results/<study>/tune holds Ray's experiment state and checkpoints
 TABLE_PARAMS = {
     "arch": "arch",
     "pretrained": "pretrained",
@@ -51,6 +52,9 @@ def build_tuner(study: StudyConfig, data: PreparedData, folder: Path, resume: bo
     )
     experiment = folder / TUNE_DIR
     if resume and tune.Tuner.can_restore(str(experiment)):
+        note = repair(experiment)  # else Tune would silently start the study over
+        if note:
+            print(note, file=sys.stderr)
         # Finished trials stay finished; unfinished and errored ones continue from checkpoints.
         return tune.Tuner.restore(
             str(experiment),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 
 import pandas as pd
@@ -28,6 +29,9 @@ from reliability_helpers import (
     tmpfs,
     wait_for,
 )
+
+from retina.errors import RetinaError
+from study.snapshot import SnapshotKeeper, repair
 
 
 def refused_before_work(proc, *phrases: str) -> str:
@@ -129,13 +133,62 @@ def test_disk_filling_mid_run_stops_cleanly_and_resume_finishes(tmp_path, synthe
         for name in PARQUET_FILES:
             pd.read_parquet(folder / name)
         assert read_frame(folder, "epochs.parquet")["epoch"].min() == 1
+        trial_id = read_frame(folder, "trials.parquet")["trial_id"].item()
         assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
 
         (mount / "filler").unlink()  # the user frees space and continues
         proc = run_cli(*args, "--resume", timeout=400)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         trials = read_frame(folder, "trials.parquet")
+        # The same trial went on: Ray did not start the study over (its own snapshot may have
+        # been cut short by the full disk; the sweep's kept copy replaced it).
+        assert trials["trial_id"].tolist() == [trial_id], trials[["trial_id", "status", "error"]]
         assert trials["status"].tolist() == ["TERMINATED"]
         epochs = read_frame(folder, "epochs.parquet")
         assert sorted(epochs["epoch"]) == [1, 2, 3, 4]  # each epoch exactly once
         shutil.rmtree(folder)  # before the unmount: nothing of it outlives the test
+
+
+def test_ray_snapshot_truncated_by_a_full_disk_is_put_back_from_the_kept_copy(tmp_path):
+    """Tune copies its snapshot over the files in tune/ in place: on a full disk they are left
+    truncated, and Tune would silently start the study over on --resume (new trial ids). The
+    sweep keeps a whole copy of each snapshot; --resume puts it back. No Ray: milliseconds."""
+    staging, experiment = tmp_path / "staging", tmp_path / "tune"
+    staging.mkdir()
+    experiment.mkdir()
+    session = "2026-01-31_12-00-00"
+    snapshot = {
+        f"experiment_state-{session}.json": json.dumps({"trial_data": ["x" * 5000]}).encode(),
+        f"search_gen_state-{session}.json": pickle.dumps({"counter": 1}),  # sic: a pickle
+        f"searcher-state-{session}.pkl": pickle.dumps({"trials": list(range(1000))}),
+    }
+
+    def tune_writes(folder, cut=False):  # Tune's snapshot, cut short as on a full disk
+        for name, data in snapshot.items():
+            (folder / name).write_bytes(data[: len(data) // 2] if cut else data)
+
+    tune_writes(staging)
+    tune_writes(experiment)
+    assert repair(experiment) is None  # whole: nothing to do
+    (experiment / f"searcher-state-{session}.pkl").write_bytes(b"\x80\x05")
+    with pytest.raises(RetinaError, match="no good copy was kept"):
+        repair(experiment)  # a cut pickle is found (scanned to its end, never loaded)
+
+    keeper = SnapshotKeeper(experiment)
+    keeper.keep(staging)
+    keeper.keep(staging)  # an unchanged snapshot is not copied again
+    assert len(list((experiment / ".kept-state").iterdir())) == 1
+    note = repair(experiment)
+    assert note.startswith("warning: Ray's saved state of this study is damaged"), note
+    assert {p.name: p.read_bytes() for p in experiment.iterdir() if p.is_file()} == snapshot
+    assert repair(experiment) is None
+
+    # A later snapshot replaces the kept one; then the disk fills while Tune copies it.
+    snapshot[f"search_gen_state-{session}.json"] = pickle.dumps({"counter": 2})
+    tune_writes(staging)
+    os.utime(staging / f"experiment_state-{session}.json", ns=(1, 2))  # Tune rewrote it
+    keeper.keep(staging)
+    assert len(list((experiment / ".kept-state").iterdir())) == 1
+    tune_writes(experiment, cut=True)
+    assert repair(experiment) is not None
+    assert {p.name: p.read_bytes() for p in experiment.iterdir() if p.is_file()} == snapshot

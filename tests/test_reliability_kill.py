@@ -44,7 +44,8 @@ def test_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, synthetic_
     )  # fmt: skip
     driver = start_sweep(args, log)
     try:
-        # Kill once epoch 1 is in the results: the checkpoint of epoch 1 exists, epoch 2 runs.
+        # Kill once epoch 1 is in the results: an epoch is written there only once Ray has
+        # registered its checkpoint, so the retry must continue after it (epoch 2 runs).
         first = wait_for(lambda: len(epochs_of(folder)) >= 1, 240, "epoch 1", driver, log)
         assert first
         seen = epochs_of(folder)

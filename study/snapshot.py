@@ -1,0 +1,132 @@
+"""A kept copy of Ray Tune's experiment snapshot, so `--resume` works after a disk filled up.
+
+Tune writes its snapshot (`experiment_state-<session>.json`, the searcher's state) into a local
+staging folder, then copies it over the files in `results/<study>/tune/`, in place. A copy
+made while the disk is full leaves them truncated; on `--resume` Tune then logs "Failed to
+restore the run state" and silently starts the study again (new trial ids: every trial runs
+again). So the driver keeps its own copy of each complete snapshot in `tune/.kept-state/`
+(`SnapshotKeeper`, from the results callback), and `--resume` puts it back where Tune's is
+unreadable (`repair`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickletools
+import shutil
+import time
+from pathlib import Path
+
+from retina.errors import RetinaError
+from study.results import DISK_FULL, disk_full_error
+
+TUNE_DIR = "tune"  # results/<study>/tune holds Ray's experiment state and checkpoints
+KEPT = ".kept-state"
+STATE_GLOB = "experiment_state-*.json"
+
+
+def _session(state: Path) -> str:
+    return state.stem.split("-", 1)[1]  # experiment_state-2026-01-31_12-00-00 -> the stamp
+
+
+def _snapshot_files(folder: Path, session: str) -> list[Path]:
+    """The files of one snapshot: the experiment state and the searcher's, same session."""
+    return [p for p in folder.iterdir() if p.is_file() and p.stem.endswith(f"-{session}")]
+
+
+def _newest_state(folder: Path) -> Path | None:
+    states = sorted(folder.glob(STATE_GLOB))  # Tune restores the newest name, as here
+    return states[-1] if states else None
+
+
+def _whole(path: Path) -> bool:
+    """Whether a snapshot file reads to its end: JSON, or a pickle (scanned, never loaded).
+
+    By content, not by name: Tune's `search_gen_state-*.json` holds a pickle.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    try:
+        json.loads(data)
+        return True
+    except ValueError:
+        pass
+    try:
+        ops = list(pickletools.genops(data))
+    except ValueError:
+        return False
+    return bool(ops) and ops[-1][0].name == "STOP"
+
+
+class SnapshotKeeper:
+    """Copies Tune's newest snapshot from its staging folder into `<experiment>/.kept-state/`.
+
+    Called in the driver after each Tune step: Tune writes the staging copy in that same
+    thread, so the files read here are whole and belong together.
+    """
+
+    def __init__(self, experiment: Path):
+        self.kept = Path(experiment) / KEPT
+        self._state: Path | None = None  # this session's state file: one name per run
+        self._copied: int | None = None  # the mtime of the snapshot kept last
+
+    def keep(self, staging: Path) -> None:
+        if self._state is None or self._state.parent != staging:
+            self._state = _newest_state(staging) if staging.is_dir() else None
+        if self._state is None or not self._state.exists():
+            return
+        state, mtime = self._state, self._state.stat().st_mtime_ns
+        if mtime == self._copied:
+            return  # no snapshot since the last copy (the usual case: one every ~10 s)
+        new = self.kept / str(time.time_ns())
+        partial = new.with_name(new.name + ".tmp")
+        try:
+            partial.mkdir(parents=True)
+            for path in _snapshot_files(staging, _session(state)):
+                shutil.copyfile(path, partial / path.name)
+            partial.rename(new)  # a kept copy appears whole, or not at all
+        except OSError as exc:
+            shutil.rmtree(partial, ignore_errors=True)
+            if exc.errno in DISK_FULL:  # the last whole copy stays for --resume
+                raise disk_full_error(self.kept.parent.parent) from None
+            raise
+        for old in self.kept.iterdir():
+            if old != new:
+                shutil.rmtree(old, ignore_errors=True)
+        self._copied = mtime
+
+
+def repair(experiment: Path) -> str | None:
+    """Before `--resume`: put the kept snapshot back if Tune's newest one is unreadable.
+
+    Returns what it did, for the user, or None when Tune's snapshot is whole.
+    """
+    experiment = Path(experiment)
+    state = _newest_state(experiment)
+    if state is None or all(_whole(p) for p in _snapshot_files(experiment, _session(state))):
+        return None
+    kept_dirs = sorted(
+        (p for p in (experiment / KEPT).glob("*") if p.is_dir() and p.name.isdigit()),
+        key=lambda p: int(p.name),
+    )
+    if not kept_dirs:
+        raise RetinaError(
+            f"--resume: Ray's saved state {state} is damaged (the disk filled while it was "
+            "written) and no good copy was kept; start a new study with --name NEW_NAME"
+        )
+    kept = kept_dirs[-1]
+    # The damaged session's files go aside, so Tune's newest snapshot is the kept one.
+    aside = experiment / f".damaged-{time.time_ns()}"
+    aside.mkdir()
+    for path in _snapshot_files(experiment, _session(state)):
+        os.replace(path, aside / path.name)
+    for path in kept.iterdir():
+        shutil.copyfile(path, experiment / path.name)
+    taken = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(kept.name) / 1e9))
+    return (
+        f"warning: Ray's saved state of this study is damaged (the disk filled while it was "
+        f"written; moved to {aside}); resuming from the copy the sweep kept at {taken}"
+    )
