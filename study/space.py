@@ -101,4 +101,9 @@ def tune_config(cfg: StudyConfig) -> tune.TuneConfig:
         search_alg=build_search_alg(cfg),
         scheduler=build_scheduler(cfg),
         max_concurrent_trials=None,  # already inside the search algorithm
+        # A finished trial's worker process runs the next trial: no new Python process, no
+        # second import of torch and the trainable per trial (seconds each on a small machine;
+        # python -m retina.bench measures it). train_trial sets every process-wide setting
+        # (seed, threads, determinism, compile caches) itself at its start.
+        reuse_actors=True,
     )

@@ -1,0 +1,202 @@
+"""The benchmark's output: the machine it ran on, a printed table, and the JSON file.
+
+No command of its own; `python -m retina.bench` calls `machine_info`, `print_table` and
+`write_json`. The JSON holds the issue's keys at the top level (numbers; a GPU utilisation is
+null where it cannot be read), plus "machine", "targets", "sizes" and "details".
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import PIL
+import torch
+import torchvision
+
+from retina.bench.workspace import Sizes
+
+CPU_KEYS = (
+    "loader_lab_images_per_s_128",
+    "loader_cache_images_per_s_128",
+    "loader_speedup_128",
+    "loader_lab_images_per_s_512",
+    "loader_cache_images_per_s_512",
+    "loader_speedup_512",
+    "bare_images_per_s",
+    "epoch_images_per_s",
+    "epoch_lab_images_per_s",
+    "epoch_efficiency",
+    "epoch_efficiency_lab",
+    "cache_build_images_per_s_1core",
+    "cache_build_images_per_s_all",
+    "trial_overhead_s",
+    "trial_peak_rss_ratio",
+)
+# key -> (comparison, bound) on a 2-core CPU machine (issue 5); scaling is checked separately.
+CPU_TARGETS = {
+    "loader_speedup_128": (">=", 50.0),
+    "loader_speedup_512": (">=", 8.0),
+    "epoch_efficiency": (">=", 0.97),
+    "trial_overhead_s": ("<=", 1.5),
+    "trial_peak_rss_ratio": ("<=", 1.2),
+}
+GPU_TARGETS = {"resnet18_epoch_efficiency": (">=", 0.95), "resnet50_epoch_efficiency": (">=", 0.95)}
+
+
+def gpu_keys(archs: tuple[str, ...], shared: int) -> tuple[str, ...]:
+    keys: list[str] = []
+    for arch in archs:
+        for group in ("", f"shared{shared}_"):
+            keys += [
+                f"{arch}_{group}bare_images_per_s",
+                f"{arch}_{group}epoch_images_per_s",
+                f"{arch}_{group}epoch_efficiency",
+                f"{arch}_{group}gpu_utilization",
+            ]
+    return tuple(keys)
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _spin(n: int) -> float:
+    started, x = time.perf_counter(), 0
+    for i in range(n):
+        x += i * i
+    return time.perf_counter() - started
+
+
+def parallel_capacity(workers: int, n: int = 2_000_000) -> float:
+    """How many cores' worth of work `workers` processes get right now (ideal: `workers`).
+
+    The same pure-Python loop alone, then in `workers` processes at once. On a machine that
+    others share, this is what a build "on all cores" can gain at most.
+    """
+    if workers < 2:
+        return 1.0
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")  # fmt: skip
+    with ctx.Pool(workers) as pool:
+        alone = min(pool.map(_spin, [n]) for _ in range(2))[0]
+        together = pool.map(_spin, [n] * workers)
+    return workers * alone / max(together)
+
+
+def machine_info(device: torch.device) -> dict:
+    """Where the numbers came from; the load average matters on a shared machine."""
+    info = {
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "device": device.type,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    return info
+
+
+def check_targets(results: dict, targets: dict) -> dict:
+    """key -> {"target": ">= 50", "value": v, "met": bool} for every key present."""
+    out = {}
+    for key, (op, bound) in targets.items():
+        value = results.get(key)
+        if isinstance(value, int | float):
+            met = value >= bound if op == ">=" else value <= bound
+            out[key] = {"target": f"{op} {bound:g}", "value": value, "met": bool(met)}
+    if "cache_build_images_per_s_all" in results and "cache_build_images_per_s_1core" in results:
+        scaling = (
+            results["cache_build_images_per_s_all"] / results["cache_build_images_per_s_1core"]
+        )
+        cpus = os.cpu_count() or 1
+        out["cache_build_scaling"] = {
+            "target": f"> 1 on {cpus} cores (ideal {cpus}; see machine.parallel_capacity)",
+            "value": scaling,
+            "met": bool(scaling > 1.0),
+        }
+    return out
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    return str(value)
+
+
+def table(results: dict, keys: tuple[str, ...], targets: dict) -> str:
+    """A plain-text table: key, value, target and whether it is met."""
+    width = max(len(k) for k in keys)
+    lines = [f"{'key':<{width}}  {'value':>12}  target"]
+    lines.append("-" * (width + 30))
+    for key in keys:
+        check = targets.get(key)
+        note = f"{check['target']}  {'met' if check['met'] else 'MISSED'}" if check else ""
+        lines.append(f"{key:<{width}}  {_fmt(results.get(key)):>12}  {note}".rstrip())
+    if "cache_build_scaling" in targets:
+        check = targets["cache_build_scaling"]
+        state = "met" if check["met"] else "MISSED"
+        lines.append(
+            f"{'(cache build all/1core)':<{width}}  {_fmt(check['value']):>12}  "
+            f"{check['target']}  {state}"
+        )
+    return "\n".join(lines)
+
+
+def print_table(results: dict, keys: tuple[str, ...], machine: dict, targets: dict) -> None:
+    cpu = machine.get("processor", "")
+    print(
+        f"\nretina.bench on {machine['cpus']} cores ({cpu}), torch {machine['torch']}, "
+        f"device {machine['device_name']}; load average {machine.get('load_average_start')} "
+        f"-> {machine.get('load_average_end')}"
+    )
+    capacity = machine.get("parallel_capacity")
+    if capacity:
+        print(
+            f"parallel capacity (cores' worth that {machine['cpus']} busy processes got): "
+            f"{capacity[0]:.2f} at the start, {capacity[1]:.2f} at the end"
+        )
+    print(table(results, keys, targets))
+
+
+def write_json(
+    path: Path, results: dict, machine: dict, sizes: Sizes, details: dict, targets: dict
+) -> None:
+    """results' keys at the top level, then machine, targets, sizes, details; atomic."""
+    document = {
+        **results,
+        "machine": machine,
+        "targets": targets,
+        "sizes": asdict(sizes),
+        "details": details,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(document, indent=1, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
