@@ -124,8 +124,10 @@ class ResultsStore:
         info = self.trials.setdefault(trial_id, {"status": "PENDING", "error": None})
         info["config"] = {k: config.get(k) for k in self.hyperparameters}
         info.setdefault("started", time.time())
-        if info["status"] in ("PENDING", "ERROR") and not info.get("failed"):
-            info["status"] = "RUNNING"
+        if info["status"] in ("PENDING", "ERROR"):
+            # Running again (an errored trial that --resume retries): the old failure no
+            # longer describes it; a trial that fails again says so again.
+            info.update(status="RUNNING", error=None, failed=False)
 
     def record_epoch(self, trial_id: str, result: Mapping[str, Any]) -> None:
         epoch = int(result["epoch"])

@@ -35,8 +35,13 @@ TABLE_METRICS = {"epoch": "epoch", "val_acc": "val acc", "val_kappa": "val kappa
 def start_ray(address: str | None, dashboard_host: str) -> None:
     if address:  # join a cluster; its dashboard was configured by whoever started it
         ctx = ray.init(address=address, log_to_driver=True)
-    else:
-        ctx = ray.init(include_dashboard=True, dashboard_host=dashboard_host, log_to_driver=True)
+    else:  # "local": a new Ray of its own, never one that `ray start` left on this machine
+        ctx = ray.init(
+            address="local",
+            include_dashboard=True,
+            dashboard_host=dashboard_host,
+            log_to_driver=True,
+        )
     url = getattr(ctx, "dashboard_url", None)
     if url:  # token authentication is on: the dashboard asks for the token in this file
         print(f"Ray dashboard: http://{url} (token: {Path.home() / '.ray' / 'auth_token'})")

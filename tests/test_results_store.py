@@ -74,6 +74,22 @@ def test_failure_reason_survives_ray_reporting_a_clean_end(store, tmp_path):
     assert "nan" in trials.loc["t2", "error"]
 
 
+def test_errored_trial_that_resume_retries_ends_terminated(store, tmp_path):
+    """Ray errored t2 (e.g. its worker killed too often); --resume retries it and it ends."""
+    store.finish_trial("t2", "ERROR", "ActorDiedError: the actor died")
+    store.flush()
+    again = ResultsStore(tmp_path, HP, "val_kappa", "max")
+    again.load()
+    again.start_trial("t2", {"arch": "resnet50", "epochs": 4})
+    for e in (2, 3, 4):
+        again.record_epoch("t2", epoch_result(e, 0.3))
+    again.finish_trial("t2", "TERMINATED")
+    again.flush()
+    trials = pd.read_parquet(tmp_path / "trials.parquet").set_index("trial_id")
+    assert trials.loc["t2", "status"] == "TERMINATED"
+    assert pd.isna(trials.loc["t2", "error"]) and trials.loc["t2", "epochs_run"] == 4
+
+
 def test_load_takes_back_everything_written(store, tmp_path):
     store.record_test(
         "t1",
