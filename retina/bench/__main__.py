@@ -72,6 +72,10 @@ def run_cpu(ws: Workspace) -> tuple[dict, dict]:
     started = _section("training epoch: bare vs ours vs course")
     keys, details["training"] = bench_training(ws, loader_details["best_workers_128"])
     results.update(keys)
+    if ws.sizes.train_px == ws.sizes.loader_px[0]:
+        # The loader's own time per image over the epoch's: what it can cost at most.
+        share = results["epoch_images_per_s"] / results["loader_cache_images_per_s_128"]
+        details["training"]["loader_share_of_epoch"] = share
     _done(started)
     started = _section("cache build: 1 core vs all")
     results.update(time_cache_builds(ws))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import shutil
 import statistics
 import subprocess
@@ -38,7 +39,7 @@ from retina.models import build_model
 ARCHS = ("resnet18", "resnet50")
 SHARED = 4  # trials sharing one GPU (resources.gpu: 0.25)
 BARE_BATCHES = 8  # normalised batches kept on the device for the bare loop
-TIMEOUT_S = 900  # a phase that takes longer than this is stuck
+TIMEOUT_S = 600  # a phase (or a warm-up) that takes longer than this is stuck
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,14 @@ class Utilisation:
         return statistics.mean(self.samples) if self.samples else None
 
 
+def _watch(procs, barrier, stop: threading.Event) -> None:
+    """Break the barrier as soon as a worker dies (killed, out of memory): nobody waits for it."""
+    while not stop.wait(1.0):
+        if any(p.exitcode not in (None, 0) for p in procs):
+            barrier.abort()
+            return
+
+
 def run_group(job: Job, processes: int) -> dict[str, dict]:
     """`processes` copies of `job` in step; per arch: summed images/s per phase, utilisation."""
     ctx = multiprocessing.get_context("spawn")
@@ -159,8 +168,11 @@ def run_group(job: Job, processes: int) -> dict[str, dict]:
     ]
     for p in procs:
         p.start()
+    stop = threading.Event()
+    threading.Thread(target=_watch, args=(procs, barrier, stop), daemon=True).start()
     util = {arch: {"bare": [], "epoch": []} for arch in job.archs}
     meter = Utilisation(torch.device(job.device))
+    outcome: dict[int, dict] = {}
     try:
         for arch in job.archs:
             barrier.wait(TIMEOUT_S)  # warmed up
@@ -170,15 +182,26 @@ def run_group(job: Job, processes: int) -> dict[str, dict]:
                 value = meter.stop()
                 if value is not None:
                     util[arch][phase].append(value)
-        outcome = dict(results.get(timeout=TIMEOUT_S) for _ in procs)
     except threading.BrokenBarrierError:
-        outcome = dict(results.get(timeout=60) for _ in procs)
+        meter.stop()
     finally:
+        stop.set()
+        try:
+            while len(outcome) < processes:
+                rank, out = results.get(timeout=60)
+                outcome[rank] = out
+        except queue.Empty:
+            pass
         for p in procs:
             p.join(timeout=60)
     errors = [r["error"] for r in outcome.values() if "error" in r]
-    if errors:
-        raise RetinaError(f"GPU benchmark failed in a worker process: {errors[0]}")
+    errors += [
+        f"process {i} exited with code {p.exitcode}" for i, p in enumerate(procs) if p.exitcode
+    ]
+    if errors or len(outcome) < processes:
+        raise RetinaError(
+            f"GPU benchmark of {', '.join(job.archs)} failed: {(errors or ['a worker process stopped answering'])[0]}"
+        )
     groups = {}
     for arch in job.archs:
         per_process = [outcome[rank][arch] for rank in sorted(outcome)]
