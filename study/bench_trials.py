@@ -11,11 +11,11 @@ processes and memory out of the benchmark's.
 - trial_overhead_s: N trials of fixed tiny work (build a resnet18, a few SGD steps on a 32 px
   batch made once and shipped with `tune.with_parameters`) as a Tune sweep, against the same N
   run one after another in this process (before Ray starts and again after it stops; the mean):
-  (sweep - plain) / N. Ray is started as the sweep starts it (`study.run.start_ray`, dashboard
+  (sweep - plain) / N. Ray is started as the sweep starts it (`study.run.tuner.start_ray`, dashboard
   included; its start-up is reported apart, a study pays it once), in a Ray of its own, and the
-  Tuner gets the sweep's `study.space.tune_config` (trial workers reused); one trial runs at a
+  Tuner gets the sweep's `study.define.space.tune_config` (trial workers reused); one trial runs at a
   time on all cores, as the plain loop does.
-- trial_peak_rss_ratio: peak RSS (ru_maxrss) of one real trial - `study.trainable.train_trial`,
+- trial_peak_rss_ratio: peak RSS (ru_maxrss) of one real trial - `study.run.trainable.train_trial`,
   one epoch of resnet18 run by Tune - on the large data set (8x the images) divided by that on
   the base one. The two trials run side by side, each in a fresh worker process (no reuse: a
   process's peak would carry over), on caches built beforehand, so the trials only map them.
@@ -39,10 +39,10 @@ from ray import tune
 from retina.cli import run_main
 from retina.models import build_model
 from retina.prepare import PreparedData, prepare_data
-from study.run import start_ray
-from study.schema import StudyConfig, load_study
-from study.space import tune_config, tune_param_space
-from study.trainable import train_trial
+from study.define.schema import StudyConfig, load_study
+from study.define.space import tune_config, tune_param_space
+from study.run.trainable import train_trial
+from study.run.tuner import start_ray
 
 DEMO_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "demo.yaml"
 LOCAL_DASHBOARD = "127.0.0.1"

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from retina.cli import run_main
-from study.schema import StudyConfig, load_study, study_to_dict
+from study.define.schema import StudyConfig, load_study, study_to_dict
 
 LOCAL_DASHBOARD_HOST = "127.0.0.1"
 EXPOSED_WARNING = (
@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     # here) is writable by others: Ray unpickles tune/*.pkl on --resume.
     os.umask(os.umask(0) | 0o022)
 
-    from study.preflight import preflight  # torch is imported only once the YAML is valid
-    from study.record import study_record
-    from study.results import write_json_atomic
+    from study.record.results import write_json_atomic
+    from study.record.study_json import study_record
+    from study.run.preflight import preflight  # torch is imported only once the YAML is valid
 
     cache_root = Path(args.cache_dir) if args.cache_dir else None
     data = preflight(study, folder, resolved, args.resume, cache_root)
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json_atomic(folder / "study.json", study_record(study, resolved, data, args.space))
     print(f"study {study.name}: {data.class_counts()} images per split and grade -> {folder}")
 
-    from study.run import run_study  # Ray is imported only after the preflight passed
+    from study.run.tuner import run_study  # Ray is imported only after the preflight passed
 
     if args.dashboard_host != LOCAL_DASHBOARD_HOST:
         print(EXPOSED_WARNING.format(host=args.dashboard_host), file=sys.stderr)

@@ -1,4 +1,4 @@
-"""The analysis reads what the sweep's own writer (`study.results.ResultsStore`) writes: the
+"""The analysis reads what the sweep's own writer (`study.record.results.ResultsStore`) writes: the
 results contract checked from both sides, with no Ray (the store is fed directly)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from analyze_fixtures import CLASS_COUNTS, confusion_counts, study_json
 from study.analyze import tables
 from study.analyze.load import load_study
 from study.analyze.report import build_report
-from study.results import ResultsStore
+from study.record.results import ResultsStore
 
 HP = ["arch", "pretrained", "lr", "batch_size", "epochs", "weight_decay"]
 

@@ -31,7 +31,7 @@ from reliability_helpers import (
 )
 
 from retina.errors import RetinaError
-from study.snapshot import SnapshotKeeper, repair
+from study.run.snapshot import SnapshotKeeper, repair
 
 
 def refused_before_work(proc, *phrases: str) -> str:

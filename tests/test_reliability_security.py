@@ -33,7 +33,7 @@ from reliability_helpers import (
     wait_for,
 )
 
-from study.results import EPOCH_COLUMNS
+from study.record.results import EPOCH_COLUMNS
 
 pytestmark = pytest.mark.slow
 HARNESS = sorted([*(ROOT / "retina").rglob("*.py"), *(ROOT / "study").rglob("*.py")])

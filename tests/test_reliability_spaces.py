@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from retina.errors import RetinaError
-from study.schema import load_study
+from study.define.schema import load_study
 
 CLI = settings(
     max_examples=4,  # each example is a process (torch import): a few seconds

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from retina.errors import RetinaError
-from study.results import EPOCH_COLUMNS, ResultsStore, write_atomic, write_parquet_atomic
+from study.record.results import EPOCH_COLUMNS, ResultsStore, write_atomic, write_parquet_atomic
 
 HP = ["arch", "pretrained", "lr", "batch_size", "epochs"]
 

@@ -20,7 +20,7 @@ from ray.tune.search.sample import Categorical, Float, Integer
 from ray.tune.search.variant_generator import generate_variants
 
 from retina.errors import RetinaError
-from study.schema import (
+from study.define.schema import (
     DIMENSIONS,
     finite_values,
     hyperparameter_names,
@@ -30,7 +30,7 @@ from study.schema import (
     study_from_dict,
     study_to_dict,
 )
-from study.space import (
+from study.define.space import (
     build_scheduler,
     build_search_alg,
     resolve_gpu,

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from retina.errors import RetinaError
-from study.schema import (
+from study.define.schema import (
     KEYS,
     StudyConfig,
     load_study,

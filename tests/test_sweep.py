@@ -7,7 +7,7 @@ import json
 import pandas as pd
 from cli_helpers import run_cli
 
-from study.results import CONFUSION_COLUMNS, EPOCH_COLUMNS, TRIAL_TAIL_COLUMNS
+from study.record.results import CONFUSION_COLUMNS, EPOCH_COLUMNS, TRIAL_TAIL_COLUMNS
 
 
 def test_small_sweep_writes_the_results_contract(small_study):

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from retina.errors import RetinaError
-from study.results import METRIC_KEYS  # the writer's contract: pandas and pyarrow only
+from study.record.results import METRIC_KEYS  # the writer's contract: pandas and pyarrow only
 
 STATUSES = ("TERMINATED", "RUNNING", "PENDING", "ERROR")
 # Columns the report reads; the rest of the contract (device, node, images/s, ...) is optional.

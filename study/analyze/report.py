@@ -18,6 +18,7 @@ from study.analyze import figures, figures_hparams, tables
 from study.analyze.importance import param_importances, varying
 from study.analyze.load import StudyResults
 from study.analyze.markup import compact, format_cell, html_table, key_values, page
+from study.conclude.ranking import rank_trials
 
 SECTIONS = (
     ("summary", "1 Summary"),
@@ -201,7 +202,7 @@ def build_report(study: StudyResults, top_k: int = 3) -> str:
     """The whole report as one HTML string."""
     figs = _Figures()
     trials = study.trials
-    ranked = tables.rank_trials(trials, study.score_column, study.mode)
+    ranked = rank_trials(trials, study.score_column, study.mode)
     baselines = {s: tables.majority_share(study.class_counts, s) for s in ("train", "val", "test")}
     totals = tables.compute_totals(trials, study.epochs)
     board = tables.leaderboard(trials, study.hyperparameters, study.metric, study.mode)

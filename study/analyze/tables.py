@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from study.analyze.load import STATUSES
+from study.conclude.ranking import rank_trials
 
 # Test accuracy of the course report's four runs (EyePACS, 512 px; see shared/design.md).
 COURSE_REPORT_TEST_ACC = {
@@ -33,16 +34,6 @@ def majority_share(class_counts: dict[str, list[int]], split: str) -> float:
     counts = class_counts.get(split) or []
     total = sum(counts)
     return counts[0] / total if total else math.nan
-
-
-def rank_trials(trials: pd.DataFrame, score: str, mode: str) -> pd.DataFrame:
-    """Trials best first by `score` (NaN last; ties by trial id), with `rank` (NaN unscored)."""
-    ranked = trials.sort_values(
-        [score, "trial_id"], ascending=[mode == "min", True], na_position="last", kind="stable"
-    ).reset_index(drop=True)
-    scored = ranked[score].notna()
-    ranked["rank"] = np.where(scored, np.arange(1, len(ranked) + 1), np.nan)
-    return ranked
 
 
 def finished_trials(trials: pd.DataFrame, score: str) -> pd.DataFrame:

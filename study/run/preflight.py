@@ -16,9 +16,9 @@ from typing import Any
 from retina.errors import RetinaError
 from retina.models import ensure_weights, missing_weights
 from retina.prepare import PreparedData, prepare_data
-from study.dimensions import finite_values
-from study.results import DISK_FULL
-from study.schema import StudyConfig
+from study.define.dimensions import finite_values
+from study.define.schema import StudyConfig
+from study.record.results import DISK_FULL
 
 PROBE_BYTES = 1 << 20
 

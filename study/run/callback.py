@@ -10,9 +10,9 @@ from pathlib import Path
 
 from ray import tune
 
-from study.results import ResultsStore
-from study.schema import StudyConfig, hyperparameter_names, resolve_trial_config
-from study.snapshot import TUNE_DIR, SnapshotKeeper
+from study.define.schema import StudyConfig, hyperparameter_names, resolve_trial_config
+from study.record.results import ResultsStore
+from study.run.snapshot import TUNE_DIR, SnapshotKeeper
 
 
 def _error_text(trial) -> str:
@@ -103,7 +103,7 @@ class ParquetCallback(tune.Callback):
 
     def on_step_end(self, iteration, trials, **info):
         # Tune wrote its snapshot to its staging folder in this step, in this thread: keep a
-        # whole copy, since its copy in tune/ is overwritten in place (see study.snapshot).
+        # whole copy, since its copy in tune/ is overwritten in place (see study.run.snapshot).
         storage = getattr(trials[0], "storage", None) if trials else None
         staging = getattr(storage, "experiment_driver_staging_path", None)
         if staging:

@@ -8,7 +8,7 @@
       epochs: {depends_on: arch, values: {resnet18: 10, resnet50: 5}}
       momentum: 0.9                                 # a plain value: fixed for every trial
 
-`study.schema` calls `parse_space`; `study.space` turns the result into Ray Tune objects.
+`study.define.schema` calls `parse_space`; `study.define.space` turns the result into Ray Tune objects.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from study.overrides import Problem, closest, show, unknown_key
+from study.define.overrides import Problem, closest, show, unknown_key
 
 # fmt: off
 DIMENSIONS = ("arch", "pretrained", "lr", "batch_size", "epochs", "weight_decay", "optimizer",

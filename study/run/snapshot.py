@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from retina.errors import RetinaError
-from study.results import DISK_FULL, disk_full_error
+from study.record.results import DISK_FULL, disk_full_error
 
 TUNE_DIR = "tune"  # results/<study>/tune holds Ray's experiment state and checkpoints
 KEPT = ".kept-state"

@@ -2,10 +2,10 @@
 
     python -m study.sweep search_spaces/demo.yaml --set num_samples=2 --set space.lr=1.0e-3
 
-`study.schema` validates what these functions return; this module only turns text into plain
+`study.define.schema` validates what these functions return; this module only turns text into plain
 dicts/lists/scalars, reports syntax problems with line and column, checks that an override's
 dotted key exists, and applies overrides to a copy of the document. Everything a user can get
-wrong ends as a `RetinaError` (or a `Problem` that `study.schema` turns into one).
+wrong ends as a `RetinaError` (or a `Problem` that `study.define.schema` turns into one).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ TEXT = "text"
 
 
 class Problem(Exception):
-    """One problem at a dotted key of a study document; `study.schema` adds the file and override.
+    """One problem at a dotted key of a study document; `study.define.schema` adds the file and override.
 
     `related` lists other keys the problem involves (e.g. `search.algorithm` for a grid dimension
     under Optuna), so an override that set one of them is named in the message.

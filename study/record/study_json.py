@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 from retina.prepare import PreparedData
-from study.schema import StudyConfig, hyperparameter_names, max_epochs
+from study.define.schema import StudyConfig, hyperparameter_names, max_epochs
 
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "numpy", "pandas", "pyarrow", "pillow")
 

@@ -19,8 +19,8 @@ from ray import tune
 from retina.engine import NonFiniteLoss
 from retina.prepare import PreparedData
 from retina.training import build_training, setup_process
-from study.results import trial_finished
-from study.schema import StudyConfig, resolve_trial_config, study_to_dict
+from study.define.schema import StudyConfig, resolve_trial_config, study_to_dict
+from study.record.results import trial_finished
 
 CHECKPOINT_FILE = "checkpoint.pt"
 

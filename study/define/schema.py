@@ -1,6 +1,6 @@
 """The one typed schema of a study: a YAML search space, validated before Ray starts.
 
-    from study.schema import load_study
+    from study.define.schema import load_study
     study = load_study("search_spaces/demo.yaml", ["num_samples=2", "data.image_size=32"])
 
 A study file holds `name`, `data` (`path`, `image_size`, `preprocessing`, `split_seed`, `skip_bad`,
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from retina.errors import RetinaError
-from study.dimensions import DIMENSIONS, Dimension, coerce_value, finite_values, parse_space
-from study.dimensions import number as as_number
-from study.overrides import (
+from study.define.dimensions import DIMENSIONS, Dimension, coerce_value, finite_values, parse_space
+from study.define.dimensions import number as as_number
+from study.define.overrides import (
     TEXT,
     Override,
     Problem,

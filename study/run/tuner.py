@@ -14,13 +14,14 @@ import torch
 from ray import tune
 
 from retina.prepare import PreparedData
-from study.callback import ParquetCallback
-from study.holdout import evaluate_best_trials
-from study.results import DISK_FULL, ResultsStore, disk_full_error
-from study.schema import StudyConfig, hyperparameter_names
-from study.snapshot import TUNE_DIR, repair
-from study.space import resolve_gpu, tune_config, tune_param_space
-from study.trainable import train_trial
+from study.conclude.pipeline import conclude_study
+from study.conclude.ranking import rank_trials
+from study.define.schema import StudyConfig, hyperparameter_names
+from study.define.space import resolve_gpu, tune_config, tune_param_space
+from study.record.results import DISK_FULL, ResultsStore, disk_full_error
+from study.run.callback import ParquetCallback
+from study.run.snapshot import TUNE_DIR, repair
+from study.run.trainable import train_trial
 
 TABLE_PARAMS = {
     "arch": "arch",
@@ -99,8 +100,7 @@ def leaderboard(store: ResultsStore, top: int = 10) -> str:
     df = store.trials_frame()
     if df.empty:
         return "no trial finished an epoch"
-    col = f"best_{store.metric}"
-    df = df.sort_values(col, ascending=store.mode == "min", na_position="last").head(top)
+    df = rank_trials(df, f"best_{store.metric}", store.mode).head(top)
     cols = [
         "trial_id",
         "status",
@@ -138,7 +138,7 @@ def run_study(
     dashboard_host: str,
     resume: bool,
 ) -> bool:
-    """Run the search to its end (True) or until interrupted (False); then test the best."""
+    """Run the search to its end (True) or until interrupted (False); then conclude it."""
     start_ray(address, dashboard_host)
     try:
         try:
@@ -155,11 +155,9 @@ def run_study(
             folder, hyperparameter_names(study), study.metric.name, study.metric.mode
         )
         store.load()
-        if finished and study.test_top_k > 0:
+        if finished:
             by_id = {r.metrics.get("trial_id"): r for r in grid if r.metrics}
-            print("held-out test of the best trials (chosen on val):")
-            for line in evaluate_best_trials(store, by_id, data, study):
-                print(f"  {line}")
+            conclude_study(study, data, folder, store, by_id)
         print(leaderboard(store))
         return finished
     finally:

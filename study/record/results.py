@@ -3,7 +3,7 @@
 `ResultsStore` holds what the sweep learned so far (one row per trial, per (trial, epoch), and
 tidy confusion counts) and writes `trials.parquet`, `epochs.parquet` and `confusion.parquet`
 under `results/<study>/` as documented in docs/results.md. It knows nothing of Ray: the
-driver-side callback in `study.callback` feeds it, and tests feed it directly.
+driver-side callback in `study.run.callback` feeds it, and tests feed it directly.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from retina import files
 from retina.errors import RetinaError
+from study.conclude.ranking import best_epoch
 
 NUM_CLASSES = 5
 METRIC_KEYS = (
@@ -178,16 +179,12 @@ class ResultsStore:
         )
 
     def best_epochs(self) -> dict[str, dict]:
-        """The epoch row with the best study metric, per trial (ties: the earliest epoch)."""
-        best: dict[str, dict] = {}
-        sign = 1.0 if self.mode == "max" else -1.0
+        """The best epoch row per trial, by the study's one ranking (`study.conclude.ranking`)."""
+        per_trial: dict[str, list[dict]] = {}
         for (trial_id, _), row in sorted(self.epochs.items()):
-            value = row.get(self.metric, float("nan"))
-            if math.isnan(value):
-                continue
-            if trial_id not in best or sign * value > sign * best[trial_id][self.metric]:
-                best[trial_id] = row
-        return best
+            per_trial.setdefault(trial_id, []).append(row)
+        best = {t: best_epoch(rows, self.metric, self.mode) for t, rows in per_trial.items()}
+        return {t: dict(row) for t, row in best.items() if row is not None}
 
     def trials_frame(self) -> pd.DataFrame:
         best = self.best_epochs()

@@ -6,7 +6,6 @@ best epoch on the test split. The test split never picks anything: it is read he
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -14,23 +13,18 @@ import torch
 from retina.engine import autocast_dtype, build_loss, evaluate
 from retina.models import build_model
 from retina.prepare import PreparedData
-from study.results import ResultsStore
-from study.schema import StudyConfig
-from study.trainable import CHECKPOINT_FILE
+from study.conclude.ranking import best_trial_ids
+from study.define.schema import StudyConfig
+from study.record.results import ResultsStore
+from study.run.trainable import CHECKPOINT_FILE
 
 
 def top_trials(store: ResultsStore, k: int) -> list[tuple[str, int]]:
     """(trial id, best epoch) of the best `k` trials that finished cleanly, best first."""
+    trials = store.trials_frame()
     best = store.best_epochs()
-    ranked = sorted(
-        (row[store.metric], trial_id, int(row["epoch"]))
-        for trial_id, row in best.items()
-        if store.trials.get(trial_id, {}).get("status") != "ERROR"
-        and not math.isnan(row[store.metric])
-    )
-    if store.mode == "max":
-        ranked.reverse()
-    return [(trial_id, epoch) for _, trial_id, epoch in ranked[:k]]
+    ids = best_trial_ids(trials, f"best_{store.metric}", store.mode, k)
+    return [(trial_id, int(best[trial_id]["epoch"])) for trial_id in ids]
 
 
 def find_checkpoint(result, epoch: int) -> Path | None:

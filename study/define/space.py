@@ -1,6 +1,6 @@
 """A validated `StudyConfig` as Ray Tune objects: param space, search algorithm, scheduler.
 
-Imported only by the sweep (it imports Ray and Optuna); `study.schema` stays pure Python.
+Imported only by the sweep (it imports Ray and Optuna); `study.define.schema` stays pure Python.
 
     tuner = tune.Tuner(trainable, param_space=tune_param_space(study),
                        tune_config=tune_config(study))
@@ -8,7 +8,7 @@ Imported only by the sweep (it imports Ray and Optuna); `study.schema` stays pur
 Fixed values go into the param space as constants, so every trial's config, Tune's progress
 table and the checkpoints show them. Conditional values (`depends_on`) are left out: Optuna
 cannot express them; the trainable and the results writer fill them in with
-`study.schema.resolve_trial_config`, which also fills fixed ones, so either way works.
+`study.define.schema.resolve_trial_config`, which also fills fixed ones, so either way works.
 
 Reproducibility: `optuna` uses `TPESampler(seed=search.seed)`; `random` and `grid` use
 `BasicVariantGenerator(random_state=search.seed)`, which draws every `choice`/`uniform`/...
@@ -25,7 +25,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, SearchAlgorithm, Searcher
 
-from study.schema import StudyConfig, max_epochs
+from study.define.schema import StudyConfig, max_epochs
 
 
 def tune_param_space(cfg: StudyConfig) -> dict[str, Any]:

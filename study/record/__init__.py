@@ -1,0 +1,1 @@
+"""Record a study: the results folder (Parquet tables, study.json)."""
