@@ -62,6 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     study = load(args)
     folder = Path(args.results).resolve() / study.name
+    from study.run.lock import StudyLock
+    from study.run.preflight import check_writable
+
+    check_writable(folder.parent)  # a full or read-only disk is refused as the preflight says
+    with StudyLock(folder):  # one driver per study: taken before anything in it changes
+        return sweep(args, study, folder)
+
+
+def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
+    """The study, with its folder locked: preflight, Ray Tune search, conclusion."""
     resolved = study_to_dict(study)
     # Whatever the user's umask, nothing written here (nor by the Ray processes started from
     # here) is writable by others: Ray unpickles tune/*.pkl on --resume.

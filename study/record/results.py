@@ -4,6 +4,11 @@
 tidy confusion counts) and writes `trials.parquet`, `epochs.parquet` and `confusion.parquet`
 under `results/<study>/` as documented in docs/results.md. It knows nothing of Ray: the
 driver-side callback in `study.run.callback` feeds it, and tests feed it directly.
+
+Every change is first appended to `journal.jsonl` (`study.record.journal`), the source of
+truth: one small durable write per result. The Parquet files are rebuilt from memory at most
+every few seconds (`flush(force=False)`) and whenever the study ends; `load` rebuilds the
+store from the journal (or, for a study written before the journal, from the Parquet files).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -23,6 +29,15 @@ import pyarrow.parquet as pq
 from retina import files
 from retina.errors import RetinaError
 from study.conclude.ranking import best_epoch
+from study.record.journal import (
+    JOURNAL_FILE,
+    Journal,
+    journaled,
+    plain,
+    read_events,
+    replay,
+    write_events,
+)
 
 NUM_CLASSES = 5
 METRIC_KEYS = (
@@ -50,6 +65,9 @@ TRIAL_TAIL_COLUMNS = (
 
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# A throttled rebuild of the Parquet files waits at least this many times its last duration:
+# in a very large study the rebuilds take at most ~10 % of the driver's time.
+REBUILD_SPACING = 10
 
 
 def disk_full_error(folder: Path) -> RetinaError:
@@ -87,12 +105,20 @@ def _nan_if_missing(value: Any) -> float:
 
 
 def trial_finished(folder: Path, trial_id: str) -> bool:
-    """Whether `<folder>/trials.parquet` already records this trial as finished.
+    """Whether the study's journal (else `trials.parquet`) records this trial as finished.
 
     Ray snapshots its experiment state every ~10 s; after the driver is killed, `--resume` can
     think a trial that finished is still running and restart it from an older checkpoint. The
-    results folder is written when the trial finishes (its epochs first), so it knows better.
+    journal is written when the trial finishes (its epochs first), so it knows better; the
+    Parquet files may lag it by a few seconds.
     """
+    journal = Path(folder, JOURNAL_FILE)
+    if journal.exists():
+        needle = trial_id.encode()  # only this trial's lines are parsed: a cheap scan
+        lines = [line for line in _complete_lines(journal) if needle in line]
+        store = ResultsStore(Path(folder), [], "", "max", journal=False)
+        replay(store, [e for e in map(json.loads, lines) if _about(e, trial_id)])
+        return store.trials.get(trial_id, {}).get("status") == "TERMINATED"
     path = Path(folder, "trials.parquet")
     if not path.exists():
         return False
@@ -103,24 +129,44 @@ def trial_finished(folder: Path, trial_id: str) -> bool:
     )
 
 
+def _complete_lines(path: Path) -> list[bytes]:
+    data = path.read_bytes()
+    return data[: data.rfind(b"\n") + 1].splitlines()  # a line being appended is not yet one
+
+
+def _about(event: dict, trial_id: str) -> bool:
+    return event.get("op") == "restore" or (event.get("args") or [None])[0] == trial_id
+
+
 class ResultsStore:
     """In-memory rows of one study plus their atomic Parquet mirror on disk.
 
     `hyperparameters` are the column names of the trial config, in order; `metric` and
     `mode` choose each trial's best epoch. Re-reported epochs (a trial resumed from an older
     checkpoint) replace the earlier row, so every (trial, epoch) appears exactly once.
+    With `journal` (the sweep's driver), every change is appended to `journal.jsonl` first.
     """
 
-    def __init__(self, folder: Path, hyperparameters: list[str], metric: str, mode: str):
+    def __init__(
+        self,
+        folder: Path,
+        hyperparameters: list[str],
+        metric: str,
+        mode: str,
+        journal: bool = True,
+    ):
         self.folder = Path(folder)
         self.hyperparameters = list(hyperparameters)
         self.metric, self.mode = metric, mode
         self.epochs: dict[tuple[str, int], dict] = {}
         self.confusion: dict[tuple[str, str, int], list[int]] = {}
         self.trials: dict[str, dict] = {}
-        self._last_flush = 0.0
+        self.journal = Journal(self.folder / JOURNAL_FILE) if journal else None
+        self.dirty = False  # changed since the Parquet files were last written
+        self._last_flush, self._last_cost = 0.0, 0.0
 
     # ---- feeding -------------------------------------------------------------------
+    @journaled
     def start_trial(self, trial_id: str, config: Mapping[str, Any]) -> None:
         info = self.trials.setdefault(trial_id, {"status": "PENDING", "error": None})
         info["config"] = {k: config.get(k) for k in self.hyperparameters}
@@ -130,6 +176,7 @@ class ResultsStore:
             # longer describes it; a trial that fails again says so again.
             info.update(status="RUNNING", error=None, failed=False)
 
+    @journaled
     def record_epoch(self, trial_id: str, result: Mapping[str, Any]) -> None:
         epoch = int(result["epoch"])
         row = {"trial_id": trial_id, "epoch": epoch}
@@ -142,23 +189,31 @@ class ResultsStore:
         info["seconds"] = float(result.get("time_total_s") or 0.0)
         info["device"], info["node"] = result.get("device"), result.get("node")
 
+    @journaled
     def record_failure(self, trial_id: str, reason: str) -> None:
         """A trial that ended itself (e.g. a NaN loss): kept as ERROR with its reason."""
         info = self.trials.setdefault(trial_id, {"config": {}})
         info.update(status="ERROR", error=reason, failed=True)
 
+    @journaled
     def finish_trial(self, trial_id: str, status: str, error: str | None = None) -> None:
         info = self.trials.setdefault(trial_id, {"config": {}})
         if info.get("failed"):  # the trial's own failure reason wins over Ray's clean exit
             return
         info["status"], info["error"] = status, error
 
+    @journaled
     def record_test(
         self, trial_id: str, epoch: int, metrics: Mapping[str, float], confusion
     ) -> None:
         info = self.trials[trial_id]
         info["test"] = {k: float(metrics[f"test_{k}"]) for k in METRIC_KEYS}
         self.confusion[(trial_id, "test", int(epoch))] = [int(c) for c in confusion]
+
+    @journaled
+    def mark_running(self, trial_id: str) -> None:
+        """Ray retries the trial (its worker died): it runs again from its last checkpoint."""
+        self.trials.setdefault(trial_id, {})["status"] = "RUNNING"
 
     # ---- tables --------------------------------------------------------------------
     def epochs_frame(self) -> pd.DataFrame:
@@ -167,12 +222,23 @@ class ResultsStore:
         return df.astype({"trial_id": "string", "epoch": "int64"})
 
     def confusion_frame(self) -> pd.DataFrame:
-        rows = [
-            (trial_id, split, epoch, i // NUM_CLASSES, i % NUM_CLASSES, count)
-            for (trial_id, split, epoch), counts in sorted(self.confusion.items())
-            for i, count in enumerate(counts)
-        ]
-        df = pd.DataFrame(rows, columns=CONFUSION_COLUMNS)
+        keys = sorted(self.confusion)
+        cells = NUM_CLASSES**2
+        # Vectorised: a large study holds hundreds of thousands of counts.
+        counts = np.array([self.confusion[k] for k in keys], dtype=np.int64).reshape(-1)
+        cell = np.tile(np.arange(cells), len(keys))
+        columns = [np.repeat(np.array([k[i] for k in keys], dtype=object), cells) for i in (0, 1)]
+        epochs = np.repeat(np.array([k[2] for k in keys], dtype=np.int64), cells)
+        df = pd.DataFrame(
+            dict(
+                zip(
+                    CONFUSION_COLUMNS,
+                    [*columns, epochs, cell // NUM_CLASSES, cell % NUM_CLASSES, counts],
+                    strict=True,
+                )
+            ),
+            columns=CONFUSION_COLUMNS,
+        )
         return df.astype(
             {"trial_id": "string", "split": "string", "epoch": "int64", "true": "int64"}
             | {"predicted": "int64", "count": "int64"}
@@ -219,17 +285,57 @@ class ResultsStore:
 
     # ---- disk ----------------------------------------------------------------------
     def flush(self, force: bool = True, min_interval_s: float = 1.0) -> None:
-        """Write the three tables; unless `force`, at most once per `min_interval_s`."""
+        """Write the three tables; unless `force`, only after a change and at most once per
+        `min_interval_s` (or `REBUILD_SPACING` times the last rebuild, if longer)."""
         now = time.monotonic()
-        if not force and now - self._last_flush < min_interval_s:
+        wait = max(min_interval_s, REBUILD_SPACING * self._last_cost)
+        if not force and (not self.dirty or now - self._last_flush < wait):
             return
         write_parquet_atomic(self.folder / "epochs.parquet", self.epochs_frame())
         write_parquet_atomic(self.folder / "confusion.parquet", self.confusion_frame())
         write_parquet_atomic(self.folder / "trials.parquet", self.trials_frame())
-        self._last_flush = now
+        self._last_flush = time.monotonic()
+        self._last_cost, self.dirty = self._last_flush - now, False
+
+    def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
 
     def load(self) -> None:
-        """Take back what an earlier run of this study wrote (for `--resume`)."""
+        """Take back what an earlier run of this study recorded (for `--resume`): its journal,
+        or the Parquet files of a study written before the journal (then journaled whole)."""
+        self.dirty = True
+        journal = self.folder / JOURNAL_FILE
+        if journal.exists():
+            replay(self, read_events(journal, repair=self.journal is not None))
+            return
+        self._load_parquet()
+        if self.journal is not None and self.trials:
+            try:
+                write_events(journal, [{"op": "restore", "state": self.state()}])
+            except OSError as exc:
+                if exc.errno in DISK_FULL:
+                    raise disk_full_error(self.folder) from None
+                raise
+
+    def state(self) -> dict:
+        """Everything the store holds, JSON-ready (a journal's `restore` event)."""
+        return plain(
+            {
+                "trials": self.trials,
+                "epochs": list(self.epochs.values()),
+                "confusion": [[*key, counts] for key, counts in self.confusion.items()],
+            }
+        )
+
+    def restore_state(self, state: dict) -> None:
+        self.trials.update({str(t): dict(info) for t, info in state["trials"].items()})
+        for row in state["epochs"]:
+            self.epochs[(str(row["trial_id"]), int(row["epoch"]))] = dict(row)
+        for trial_id, split, epoch, counts in state["confusion"]:
+            self.confusion[(str(trial_id), str(split), int(epoch))] = list(counts)
+
+    def _load_parquet(self) -> None:
         epochs_file = self.folder / "epochs.parquet"
         if not epochs_file.exists():
             return

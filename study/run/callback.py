@@ -1,11 +1,16 @@
-"""Driver-side Ray Tune callback that mirrors every trial result into the Parquet files.
+"""Driver-side Ray Tune callback that records every trial result in the results folder.
 
-Runs in the driver process (never in a trial), so one writer owns `results/<study>/` and
-files are replaced atomically while the sweep runs.
+Runs in the driver process (never in a trial), so one writer owns `results/<study>/`. Each
+result is appended to the study's journal within the call that receives it (one small durable
+write); the Parquet files are rebuilt from memory every few seconds and when the study ends.
+The callback times itself (`busy_s`, `results`): the sweep's last lines and the benchmark
+(`study.bench_trials`) report the driver's own cost per result.
 """
 
 from __future__ import annotations
 
+import functools
+import time
 from pathlib import Path
 
 from ray import tune
@@ -13,6 +18,22 @@ from ray import tune
 from study.define.schema import StudyConfig, hyperparameter_names, resolve_trial_config
 from study.record.results import ResultsStore
 from study.run.snapshot import TUNE_DIR, SnapshotKeeper
+
+PARQUET_EVERY_S = 5.0  # the Parquet files lag the journal by at most about this much
+
+
+def timed(method):
+    """Adds the wall time of a callback method to `self.busy_s` (the driver's own cost)."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.busy_s += time.perf_counter() - started
+
+    return run
 
 
 def _error_text(trial) -> str:
@@ -31,6 +52,8 @@ class ParquetCallback(tune.Callback):
         # Epochs reported with a checkpoint that Ray has not registered yet, by trial id.
         self.unsaved: dict[str, dict] = {}
         self.keeper = SnapshotKeeper(self.folder / TUNE_DIR)
+        self.busy_s, self.results = 0.0, 0  # time spent in this callback; results received
+        self.started = time.perf_counter()
 
     def __getstate__(self):
         # Ray pickles callbacks with the experiment; the rows live on disk, not in the pickle.
@@ -46,25 +69,29 @@ class ParquetCallback(tune.Callback):
             self.store.load()  # a resumed study keeps every epoch it already finished
         return self.store
 
+    @timed
     def setup(self, **info):
+        self.started = time.perf_counter()
         self._store()
 
+    @timed
     def on_trial_start(self, iteration, trials, trial, **info):
         store = self._store()
         store.start_trial(trial.trial_id, resolve_trial_config(self.study, trial.config))
-        store.flush(force=False)
 
+    @timed
     def on_trial_recover(self, iteration, trials, trial, **info):
         # Its retry starts from Ray's last registered checkpoint and reports the unsaved
         # epoch again: record it then, once.
         self.unsaved.pop(trial.trial_id, None)
-        self._store().trials.setdefault(trial.trial_id, {})["status"] = "RUNNING"
+        self._store().mark_running(trial.trial_id)
 
+    @timed
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.results += 1
         store = self._store()
         if result.get("failed"):
             store.record_failure(trial.trial_id, str(result["failed"]))
-            store.flush()
         elif result.get("should_checkpoint"):
             # Ray registers this epoch's checkpoint only after a second call to the trial's
             # worker (`save`); a worker killed before then is retried from the checkpoint
@@ -74,33 +101,34 @@ class ParquetCallback(tune.Callback):
         elif "epoch" in result:
             self._record(trial.trial_id, result)
 
+    @timed
     def on_trial_save(self, iteration, trials, trial, **info):
         result = self.unsaved.pop(trial.trial_id, None)
         if result is not None:
             self._record(trial.trial_id, result)
 
     def _record(self, trial_id: str, result: dict) -> None:
-        store = self._store()
-        store.record_epoch(trial_id, result)
-        # Now, not throttled: Ray's experiment snapshot at the end of this step may name
-        # this epoch's checkpoint, and after a kill --resume continues after it.
-        store.flush()
+        # Journaled now (on the disk when this returns): Ray's experiment snapshot at the end
+        # of this step may name this epoch's checkpoint, and after a kill --resume continues
+        # after it. The Parquet files follow within seconds (on_step_end).
+        self._store().record_epoch(trial_id, result)
 
+    @timed
     def on_trial_complete(self, iteration, trials, trial, **info):
         store = self._store()
         result = self.unsaved.pop(trial.trial_id, None)
         if result is not None:  # finished before Ray saved its last checkpoint: it ran
             store.record_epoch(trial.trial_id, result)
         store.finish_trial(trial.trial_id, "TERMINATED")
-        store.flush()
 
+    @timed
     def on_trial_error(self, iteration, trials, trial, **info):
         # An unsaved epoch is dropped: --resume retries the trial from Ray's last checkpoint.
         self.unsaved.pop(trial.trial_id, None)
         store = self._store()
         store.finish_trial(trial.trial_id, "ERROR", _error_text(trial))
-        store.flush()
 
+    @timed
     def on_step_end(self, iteration, trials, **info):
         # Tune wrote its snapshot to its staging folder in this step, in this thread: keep a
         # whole copy, since its copy in tune/ is overwritten in place (see study.run.snapshot).
@@ -108,7 +136,9 @@ class ParquetCallback(tune.Callback):
         staging = getattr(storage, "experiment_driver_staging_path", None)
         if staging:
             self.keeper.keep(Path(staging))
+        self._store().flush(force=False, min_interval_s=PARQUET_EVERY_S)
 
+    @timed
     def on_experiment_end(self, trials, **info):
         store = self._store()
         # After a killed driver, Ray's snapshot may predate a trial that had started: --resume
@@ -119,4 +149,15 @@ class ParquetCallback(tune.Callback):
                 store.record_failure(
                     trial_id, "lost: the sweep was killed before Ray saved this trial's state"
                 )
-        store.flush()
+        store.flush()  # whatever ended the search (its end, Ctrl-C, an error): up to date
+        store.close()
+        print(self.cost_line(time.perf_counter() - self.started))
+
+    def cost_line(self, wall_s: float) -> str:
+        """The driver's own cost, for the sweep's last lines."""
+        per = 1000 * self.busy_s / max(1, self.results)
+        share = 100 * self.busy_s / wall_s if wall_s > 0 else 0.0
+        return (
+            f"recording results: {self.busy_s:.1f} s of driver time for {self.results} results "
+            f"({per:.2f} ms each, {share:.1f} % of the search's {wall_s:.0f} s)"
+        )
