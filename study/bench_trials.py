@@ -19,6 +19,9 @@ processes and memory out of the benchmark's.
   one epoch of resnet18 run by Tune - on the large data set (8x the images) divided by that on
   the base one. The two trials run side by side, each in a fresh worker process (no reuse: a
   process's peak would carry over), on caches built beforehand, so the trials only map them.
+- driver_ms_per_result_64 / _1024, driver_cost_growth, ray_ms_per_result_64 / _1024: the
+  driver's own cost per reported result in a Tune run of no-op trials, 64 and 1,024 trials x
+  30 epochs (`--driver-trials`, `--driver-epochs`), and Ray Tune's; see `study.bench_driver`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from ray import tune
 from retina.cli import run_main
 from retina.models import build_model
 from retina.prepare import PreparedData, prepare_data
+from study.bench_driver import measure_sizes
 from study.define.schema import StudyConfig, load_study
 from study.define.space import tune_config, tune_param_space
 from study.run.trainable import train_trial
@@ -174,6 +178,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=5, help="SGD steps of one tiny trial")
     p.add_argument("--batch-size", type=int, default=32, help="of the peak-RSS trial")
     p.add_argument("--cache-dir", type=Path, help="cache root (default $RETINA_CACHE)")
+    p.add_argument(
+        "--driver-trials", type=int, nargs=2, default=(64, 1024), metavar=("SMALL", "LARGE")
+    )
+    p.add_argument("--driver-epochs", type=int, default=30, help="results per driver trial")
     return p.parse_args(argv)
 
 
@@ -200,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         clock["swept"] = time.perf_counter()
         peaks = measure_peak_rss(datasets, args.image_size, args.batch_size, args.work)
         clock["rss"] = time.perf_counter()
+        driver_keys, details["driver"] = measure_sizes(
+            args.work, tuple(args.driver_trials), args.driver_epochs
+        )
+        clock["driver"] = time.perf_counter()
     finally:
         ray.shutdown()
     clock["ray_stopped"] = time.perf_counter()
@@ -226,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "trial_overhead_s": details.pop("trial_overhead_s"),
         "trial_peak_rss_ratio": peaks["large"] / peaks["base"],
+        **driver_keys,
         "details": details,
     }
     args.json.write_text(json.dumps(result, indent=1))

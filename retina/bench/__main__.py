@@ -80,7 +80,9 @@ def run_cpu(ws: Workspace) -> tuple[dict, dict]:
     started = _section("cache build: 1 core vs all")
     results.update(time_cache_builds(ws))
     _done(started)
-    started = _section("Ray Tune trials: overhead and peak RSS (python -m study.bench_trials)")
+    started = _section(
+        "Ray Tune trials: overhead, peak RSS, driver cost per result (python -m study.bench_trials)"
+    )
     keys, details["trials"] = bench_trials(ws)
     results.update(keys)
     _done(started)

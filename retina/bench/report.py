@@ -39,6 +39,11 @@ CPU_KEYS = (
     "cache_build_images_per_s_all",
     "trial_overhead_s",
     "trial_peak_rss_ratio",
+    "driver_ms_per_result_64",
+    "driver_ms_per_result_1024",
+    "driver_cost_growth",
+    "ray_ms_per_result_64",
+    "ray_ms_per_result_1024",
 )
 # key -> (comparison, bound) on a 2-core CPU machine (issue 5); scaling is checked separately.
 CPU_TARGETS = {
@@ -47,6 +52,8 @@ CPU_TARGETS = {
     "epoch_efficiency": (">=", 0.97),
     "trial_overhead_s": ("<=", 1.5),
     "trial_peak_rss_ratio": ("<=", 1.2),
+    "driver_cost_growth": ("<=", 1.5),  # issue 13: the driver's cost per result stays flat
+    "driver_ms_per_result_1024": ("<=", 10.0),
 }
 GPU_TARGETS = {"resnet18_epoch_efficiency": (">=", 0.95), "resnet50_epoch_efficiency": (">=", 0.95)}
 

@@ -1,0 +1,142 @@
+"""The driver killed between a result's journal append and the next Parquet rebuild, and a
+second driver on a running study.
+
+    .venv/bin/pytest tests/test_reliability_journal.py
+
+Real sweeps (real Ray, real checkpoints, real files); processes are SIGKILLed or SIGSTOPped
+part-way, nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+
+import pytest
+from cli_helpers import run_cli
+from reliability_helpers import (
+    PARQUET_FILES,
+    descendants,
+    kill_tree,
+    read_frame,
+    start_sweep,
+    sweep_args,
+    wait_for,
+)
+
+from study.record.journal import JOURNAL_FILE
+
+pytestmark = pytest.mark.slow
+
+
+def journal_epochs(folder) -> dict[tuple[str, int], float]:
+    """(trial, epoch) -> time_total_s of each epoch the journal holds (whole lines only)."""
+    path = folder / JOURNAL_FILE
+    data = path.read_bytes() if path.exists() else b""
+    out = {}
+    for line in data[: data.rfind(b"\n") + 1].splitlines():
+        event = json.loads(line)
+        if event["op"] == "record_epoch":
+            trial_id, result = event["args"]
+            out[(trial_id, int(result["epoch"]))] = result.get("time_total_s")
+    return out
+
+
+def parquet_epochs(folder) -> set[tuple[str, int]]:
+    df = read_frame(folder, "epochs.parquet")
+    return set() if df is None else set(zip(df["trial_id"], df["epoch"].astype(int), strict=True))
+
+
+def test_driver_killed_before_the_parquet_rebuild_loses_nothing_on_resume(tmp_path, synthetic_data):
+    folder, log = tmp_path / "journal", tmp_path / "sweep.log"
+    args = sweep_args(
+        synthetic_data, tmp_path, "journal", "--set", "num_samples=2", "--set", "space.epochs=3",
+        "--set", "max_concurrent=1",
+    )  # fmt: skip
+    driver = start_sweep(args, log)
+    tree: dict[int, str] = {}
+
+    def journal_ahead():
+        tree.update(descendants(driver.pid))
+        journaled = journal_epochs(folder)
+        # An epoch is on the disk in the journal, not yet in the Parquet files (rebuilt
+        # every ~5 s): kill now.
+        return len(journaled) >= 2 and set(journaled) - parquet_epochs(folder)
+
+    try:
+        wait_for(journal_ahead, 300, "an epoch journaled but not yet in Parquet", driver, log)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        driver.kill()
+        kill_tree(list(tree | descendants(driver.pid)))
+    journaled = journal_epochs(folder)
+    only_journaled = set(journaled) - parquet_epochs(folder)
+    assert only_journaled, "the Parquet files caught up before the kill"
+
+    proc = run_cli(*args, "--resume", timeout=400)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    epochs = read_frame(folder, "epochs.parquet")
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()  # every epoch exactly once
+    trials = read_frame(folder, "trials.parquet").set_index("trial_id")
+    done = trials[trials["status"] == "TERMINATED"]
+    assert len(done) == 2 and (done["epochs_run"] == 3).all(), trials[["status", "error"]]
+    final = set(zip(epochs["trial_id"], epochs["epoch"].astype(int), strict=True))
+    assert set(journaled) <= final  # nothing journaled before the kill was lost
+    assert len(epochs[epochs["trial_id"].isin(done.index)]) == 6
+    assert journal_epochs(folder).keys() == final  # the journal and the Parquet agree
+
+
+def results_files(folder) -> dict[str, bytes]:
+    names = [*PARQUET_FILES, JOURNAL_FILE, "study.json", ".driver.lock"]
+    return {n: (folder / n).read_bytes() for n in names if (folder / n).exists()}
+
+
+def test_a_second_driver_is_refused_and_resume_takes_over_after_a_kill(tmp_path, synthetic_data):
+    folder, log = tmp_path / "locked", tmp_path / "sweep.log"
+    args = sweep_args(
+        synthetic_data, tmp_path, "locked", "--set", "num_samples=2", "--set", "space.epochs=3",
+        "--set", "max_concurrent=1",
+    )  # fmt: skip
+    driver = start_sweep(args, log)
+    tree: dict[int, str] = {}
+
+    def first_epoch():
+        tree.update(descendants(driver.pid))
+        return journal_epochs(folder)
+
+    try:
+        wait_for(first_epoch, 300, "the first epoch", driver, log)
+        driver.send_signal(signal.SIGSTOP)  # frozen: its files can be compared byte for byte
+        try:
+            before = results_files(folder)
+            for extra in ([], ["--resume"]):
+                proc = run_cli(*args, *extra, timeout=120)
+                assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+                assert "Traceback" not in proc.stderr
+                errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+                assert len(errors) == 1, proc.stderr[-2000:]
+                line = errors[0]
+                assert f"PID {driver.pid}" in line and socket.gethostname() in line, line
+                assert "since" in line
+                assert "Ray dashboard" not in proc.stdout  # refused before Ray
+                assert results_files(folder) == before  # nothing of the first's changed
+        finally:
+            driver.send_signal(signal.SIGCONT)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        driver.kill()
+        kill_tree(list(tree | descendants(driver.pid)))
+    assert (folder / ".driver.lock").exists()  # left behind by the killed driver
+
+    proc = run_cli(*args, "--resume", timeout=400)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "warning: taking over the lock" in proc.stderr
+    assert f"PID {driver.pid}" in proc.stderr
+    trials = read_frame(folder, "trials.parquet")
+    done = trials[trials["status"] == "TERMINATED"]
+    assert len(done) == 2 and (done["epochs_run"] == 3).all(), trials[["status", "error"]]
+    assert not read_frame(folder, "epochs.parquet").duplicated(["trial_id", "epoch"]).any()
+    assert not (folder / ".driver.lock").exists()  # released at the end
