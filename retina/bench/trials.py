@@ -1,7 +1,9 @@
 """Ray Tune's cost per trial and a trial's peak RSS, measured in a separate process.
 
 No command of its own; `python -m retina.bench` runs `bench_trials`, which prepares the two
-data sets (base, and 8x the images) and runs `python -m study.bench_trials` on them.
+data sets (base, and 8x the images) and runs `python -m study.bench_trials` on them; it also
+runs the demo space as a real small study and measures its checkpoints before and after the
+end-of-study clean-up (`Sizes.checkpoint_set` sizes it).
 
 A trial's RSS is mostly torch and Ray (over a GB), so on data sets small enough to train on
 here the ratio says little about the mechanism. `map_rss_growth` adds the direct check: one
@@ -62,6 +64,7 @@ def command(ws: Workspace) -> list[str]:
         str(s.batch),
         "--cache-dir",
         str(ws.cache_root),
+        *(arg for item in s.checkpoint_set for arg in ("--checkpoint-set", item)),
     ]
 
 
@@ -100,8 +103,17 @@ def map_rss_growth(ws: Workspace) -> dict[str, float]:
     return out
 
 
+TRIAL_KEYS = (
+    "trial_overhead_s",
+    "trial_peak_rss_ratio",
+    "checkpoint_bytes_before_cleanup",
+    "checkpoint_bytes_after_study",
+)
+
+
 def bench_trials(ws: Workspace) -> tuple[dict[str, float], dict]:
-    """trial_overhead_s and trial_peak_rss_ratio, plus the child's details."""
+    """trial_overhead_s, trial_peak_rss_ratio and the demo study's checkpoint bytes before
+    and after its clean-up, plus the child's details."""
     cmd = command(ws)
     env = dict(os.environ, RAY_AIR_NEW_OUTPUT="0")  # as study.sweep runs Tune
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -114,7 +126,7 @@ def bench_trials(ws: Workspace) -> tuple[dict[str, float], dict]:
             f"(with --keep DIR on retina.bench so its data stays)"
         )
     result = json.loads(out.read_text())
-    keys = {k: float(result[k]) for k in ("trial_overhead_s", "trial_peak_rss_ratio")}
+    keys = {k: float(result[k]) for k in TRIAL_KEYS}
     details = result["details"]
     details["loader_epoch_rss"] = map_rss_growth(ws)
     return keys, details
