@@ -16,6 +16,10 @@ reports its own score, `KEEP_SCORE`, and Ray keeps exactly one checkpoint by sco
 With `num_to_keep=1` Ray then holds the best so far (the top score) and the latest (never
 deleted): two checkpoints at most, one when the latest is the best. The best-so-far record
 travels in the checkpoint, so a retried or resumed trial goes on ranking where it stopped.
+Ray also forces an experiment snapshot once a trial has registered `num_to_keep` checkpoints
+since the last one: with 1, after each, so the snapshot `--resume` reads never names a
+checkpoint already deleted. The price is one snapshot per trial-epoch (Ray warns when they
+come less than 5 s apart, as only tiny demo epochs do).
 
     keeper = BestSoFar("val_kappa", "max")
     metrics[KEEP_SCORE] = keeper.update(metrics)   # then tune.report(metrics, checkpoint=...)
