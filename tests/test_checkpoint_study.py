@@ -15,6 +15,7 @@ import json
 import shutil
 
 import pandas as pd
+import pytest
 import torch
 from cli_helpers import run_cli
 from PIL import Image
@@ -47,6 +48,7 @@ def leaderboard_first(stdout: str) -> str:
     return lines[header + 1].split()[0]
 
 
+@pytest.mark.slow
 def test_tied_epochs_and_trials_keep_the_ranked_best(tmp_path, synthetic_data):
     data = flat_copy(synthetic_data, tmp_path / "flat")
     results = tmp_path / "results"
