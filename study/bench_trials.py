@@ -22,6 +22,11 @@ processes and memory out of the benchmark's.
 - driver_ms_per_result_64 / _1024, driver_cost_growth, ray_ms_per_result_64 / _1024: the
   driver's own cost per reported result in a Tune run of no-op trials, 64 and 1,024 trials x
   30 epochs (`--driver-trials`, `--driver-epochs`), and Ray Tune's; see `study.bench_driver`.
+- checkpoint_bytes_after_study: the demo space (`--checkpoint-set` overrides, e.g. fewer
+  trials for --quick) run as a real sweep (`python -m study.sweep`) on the base data set
+  with `keep_checkpoints: all`; the checkpoint bytes it leaves (checkpoint_bytes_before_cleanup)
+  and those left once the end-of-study clean-up (`study.conclude.checkpoints`) has deleted
+  what the study no longer needs.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ import dataclasses
 import json
 import os
 import resource
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -43,8 +51,10 @@ from retina.cli import run_main
 from retina.models import build_model
 from retina.prepare import PreparedData, prepare_data
 from study.bench_driver import measure_sizes
+from study.conclude.checkpoints import clean_checkpoints, needed_trials
 from study.define.schema import StudyConfig, load_study
 from study.define.space import tune_config, tune_param_space
+from study.record.results import ResultsStore
 from study.run.trainable import train_trial
 from study.run.tuner import start_ray
 
@@ -167,6 +177,50 @@ def measure_peak_rss(
     return {name: int(json.loads(f.read_text())["peak_rss_bytes"]) for name, f in files.items()}
 
 
+def measure_checkpoints(
+    data: Path, image_size: int, work: Path, sets: list[str], cache_dir: Path | None
+) -> dict:
+    """Checkpoint bytes of a demo study when it ends, before and after the clean-up.
+
+    The study runs as a user runs it, `python -m study.sweep`, in a process (and a Ray) of its
+    own, with keep_checkpoints: all; the end-of-study clean-up is then applied here.
+    """
+    results = work / "checkpoint-study"
+    shutil.rmtree(results, ignore_errors=True)  # a kept workspace: measure a fresh study
+    overrides = [
+        f"data.image_size={image_size}",
+        "space.pretrained=false",  # no ImageNet weights offline; the checkpoint is as large
+        "keep_checkpoints=all",  # measured before the clean-up, then cleaned below
+        "resources.gpu=0",
+        *sets,
+    ]
+    cmd = [sys.executable, "-m", "study.sweep", str(DEMO_SPACE), "--data", str(data)]
+    cmd += ["--results", str(results), "--name", "checkpoints"]
+    cmd += [arg for item in overrides for arg in ("--set", item)]
+    cmd += ["--cache-dir", str(cache_dir)] if cache_dir else []
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr)[-3000:]
+        raise RuntimeError(f"the checkpoint study failed ({proc.returncode}):\n{tail}")
+    folder = results / "checkpoints"
+    record = json.loads((folder / "study.json").read_text())
+    metric = record["metric"]
+    store = ResultsStore(folder, record["hyperparameters"], metric["name"], metric["mode"])
+    store.load()
+    top_k = record["config"]["test_top_k"]
+    keep = needed_trials(store.trials_frame(), metric["name"], metric["mode"], top_k)
+    footprint = clean_checkpoints(folder, keep)
+    return {
+        "checkpoint_bytes_before_cleanup": footprint.bytes_before,
+        "checkpoint_bytes_after_study": footprint.bytes_after,
+        "details": {
+            "trials_with_checkpoints": [footprint.trials_before, footprint.trials_after],
+            "line": footprint.line(),
+            "overrides": overrides,
+        },
+    }
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m study.bench_trials", description=__doc__)
     p.add_argument("--work", type=Path, required=True, help="folder for Ray's results")
@@ -182,6 +236,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--driver-trials", type=int, nargs=2, default=(64, 1024), metavar=("SMALL", "LARGE")
     )
     p.add_argument("--driver-epochs", type=int, default=30, help="results per driver trial")
+    p.add_argument(
+        "--checkpoint-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override of the demo space in the checkpoint study, e.g. num_samples=2",
+    )
     return p.parse_args(argv)
 
 
@@ -218,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     # The plain loop again, after Ray: load on a shared machine drifts, the mean of the two
     # runs brackets the sweep in time.
     after = plain_seconds(tiny_batch(), args.steps, args.trials)
+    clock["plain_again"] = time.perf_counter()
+    checkpoints = measure_checkpoints(
+        args.base, args.image_size, args.work, args.checkpoint_set, args.cache_dir
+    )
+    clock["checkpoints"] = time.perf_counter()
     plain = (before + after) / 2
     n = args.trials
     details.update(plain_s=plain, plain_s_runs=[before, after])
@@ -235,10 +301,12 @@ def main(argv: list[str] | None = None) -> int:
         image_size=args.image_size,
         rss_growth_per_cache_byte=growth,  # ~1 if every page read stayed resident, ~0 if none
     )
+    details["checkpoints"] = checkpoints.pop("details")
     result = {
         "trial_overhead_s": details.pop("trial_overhead_s"),
         "trial_peak_rss_ratio": peaks["large"] / peaks["base"],
         **driver_keys,
+        **checkpoints,
         "details": details,
     }
     args.json.write_text(json.dumps(result, indent=1))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from retina.bench.report import CPU_KEYS, gpu_keys
+from retina.bench.report import BUSY, CPU_KEYS, CPU_TARGETS, check_targets, gpu_keys, table
 from retina.bench.trials import _epoch_rss_growth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +60,12 @@ def test_quick_cpu_benchmark_reports_every_key(tmp_path):
     assert trials["reuse_actors"] is True  # the sweep's TuneConfig reuses trial workers
     assert trials["images"]["large"] == 8 * trials["images"]["base"]
     assert trials["loader_epoch_rss"]["cache_mb"] > 0
+    # The demo study's clean-up kept the tested trial (test_top_k 1) of the two.
+    assert trials["checkpoints"]["trials_with_checkpoints"] == [2, 1]
+    assert result["checkpoint_bytes_after_study"] < result["checkpoint_bytes_before_cleanup"]
+    large = details["loaders"]["loader_512_large"]
+    assert large["source"].endswith("x".join(map(str, result["sizes"]["large_source"])))
+    assert set(details["capacity"]) == {"loaders", "training", "cache_build", "trials"}
     # Ratios are medians of per-round ratios: each round's runs are in the details.
     runs = details["training"]["runs"]
     assert len(runs["bare"]) == len(runs["ours"]) == result["sizes"]["repeats"]
@@ -106,3 +112,23 @@ def test_an_epoch_read_through_positioned_reads_leaves_rss_flat(tmp_path):
     read = _epoch_rss_growth(str(path), False, 16)
     assert mapped > 10 * 2**20
     assert read < 4 * 2**20
+
+
+def test_ratios_measured_on_a_busy_machine_are_not_compared(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    results = {"loader_speedup_128": 80.0, "loader_speedup_512": 5.0, "trial_peak_rss_ratio": 1.0}
+    results |= {"cache_build_images_per_s_1core": 100.0, "cache_build_images_per_s_all": 190.0}
+    capacity = {"loaders": [1.9, 1.2], "cache_build": [1.9, 1.95], "trials": [1.1, 1.0]}
+    checks = check_targets(results, CPU_TARGETS, capacity)
+    assert not checks["loader_speedup_128"]["comparable"]  # 1.2 cores at the loaders' end
+    assert not checks["loader_speedup_512"]["comparable"]
+    assert checks["cache_build_scaling"]["comparable"] and checks["cache_build_scaling"]["met"]
+    assert checks["trial_peak_rss_ratio"]["comparable"]  # memory: load does not move it
+    printed = table(results, CPU_KEYS, checks)
+    line = next(x for x in printed.splitlines() if x.startswith("loader_speedup_512 "))
+    assert line.endswith(BUSY) and "MISSED" not in line
+    assert next(x for x in printed.splitlines() if x.startswith("(cache")).endswith("met")
+    quiet = check_targets(results, CPU_TARGETS, {"run": [1.9, 1.8]})
+    assert quiet["loader_speedup_512"] == {
+        "target": ">= 8", "value": 5.0, "met": False, "comparable": True, "capacity": 1.8
+    }  # fmt: skip

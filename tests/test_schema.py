@@ -167,6 +167,8 @@ CASES = {
     "gpu text": ("resources.gpu", "all", "resources.gpu", "write a number or auto"),
     "cpu zero": ("resources.cpu", 0, "resources.cpu", "must be > 0.0"),
     "max concurrent": ("max_concurrent", 0, "max_concurrent", "must be >= 1"),
+    "keep checkpoints count": ("keep_checkpoints", 2, "keep_checkpoints", "expected needed or all, got 2; write needed"),
+    "keep checkpoints word": ("keep_checkpoints", "best", "keep_checkpoints", "expected needed or all, got 'best'"),
     "missing name": ("name", DELETE, "name", "missing"),
     "missing lr": ("space.lr", DELETE, "space.lr", "missing; add e.g. lr: {loguniform"),
 }  # fmt: skip
@@ -214,7 +216,7 @@ def test_yaml_1_2_floats_and_defaults(tmp_path):
     assert cfg.space["lr"].values == (1e-3,)  # not the string "1e-3"
     assert (cfg.metric.mode, cfg.search.algorithm, cfg.scheduler.name) == ("min", "optuna", "asha")
     assert [cfg.space[k].values[0] for k in ("optimizer", "momentum", "weight_decay", "pretrained", "class_weighted")] == ["sgd", 0.9, 0.0, False, False]  # fmt: skip
-    assert (cfg.test_top_k, cfg.max_failures, cfg.keep_checkpoints, cfg.seed) == (3, 2, 2, 0)
+    assert (cfg.test_top_k, cfg.max_failures, cfg.keep_checkpoints, cfg.seed) == (3, 2, "needed", 0)
     assert cfg.compile is False and cfg.max_concurrent is None and cfg.resources.cpu == 1.0
 
 
@@ -277,6 +279,18 @@ def test_bad_overrides_name_the_override(item, expected):
     with pytest.raises(RetinaError) as info:
         load_study(DEMO, [item])
     assert str(info.value).startswith(f"{DEMO}: ") and expected in str(info.value), info.value
+
+
+def test_keep_checkpoints_is_needed_or_all_and_set_works(tmp_path):
+    assert load_study(DEMO).keep_checkpoints == "needed"
+    assert load_study(DEMO, ["keep_checkpoints=all"]).keep_checkpoints == "all"
+    path = write(tmp_path, changed(demo_doc(), "keep_checkpoints", "all"))
+    cfg = load_study(path, ["keep_checkpoints=needed"])
+    assert cfg.keep_checkpoints == "needed"
+    assert study_from_dict(study_to_dict(load_study(path))).keep_checkpoints == "all"
+    with pytest.raises(RetinaError) as info:
+        load_study(DEMO, ["keep_checkpoints=3"])
+    assert str(info.value).startswith(f"{DEMO}: --set keep_checkpoints=3: keep_checkpoints: ")
 
 
 def test_a_file_error_is_not_blamed_on_an_unrelated_override(tmp_path):

@@ -7,6 +7,8 @@ Normalize])` for every image, under a `DataLoader` (shuffled, no persistent work
 epoch starts its workers again) with 0 workers and with one per core; the better of the two
 counts. Ours is `BatchLoader` over the decode-once cache of the same JPEGs. The rates are
 medians over rounds; the speedup is the median of each round's ours / the better course run.
+The course's cost grows with the source JPEG and the cache's does not, so the 512 px
+comparison runs twice: from 1,024 px renders and from EyePACS-sized ~3000 x 2000 px photos.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from torchvision import transforms
 
 from retina.bench.workspace import Workspace, median_rates, paired_ratio, timed
 from retina.loader import IMAGENET_MEAN, IMAGENET_STD, BatchLoader
+from retina.manifest import Manifest
 
 CPU = torch.device("cpu")
 
@@ -90,32 +93,48 @@ def worker_counts() -> tuple[int, ...]:
     return (0, os.cpu_count() or 1)
 
 
+def compare(
+    ws: Workspace, manifest: Manifest, size: int, device: torch.device
+) -> tuple[dict, dict, str]:
+    """Ours against the course's loader (each worker count) on `manifest` at `size` px.
+
+    Returns (median rates by run, every timed rate by run, the course's better run's name).
+    """
+    s = ws.sizes
+    images = ws.cache(manifest, size).open()
+    ours = BatchLoader(
+        images, manifest.labels, np.arange(len(manifest)), s.batch, device, train=True
+    )
+    runs = {"ours": timed(our_pass(ours), s.min_seconds)}
+    for workers in worker_counts():
+        loader = course_loader(list(manifest.paths), manifest.labels, size, s.batch, workers)
+        runs[f"lab_{workers}w"] = timed(course_pass(loader, device), s.min_seconds)
+    raw: dict[str, list[float]] = {}
+    rates = median_rates(runs, s.repeats, raw=raw)
+    best = max((r for r in rates if r.startswith("lab_")), key=rates.__getitem__)
+    return rates, raw, best
+
+
 def bench_loaders(ws: Workspace, device: torch.device = CPU) -> tuple[dict[str, float], dict]:
-    """loader_lab/cache_images_per_s and loader_speedup at both sizes; details per worker count.
+    """loader_lab/cache_images_per_s and loader_speedup at both sizes from the 1,024 px JPEGs,
+    and at the second size from EyePACS-sized ones (`_512_large`); details per worker count.
 
     Returns (keys, details); details["best_workers_128"] is the course's better worker count at
     the first size, which the training benchmark reuses.
     """
     s = ws.sizes
     manifest = ws.dataset("loader", s.images)
+    large = ws.dataset("loader", s.large_images, large=True)
     keys: dict[str, float] = {}
     details: dict = {}
-    for size, suffix in zip(s.loader_px, ("128", "512"), strict=True):
-        images = ws.cache(manifest, size).open()
-        ours = BatchLoader(
-            images, manifest.labels, np.arange(len(manifest)), s.batch, device, train=True
-        )
-        runs = {"ours": timed(our_pass(ours), s.min_seconds)}
-        for workers in worker_counts():
-            loader = course_loader(list(manifest.paths), manifest.labels, size, s.batch, workers)
-            runs[f"lab_{workers}w"] = timed(course_pass(loader, device), s.min_seconds)
-        raw: dict[str, list[float]] = {}
-        rates = median_rates(runs, s.repeats, raw=raw)
+    cases = ((manifest, s.loader_px[0], "128"), (manifest, s.loader_px[1], "512"))
+    for source, size, suffix in (*cases, (large, s.loader_px[1], "512_large")):
+        rates, raw, best = compare(ws, source, size, device)
         labs = [r for r in rates if r.startswith("lab_")]
-        best = max(labs, key=rates.__getitem__)
         keys[f"loader_lab_images_per_s_{suffix}"] = rates[best]
         keys[f"loader_cache_images_per_s_{suffix}"] = rates["ours"]
         keys[f"loader_speedup_{suffix}"] = paired_ratio(raw, "ours", labs)
-        details[f"loader_{suffix}"] = {"px": size, "images": len(manifest), **rates, "runs": raw}
+        details[f"loader_{suffix}"] = {"px": size, "images": len(source), **rates, "runs": raw}
+        details[f"loader_{suffix}"]["source"] = str(source.root)
         details[f"best_workers_{suffix}"] = int(best[len("lab_") : -1])
     return keys, details

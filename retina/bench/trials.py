@@ -2,7 +2,9 @@
 a separate process.
 
 No command of its own; `python -m retina.bench` runs `bench_trials`, which prepares the two
-data sets (base, and 8x the images) and runs `python -m study.bench_trials` on them.
+data sets (base, and 8x the images) and runs `python -m study.bench_trials` on them; it also
+runs the demo space as a real small study and measures its checkpoints before and after the
+end-of-study clean-up (`Sizes.checkpoint_set` sizes it).
 
 A trial's RSS is mostly torch and Ray (over a GB), so on data sets small enough to train on
 here the ratio says little about the mechanism. `map_rss_growth` adds the direct check: one
@@ -65,6 +67,7 @@ def command(ws: Workspace) -> list[str]:
         str(ws.cache_root),
         # The driver's cost per result: 64 and 1,024 trials x 30 epochs (quick: 8 and 32 x 5).
         *(["--driver-trials", "8", "32", "--driver-epochs", "5"] if s.trials <= 2 else []),
+        *(arg for item in s.checkpoint_set for arg in ("--checkpoint-set", item)),
     ]
 
 
@@ -104,7 +107,8 @@ def map_rss_growth(ws: Workspace) -> dict[str, float]:
 
 
 def bench_trials(ws: Workspace) -> tuple[dict[str, float], dict]:
-    """trial_overhead_s and trial_peak_rss_ratio, plus the child's details."""
+    """trial_overhead_s, trial_peak_rss_ratio and the demo study's checkpoint bytes before
+    and after its clean-up, plus the child's details."""
     cmd = command(ws)
     env = dict(os.environ, RAY_AIR_NEW_OUTPUT="0")  # as study.sweep runs Tune
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)

@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from retina.cache import ImageCache, build_cache
 from retina.manifest import KAGGLE_CSV, Manifest, read_manifest
 from retina.synthetic import generate
+
+LARGE_DISTINCT = 4  # distinct EyePACS-sized renders: each takes seconds to draw
 
 
 @dataclass(frozen=True)
@@ -50,19 +53,27 @@ class Sizes:
     gpu_seconds: float  # a timed GPU repeat runs whole passes for at least this long
     threads: int  # torch threads, 0 = one per core; --quick uses 1, which on a busy machine
     # avoids waking a thread pool for every tiny op (that wait would dominate tiny sizes)
+    large_source: tuple[int, int]  # (width, height) of the EyePACS-like JPEGs (~3000 x 2000)
+    large_images: int  # images of the large-source loader data set (a few distinct renders)
+    checkpoint_set: tuple[str, ...]  # --set items on demo.yaml for the checkpoint study
+    spin: int  # loop length of one parallel-capacity probe (report.parallel_capacity)
 
 
 FULL = Sizes(
     source_px=1024, distinct=16, images=384, loader_px=(128, 512), batch=32, repeats=5,
     min_seconds=1.0, build_images=256, build_px=512, train_px=128, train_images=160, trials=8,
     rss_images=300, rss_px=64, map_px=256, map_images=2048, gpu_px=512, gpu_images=2048,
-    gpu_batch=32, gpu_seconds=2.0, threads=0,
+    gpu_batch=32, gpu_seconds=2.0, threads=0, large_source=(3000, 2000), large_images=96,
+    checkpoint_set=(),  # the demo space as it ships: 8 trials
+    spin=2_000_000,
 )  # fmt: skip
 QUICK = Sizes(
     source_px=96, distinct=4, images=48, loader_px=(32, 64), batch=8, repeats=1,
     min_seconds=0.05, build_images=32, build_px=32, train_px=32, train_images=16, trials=2,
     rss_images=40, rss_px=32, map_px=32, map_images=64, gpu_px=32, gpu_images=16, gpu_batch=4,
-    gpu_seconds=0.0, threads=1,
+    gpu_seconds=0.0, threads=1, large_source=(450, 300), large_images=8,
+    checkpoint_set=("num_samples=2", "space.arch=resnet18", "space.epochs=1", "test_top_k=1"),
+    spin=300_000,
 )  # fmt: skip
 
 
@@ -85,11 +96,32 @@ class Workspace:
             generate(folder, self.sizes.distinct, self.sizes.source_px, 0, self.workers)
         return sorted((folder / "train").glob("*.jpeg"))
 
-    def dataset(self, name: str, n: int) -> Manifest:
-        """A Kaggle-layout folder of n images, hard links to the renders."""
-        folder = self.root / f"{name}-{self.sizes.source_px}px"
+    def large_renders(self) -> list[Path]:
+        """A few EyePACS-like JPEGs: a render of the photo's height, centred on a black frame
+        of `sizes.large_source` (real photos are ~3000 x 2000 px, the disc cut at the sides)."""
+        width, height = self.sizes.large_source
+        folder = self.root / f"renders-{width}x{height}"
         if not (folder / KAGGLE_CSV).exists():
-            sources = self.renders()
+            square = self.root / f"renders-{height}px-square"
+            generate(square, LARGE_DISTINCT, height, 0, self.workers, overwrite=True)
+            (folder / "train").mkdir(parents=True, exist_ok=True)
+            for path in sorted((square / "train").glob("*.jpeg")):
+                frame = Image.new("RGB", (width, height))
+                with Image.open(path) as disc:
+                    frame.paste(disc, ((width - height) // 2, 0))
+                frame.save(folder / "train" / path.name, format="JPEG", quality=90)
+            shutil.copyfile(square / KAGGLE_CSV, folder / KAGGLE_CSV)  # last: marks it whole
+            shutil.rmtree(square, ignore_errors=True)
+        return sorted((folder / "train").glob("*.jpeg"))
+
+    def dataset(self, name: str, n: int, large: bool = False) -> Manifest:
+        """A Kaggle-layout folder of n images, hard links to the renders (`large`: to the
+        EyePACS-sized ones)."""
+        width, height = self.sizes.large_source
+        source = f"{width}x{height}" if large else f"{self.sizes.source_px}px"
+        folder = self.root / f"{name}-{source}"
+        if not (folder / KAGGLE_CSV).exists():
+            sources = self.large_renders() if large else self.renders()
             (folder / "train").mkdir(parents=True, exist_ok=True)
             rows = []
             for i in range(n):

@@ -47,6 +47,7 @@ __all__ = ["DIMENSIONS", "KEYS", "Dimension", "StudyConfig", "finite_values", "h
 PREPROCESSING = ("none", "graham")
 ALGORITHMS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "none")
+KEEP_CHECKPOINTS = ("needed", "all")  # after the study: the tested trials' and winner's, or all
 METRICS = {"val_kappa": "max", "val_acc": "max", "val_balanced_acc": "max", "val_loss": "min"}
 SEED_MAX = 2**32 - 1  # numpy RandomState / Optuna TPESampler accept 0 .. 2**32-1
 NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
@@ -102,7 +103,7 @@ class StudyConfig:
     resources: Resources = Resources()
     test_top_k: int = 3
     max_failures: int = 2
-    keep_checkpoints: int = 2
+    keep_checkpoints: str = "needed"
     seed: int = 0
     compile: bool = False
 
@@ -252,10 +253,22 @@ def _parse(doc: Any) -> StudyConfig:
         resources=resources,
         test_top_k=top.int("test_top_k", 3),
         max_failures=top.int("max_failures", 2),
-        keep_checkpoints=top.int("keep_checkpoints", 2, lo=1),
+        keep_checkpoints=_keep_checkpoints(top),
         seed=top.int("seed", 0, hi=SEED_MAX),
         compile=top.bool("compile", False),
     )
+
+
+def _keep_checkpoints(top: _Section) -> str:
+    value = top.get("keep_checkpoints", "needed")
+    if value not in KEEP_CHECKPOINTS:  # an int here was once a count for Ray: say what changed
+        what = f"expected needed or all, got {show(value)}"
+        fix = (
+            "write needed (after the study, keep only the checkpoints of the tested trials and "
+            "the winner; a running trial keeps its latest and its best) or all"
+        )
+        raise Problem("keep_checkpoints", what, fix)
+    return value
 
 
 def _label(item: str) -> str:

@@ -21,6 +21,7 @@ from retina.prepare import PreparedData
 from retina.training import build_training, setup_process
 from study.define.schema import StudyConfig, resolve_trial_config, study_to_dict
 from study.record.results import trial_finished
+from study.run.keep import KEEP_SCORE, BestSoFar
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -47,12 +48,14 @@ def train_trial(
         device=device, compile=study.compile,
     )  # fmt: skip
     first_epoch = 1
+    best = BestSoFar(study.metric.name, study.metric.mode)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:  # a retried or resumed trial continues where it stopped
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder, CHECKPOINT_FILE), weights_only=True)
         run.load_state(state)
         first_epoch = state["epoch"] + 1
+        best = BestSoFar(study.metric.name, study.metric.mode, state.get("best_so_far"))
     train = data.loader("train", hp["batch_size"], device, train=True, seed=study.seed)
     val = data.loader("val", hp["batch_size"], device, train=False)
     resolved = {"trial": hp, "study": study_to_dict(study)}
@@ -82,11 +85,13 @@ def train_trial(
             "device": device.type,
             "node": node,
         }
+        metrics[KEEP_SCORE] = best.update(metrics)  # Ray keeps this epoch's checkpoint if > 0
         with tempfile.TemporaryDirectory() as folder:
             state = {
                 **run.state(),
                 "epoch": epoch,
                 "config": resolved,
+                "best_so_far": best.state(),
                 "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
             }
             torch.save(state, Path(folder, CHECKPOINT_FILE))

@@ -20,6 +20,7 @@ from study.define.schema import StudyConfig, hyperparameter_names
 from study.define.space import resolve_gpu, tune_config, tune_param_space
 from study.record.results import DISK_FULL, ResultsStore, disk_full_error
 from study.run.callback import ParquetCallback
+from study.run.keep import checkpoint_config
 from study.run.snapshot import TUNE_DIR, repair
 from study.run.trainable import train_trial
 
@@ -69,7 +70,6 @@ def build_tuner(study: StudyConfig, data: PreparedData, folder: Path, resume: bo
             resume_errored=True,
             param_space=tune_param_space(study),
         )
-    metric = study.metric
     reporter = tune.CLIReporter(
         parameter_columns={k: v for k, v in TABLE_PARAMS.items() if k in study.space},
         metric_columns=TABLE_METRICS,
@@ -84,11 +84,7 @@ def build_tuner(study: StudyConfig, data: PreparedData, folder: Path, resume: bo
             name=TUNE_DIR,
             storage_path=str(folder),
             callbacks=[ParquetCallback(folder, study)],
-            checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=study.keep_checkpoints,
-                checkpoint_score_attribute=metric.name,
-                checkpoint_score_order=metric.mode,
-            ),
+            checkpoint_config=checkpoint_config(),  # the latest + the best so far (keep.py)
             failure_config=tune.FailureConfig(max_failures=study.max_failures),
             progress_reporter=reporter,
             verbose=1,
