@@ -213,15 +213,18 @@ def evaluate(
     device: torch.device | str,
     *,
     amp_dtype: torch.dtype | None = None,
+    keep_probabilities: bool = False,
 ) -> EpochMetrics:
     """Metrics of `model` (in eval mode, no gradients) on every batch of `loader`.
 
     A NaN loss here is reported as the metric's value, not raised: evaluating a bad model is
-    legitimate, and the caller decides.
+    legitimate, and the caller decides. `keep_probabilities`: also return each image's softmax
+    (float32 [N, 5], in the loader's order) as `.probabilities`, for per-image statistics.
     """
     device = torch.device(device)
     model.eval()
     tally = _Tally(device)
+    kept: list[torch.Tensor] = []
     started = time.perf_counter()
     with torch.inference_mode():
         for x, y in loader:
@@ -231,4 +234,10 @@ def evaluate(
                 logits = model(x)
                 loss = loss_fn(logits, y)
             tally.add(loss, logits, y)
-    return tally.finish(started)
+            if keep_probabilities:  # stays on the device: read back once, with the tally
+                kept.append(torch.softmax(logits.float(), dim=1))
+    metrics = tally.finish(started)
+    if keep_probabilities:
+        probs = torch.cat(kept) if kept else torch.empty(0, NUM_CLASSES)
+        metrics.probabilities = probs.cpu().numpy().astype(np.float32, copy=False)
+    return metrics

@@ -106,6 +106,9 @@ class EpochMetrics:
     images_per_s: float
     seconds: float
     n_images: int
+    # float32 [n_images, 5] softmax per image in the loader's order, when the evaluation was
+    # asked for it (`evaluate(..., keep_probabilities=True)`); None otherwise.
+    probabilities: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def from_confusion(cls, conf: np.ndarray, loss_sum: float, seconds: float) -> EpochMetrics:

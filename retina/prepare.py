@@ -32,6 +32,9 @@ class PreparedData:
     data_dir: Path
     image_size: int
     preprocessing: str
+    # Per manifest row, like `labels`: what a per-image prediction names (image id, patient).
+    image_ids: tuple[str, ...] = ()
+    patient_ids: tuple[str, ...] = ()
 
     def class_counts(self) -> dict[str, list[int]]:
         """Images per grade 0-4 in each split: {"train": [5 ints], "val": ..., "test": ...}."""
@@ -123,6 +126,8 @@ def prepare_data(
         data_dir=manifest.root,
         image_size=image_size,
         preprocessing=preprocessing,
+        image_ids=manifest.image_ids,
+        patient_ids=manifest.patient_ids,
     )
 
 

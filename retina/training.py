@@ -52,10 +52,11 @@ class Training:
             amp_dtype=self.amp_dtype, scaler=self.scaler,
         )  # fmt: skip
 
-    def evaluate(self, loader: BatchLoader) -> EpochMetrics:
+    def evaluate(self, loader: BatchLoader, keep_probabilities: bool = False) -> EpochMetrics:
         return evaluate(
-            self.step_model, loader, self.loss_fn, self.device, amp_dtype=self.amp_dtype
-        )
+            self.step_model, loader, self.loss_fn, self.device, amp_dtype=self.amp_dtype,
+            keep_probabilities=keep_probabilities,
+        )  # fmt: skip
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint needs to continue training: weights, optimizer, loss scaler."""

@@ -10,10 +10,25 @@ from cli_helpers import run_cli
 
 # A sweep small enough for 2 cores: 2 trials of resnet18 at 32 px, scratch (no weights offline).
 SMALL_SWEEP = [
-    "--set", "num_samples=2", "--set", "space.pretrained=false", "--set", "space.arch=resnet18",
-    "--set", "data.image_size=32", "--set", "space.epochs=2", "--set", "space.batch_size=16",
-    "--set", "test_top_k=1", "--set", "max_concurrent=2",
-]  # fmt: skip
+    "--set",
+    "num_samples=2",
+    "--set",
+    "space.pretrained=false",
+    "--set",
+    "space.arch=resnet18",
+    "--set",
+    "data.image_size=32",
+    "--set",
+    "space.epochs=2",
+    "--set",
+    "space.batch_size=16",
+    "--set",
+    "test_top_k=1",
+    "--set",
+    "max_concurrent=2",
+    "--set",
+    "confirm.seeds=0",
+]  # fmt: skip  (the confirmation stage has its own sweep: tests/test_confirm_sweep.py)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,7 +5,7 @@ While a trial runs Ray keeps its latest checkpoint and its best so far (study.ru
 the study has ended, it still needs the checkpoints of the best `test_top_k` trials by the one
 ranking (the tested ones) and of the winner (rank 1, which is exported); those of a trial Ray
 would run again on `--resume` (it ended with an error) stay too. Everything else under
-`results/<study>/tune/*/checkpoint_*` is deleted, unless the YAML says `keep_checkpoints: all`.
+`results/<study>/tune*/*/checkpoint_*` is deleted, unless the YAML says `keep_checkpoints: all`.
 Later steps that need more (e.g. a confirm stage's trials) add their ids to `keep_ids`.
 
     from study.conclude.checkpoints import clean_checkpoints, needed_trials
@@ -63,6 +63,8 @@ def needed_trials(trials: pd.DataFrame, metric: str, mode: str, test_top_k: int)
     """
     if trials.empty:
         return set()
+    if "stage" in trials.columns:  # confirm runs are tested as they end: none is needed after
+        trials = trials[trials["stage"].fillna("search") == "search"]
     ranked = best_trial_ids(trials, f"best_{metric}", mode)
     return set(ranked[: max(1, test_top_k)])
 
@@ -81,10 +83,11 @@ def _trial_id(trial_dir: Path) -> str | None:
 
 
 def checkpoint_folders(folder: Path) -> dict[Path, list[Path]]:
-    """Each trial folder under `folder/tune` that holds checkpoints, with its checkpoints."""
-    experiment = Path(folder) / TUNE_DIR
+    """Each trial folder that holds checkpoints, with its checkpoints, in every Tune experiment
+    of the study (`tune/` of the search, `tune-confirm/` of the confirmation stage)."""
     found: dict[Path, list[Path]] = {}
-    for trial_dir in sorted(p for p in experiment.glob("*") if p.is_dir()):
+    trial_dirs = (p for p in Path(folder).glob(f"{TUNE_DIR}*/*") if p.is_dir())
+    for trial_dir in sorted(trial_dirs):
         checkpoints = sorted(p for p in trial_dir.glob(CHECKPOINT_GLOB) if p.is_dir())
         if checkpoints:
             found[trial_dir] = checkpoints

@@ -15,13 +15,15 @@ from retina.models import build_model
 from retina.prepare import PreparedData
 from study.conclude.ranking import best_trial_ids
 from study.define.schema import StudyConfig
+from study.record.predictions import SplitPredictions
 from study.record.results import ResultsStore
 from study.run.trainable import CHECKPOINT_FILE
 
 
 def top_trials(store: ResultsStore, k: int) -> list[tuple[str, int]]:
-    """(trial id, best epoch) of the best `k` trials that finished cleanly, best first."""
+    """(trial id, best epoch) of the best `k` search trials that finished cleanly, best first."""
     trials = store.trials_frame()
+    trials = trials[trials["stage"] == "search"]  # confirm reruns are tested by their stage
     best = store.best_epochs()
     ids = best_trial_ids(trials, f"best_{store.metric}", store.mode, k)
     return [(trial_id, int(best[trial_id]["epoch"])) for trial_id in ids]
@@ -48,6 +50,7 @@ def find_checkpoint(result, epoch: int) -> Path | None:
 def evaluate_on_test(
     checkpoint_dir: Path, data: PreparedData, device: torch.device, batch_size: int = 64
 ):
+    """(the checkpoint's epoch, its test metrics with per-image `.probabilities`)."""
     state = torch.load(checkpoint_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     trial = state["config"]["trial"]
     # The weights come from the checkpoint: the ImageNet file is not needed here.
@@ -57,16 +60,24 @@ def evaluate_on_test(
     loss_fn = build_loss(trial["class_weighted"], data.class_counts()["train"]).to(device)
     loader = data.loader("test", batch_size, device, train=False)
     return state["epoch"], evaluate(
-        model, loader, loss_fn, device, amp_dtype=autocast_dtype(device)
+        model, loader, loss_fn, device, amp_dtype=autocast_dtype(device), keep_probabilities=True
     )
+
+
+def predictions_on_test(data: PreparedData, metrics) -> SplitPredictions:
+    """The per-image rows of a test evaluation (the test loader keeps the split's order)."""
+    return SplitPredictions("test", data.split.indices("test"), metrics.probabilities)
 
 
 def evaluate_best_trials(
     store: ResultsStore, results_by_id: dict, data: PreparedData, study: StudyConfig
-) -> list[str]:
-    """Evaluate the best `study.test_top_k` trials on test; returns the messages it printed."""
+) -> tuple[list[str], dict[str, SplitPredictions]]:
+    """Evaluate the best `study.test_top_k` trials on test.
+
+    Returns the messages to print and the per-image test predictions by trial id.
+    """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    lines = []
+    lines, tested = [], {}
     for trial_id, epoch in top_trials(store, study.test_top_k):
         result = results_by_id.get(trial_id)
         folder = find_checkpoint(result, epoch) if result is not None else None
@@ -77,8 +88,9 @@ def evaluate_best_trials(
         store.record_test(
             trial_id, ckpt_epoch, metrics.as_dict("test"), metrics.confusion.reshape(-1)
         )
+        tested[trial_id] = predictions_on_test(data, metrics)
         lines.append(
             f"{trial_id} (epoch {ckpt_epoch}): test acc {metrics.accuracy:.3f}, kappa {metrics.kappa:.3f}"
         )
     store.flush()
-    return lines
+    return lines, tested

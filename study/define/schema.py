@@ -5,8 +5,9 @@
 
 A study file holds `name`, `data` (`path`, `image_size`, `preprocessing`, `split_seed`, `skip_bad`,
 `val_fraction`, `test_fraction`), `space`, `search`, `scheduler`, `metric`, `num_samples`,
-`max_concurrent`, `resources`, `test_top_k`, `max_failures`, `keep_checkpoints`, `seed`, `compile`
-(see search_spaces/*.yaml). `data.path` is kept as written; a relative path is relative to the
+`max_concurrent`, `resources`, `test_top_k`, `max_failures`, `keep_checkpoints`, `seed`, `compile`,
+`confirm` (`compare`: finite dimensions whose cells are retrained, `seeds`: new training seeds
+per cell, 0 = off; see search_spaces/*.yaml). `data.path` is kept as written; a relative path is relative to the
 working directory the sweep runs in (the repository root for `make sweep`).
 
 Each dimension of `space` is a plain value (fixed), or exactly one of `{choice: [..]}`,
@@ -40,7 +41,7 @@ from study.define.overrides import (
 )
 
 # fmt: off
-__all__ = ["DIMENSIONS", "KEYS", "Dimension", "StudyConfig", "finite_values", "hyperparameter_names",
+__all__ = ["DIMENSIONS", "KEYS", "ConfirmConfig", "Dimension", "StudyConfig", "finite_values", "hyperparameter_names",
            "load_study", "max_epochs", "resolve_trial_config", "study_from_dict", "study_to_dict"]
 # fmt: on
 
@@ -91,6 +92,14 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class ConfirmConfig:
+    """After the search: each cell of `compare` (its best search trial) retrained `seeds` times."""
+
+    compare: tuple[str, ...] = ("arch", "pretrained")
+    seeds: int = 0  # 0: no confirmation stage
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     name: str
     data: DataConfig
@@ -106,6 +115,7 @@ class StudyConfig:
     keep_checkpoints: str = "needed"
     seed: int = 0
     compile: bool = False
+    confirm: ConfirmConfig = ConfirmConfig()
 
 
 # fmt: off
@@ -117,10 +127,11 @@ _SECTION_KEYS = {
     "scheduler": {"name": TEXT, "grace_period": None, "reduction_factor": None},
     "metric": {"name": TEXT, "mode": TEXT},
     "resources": {"cpu": None, "gpu": None},
+    "confirm": {"compare": None, "seeds": None},
 }
 _TOP_KEYS = ("name", "data", "space", "search", "scheduler", "metric", "num_samples",
              "max_concurrent", "resources", "test_top_k", "max_failures", "keep_checkpoints",
-             "seed", "compile")
+             "seed", "compile", "confirm")
 # fmt: on
 # The key tree `--set` paths are checked against (a leaf is None, or TEXT for verbatim text).
 KEYS: dict[str, Any] = {k: _SECTION_KEYS.get(k, TEXT if k == "name" else None) for k in _TOP_KEYS}
@@ -256,6 +267,7 @@ def _parse(doc: Any) -> StudyConfig:
         keep_checkpoints=_keep_checkpoints(top),
         seed=top.int("seed", 0, hi=SEED_MAX),
         compile=top.bool("compile", False),
+        confirm=_parse_confirm(top.section("confirm"), space),
     )
 
 
@@ -269,6 +281,24 @@ def _keep_checkpoints(top: _Section) -> str:
         )
         raise Problem("keep_checkpoints", what, fix)
     return value
+
+
+def _parse_confirm(c: _Section, space: dict[str, Dimension]) -> ConfirmConfig:
+    compare = c.get("compare", list(ConfirmConfig.compare))
+    if not isinstance(compare, list) or not all(isinstance(n, str) for n in compare):
+        fix = "write a list of dimension names, e.g. [arch, pretrained]"
+        raise Problem("confirm.compare", f"expected a list of names, got {show(compare)}", fix)
+    for name in compare:
+        if name not in space:
+            hint = unknown_key("", name, list(space)).args[0].split("; ", 1)[1]
+            raise Problem("confirm.compare", f"{show(name)} is not a dimension", hint)
+        if finite_values(space[name]) is None:
+            what = f"{name} is {space[name].kind}: its values are not a list of cells"
+            fix = "compare dimensions written as a value, choice, grid or depends_on"
+            raise Problem("confirm.compare", what, fix, [f"space.{name}"])
+    if len(set(compare)) != len(compare):
+        raise Problem("confirm.compare", f"{show(compare)} names a dimension twice", "name it once")
+    return ConfirmConfig(tuple(compare), c.int("seeds", 0, hi=100))
 
 
 def _label(item: str) -> str:
@@ -317,6 +347,7 @@ def study_to_dict(cfg: StudyConfig) -> dict[str, Any]:
     for key in _TOP_KEYS[3:]:
         value = getattr(cfg, key)
         out[key] = asdict(value) if key in _SECTION_KEYS else value
+    out["confirm"]["compare"] = list(cfg.confirm.compare)  # as JSON and YAML give it back
     return out
 
 

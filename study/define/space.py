@@ -107,3 +107,24 @@ def tune_config(cfg: StudyConfig) -> tune.TuneConfig:
         # (seed, threads, determinism, compile caches) itself at its start.
         reuse_actors=True,
     )
+
+
+# A confirm trial's config is one point of the grid over (cell, seed): {"cell": {the cell's
+# best search trial's hyperparameters}, "seed": training seed}. Search trials have neither.
+CELL_KEY, SEED_KEY = "cell", "seed"
+
+
+def confirm_param_space(cells: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """Every cell's configuration once per training seed (Tune's grid: cells x seeds)."""
+    return {CELL_KEY: tune.grid_search(cells), SEED_KEY: tune.grid_search(seeds)}
+
+
+def trial_values(config: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameter values of a trial's config, search or confirm, at the top level."""
+    cell = config.get(CELL_KEY)
+    return {**config, **cell} if isinstance(cell, dict) else dict(config)
+
+
+def trial_seed(cfg: StudyConfig, config: dict[str, Any]) -> int:
+    """The training seed of a trial: its own (confirm trials), else the study's."""
+    return int(config.get(SEED_KEY, cfg.seed))

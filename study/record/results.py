@@ -56,6 +56,7 @@ EPOCH_COLUMNS = (
     + ["val_images_per_s", "seconds", "time_total_s"]
 )
 CONFUSION_COLUMNS = ["trial_id", "split", "epoch", "true", "predicted", "count"]
+STAGES = ("search", "confirm")  # `stage` of a trial: found by the search, or a confirm rerun
 TRIAL_TAIL_COLUMNS = (
     ["epochs_run", "stopped_early", "best_epoch"]
     + [f"best_val_{k}" for k in METRIC_KEYS]
@@ -167,9 +168,17 @@ class ResultsStore:
 
     # ---- feeding -------------------------------------------------------------------
     @journaled
-    def start_trial(self, trial_id: str, config: Mapping[str, Any]) -> None:
+    def start_trial(
+        self,
+        trial_id: str,
+        config: Mapping[str, Any],
+        stage: str = "search",
+        seed: int | None = None,
+    ) -> None:
+        """`stage` is one of STAGES; `seed` the trial's training seed."""
         info = self.trials.setdefault(trial_id, {"status": "PENDING", "error": None})
         info["config"] = {k: config.get(k) for k in self.hyperparameters}
+        info["stage"], info["seed"] = stage, seed
         info.setdefault("started", time.time())
         if info["status"] in ("PENDING", "ERROR"):
             # Running again (an errored trial that --resume retries): the old failure no
@@ -262,6 +271,7 @@ class ResultsStore:
             cfg, row = info.get("config", {}), best.get(trial_id, {})
             planned, done = cfg.get("epochs"), runs.get(trial_id, 0)
             out = {"trial_id": trial_id, "status": info.get("status", "PENDING")}
+            out["stage"], out["seed"] = info.get("stage", "search"), info.get("seed")
             out |= {name: cfg.get(name) for name in self.hyperparameters}
             out["epochs_run"] = done
             out["stopped_early"] = bool(
@@ -278,9 +288,12 @@ class ResultsStore:
         if rows:
             df = pd.DataFrame(rows)
         else:
-            df = pd.DataFrame(columns=["trial_id", "status", *self.hyperparameters])
+            df = pd.DataFrame(
+                columns=["trial_id", "status", "stage", "seed", *self.hyperparameters]
+            )
             df = df.reindex(columns=[*df.columns, *TRIAL_TAIL_COLUMNS])
         df = df.astype({"trial_id": "string", "status": "string", "error": "string"})
+        df = df.astype({"stage": "string", "seed": "Int64"})  # a seed is never lost to a float
         return df.astype({"device": "string", "node": "string"})
 
     # ---- disk ----------------------------------------------------------------------
@@ -352,6 +365,9 @@ class ResultsStore:
             info = {
                 "config": {k: row.get(k) for k in self.hyperparameters},
                 "status": str(row["status"]),
+                # A study written before stages existed ran only a search.
+                "stage": "search" if pd.isna(row.get("stage")) else str(row["stage"]),
+                "seed": None if pd.isna(row.get("seed")) else int(row["seed"]),
                 "error": None if pd.isna(error) else str(error),
                 "seconds": float(row.get("seconds") or 0.0),
                 "device": row.get("device"),

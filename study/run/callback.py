@@ -16,6 +16,7 @@ from pathlib import Path
 from ray import tune
 
 from study.define.schema import StudyConfig, hyperparameter_names, resolve_trial_config
+from study.define.space import trial_seed, trial_values
 from study.record.results import ResultsStore
 from study.run.snapshot import TUNE_DIR, SnapshotKeeper
 
@@ -45,19 +46,25 @@ def _error_text(trial) -> str:
 
 
 class ParquetCallback(tune.Callback):
-    def __init__(self, folder: Path, study: StudyConfig):
+    """`stage` (search or confirm) is recorded with each trial; `experiment` is the folder
+    under `folder` that holds that Tuner's state."""
+
+    def __init__(
+        self, folder: Path, study: StudyConfig, stage: str = "search", experiment: str = TUNE_DIR
+    ):
         self.folder = Path(folder)
         self.study = study
+        self.stage, self.experiment = stage, experiment
         self.store: ResultsStore | None = None
         # Epochs reported with a checkpoint that Ray has not registered yet, by trial id.
         self.unsaved: dict[str, dict] = {}
-        self.keeper = SnapshotKeeper(self.folder / TUNE_DIR)
+        self.keeper = SnapshotKeeper(self.folder / experiment)
         self.busy_s, self.results = 0.0, 0  # time spent in this callback; results received
         self.started = time.perf_counter()
 
     def __getstate__(self):
         # Ray pickles callbacks with the experiment; the rows live on disk, not in the pickle.
-        fresh = ParquetCallback(self.folder, self.study)
+        fresh = ParquetCallback(self.folder, self.study, self.stage, self.experiment)
         return fresh.__dict__
 
     def _store(self) -> ResultsStore:
@@ -77,7 +84,9 @@ class ParquetCallback(tune.Callback):
     @timed
     def on_trial_start(self, iteration, trials, trial, **info):
         store = self._store()
-        store.start_trial(trial.trial_id, resolve_trial_config(self.study, trial.config))
+        config = resolve_trial_config(self.study, trial_values(trial.config))
+        seed = trial_seed(self.study, trial.config)
+        store.start_trial(trial.trial_id, config, stage=self.stage, seed=seed)
 
     @timed
     def on_trial_recover(self, iteration, trials, trial, **info):

@@ -20,6 +20,8 @@ from retina.engine import NonFiniteLoss
 from retina.prepare import PreparedData
 from retina.training import build_training, setup_process
 from study.define.schema import StudyConfig, resolve_trial_config, study_to_dict
+from study.define.space import trial_seed, trial_values
+from study.record.predictions import SplitPredictions, save_split
 from study.record.results import trial_finished
 from study.run.keep import KEEP_SCORE, BestSoFar
 
@@ -36,11 +38,12 @@ def train_trial(
 ) -> None:
     if results is not None and trial_finished(results, tune.get_context().get_trial_id()):
         return  # its epochs are in the results already: nothing to run again
-    hp = resolve_trial_config(study, config)
+    hp = resolve_trial_config(study, trial_values(config))
+    seed = trial_seed(study, config)  # a confirm trial carries its own; search trials: study.seed
     data = data.on_this_machine()  # a node without the driver's cache builds it once
     device = trial_device()
     torch.set_num_threads(max(1, int(study.resources.cpu)))
-    setup_process(device, study.seed)  # per trial: a reused worker keeps the last one's settings
+    setup_process(device, seed)  # per trial: a reused worker keeps the last one's settings
     run = build_training(
         hp["arch"], hp["pretrained"], optimizer=hp["optimizer"], lr=hp["lr"],
         weight_decay=hp["weight_decay"], momentum=hp["momentum"],
@@ -56,7 +59,8 @@ def train_trial(
         run.load_state(state)
         first_epoch = state["epoch"] + 1
         best = BestSoFar(study.metric.name, study.metric.mode, state.get("best_so_far"))
-    train = data.loader("train", hp["batch_size"], device, train=True, seed=study.seed)
+    train = data.loader("train", hp["batch_size"], device, train=True, seed=seed)
+    val_index = data.split.indices("val")  # the val loader's order: the rows of the softmax
     val = data.loader("val", hp["batch_size"], device, train=False)
     resolved = {"trial": hp, "study": study_to_dict(study)}
     ctx = ray.get_runtime_context()  # which node ran it: nodes on one host share an IP
@@ -75,7 +79,7 @@ def train_trial(
                 }
             )
             return
-        val_metrics = run.evaluate(val)
+        val_metrics = run.evaluate(val, keep_probabilities=True)
         metrics = {
             "epoch": epoch,
             **train_metrics.as_dict("train"),
@@ -95,4 +99,6 @@ def train_trial(
                 "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
             }
             torch.save(state, Path(folder, CHECKPOINT_FILE))
+            # The driver writes the best epoch's per-image val rows from this file.
+            save_split(folder, SplitPredictions("val", val_index, val_metrics.probabilities))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

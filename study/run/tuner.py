@@ -5,24 +5,26 @@ Called by `study.sweep` after the preflight has validated the space and built th
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 import ray
-import torch
 from ray import tune
 
 from retina.prepare import PreparedData
 from study.conclude.pipeline import conclude_study
 from study.conclude.ranking import rank_trials
 from study.define.schema import StudyConfig, hyperparameter_names
-from study.define.space import resolve_gpu, tune_config, tune_param_space
+from study.define.space import tune_config, tune_param_space
 from study.record.results import DISK_FULL, ResultsStore, disk_full_error
-from study.run.callback import ParquetCallback
-from study.run.keep import checkpoint_config
-from study.run.snapshot import TUNE_DIR, repair
-from study.run.trainable import train_trial
+from study.run.experiment import (
+    experiment_finished,
+    restore,
+    results_by_trial,
+    run_config,
+    trainable,
+)
+from study.run.snapshot import TUNE_DIR
 
 TABLE_PARAMS = {
     "arch": "arch",
@@ -52,24 +54,11 @@ def start_ray(address: str | None, dashboard_host: str) -> None:
 
 
 def build_tuner(study: StudyConfig, data: PreparedData, folder: Path, resume: bool) -> tune.Tuner:
-    gpu = resolve_gpu(study, torch.cuda.is_available())
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, data=data, study=study, results=folder),
-        {"cpu": study.resources.cpu, "gpu": gpu},
-    )
-    experiment = folder / TUNE_DIR
-    if resume and tune.Tuner.can_restore(str(experiment)):
-        note = repair(experiment)  # else Tune would silently start the study over
-        if note:
-            print(note, file=sys.stderr)
-        # Finished trials stay finished; unfinished and errored ones continue from checkpoints.
-        return tune.Tuner.restore(
-            str(experiment),
-            trainable,
-            resume_unfinished=True,
-            resume_errored=True,
-            param_space=tune_param_space(study),
-        )
+    train = trainable(study, data, folder)
+    if resume:
+        restored = restore(folder / TUNE_DIR, train, tune_param_space(study))
+        if restored is not None:
+            return restored
     reporter = tune.CLIReporter(
         parameter_columns={k: v for k, v in TABLE_PARAMS.items() if k in study.space},
         metric_columns=TABLE_METRICS,
@@ -77,23 +66,16 @@ def build_tuner(study: StudyConfig, data: PreparedData, folder: Path, resume: bo
         sort_by_metric=True,  # metric and mode come from the TuneConfig
     )
     return tune.Tuner(
-        trainable,
+        train,
         param_space=tune_param_space(study),
         tune_config=tune_config(study),
-        run_config=tune.RunConfig(
-            name=TUNE_DIR,
-            storage_path=str(folder),
-            callbacks=[ParquetCallback(folder, study)],
-            checkpoint_config=checkpoint_config(),  # the latest + the best so far (keep.py)
-            failure_config=tune.FailureConfig(max_failures=study.max_failures),
-            progress_reporter=reporter,
-            verbose=1,
-        ),
+        run_config=run_config(study, folder, TUNE_DIR, "search", reporter),
     )
 
 
 def leaderboard(store: ResultsStore, top: int = 10) -> str:
     df = store.trials_frame()
+    df = df[df["stage"] == "search"]  # the search's ranking; confirm runs are summarised apart
     if df.empty:
         return "no trial finished an epoch"
     df = rank_trials(df, f"best_{store.metric}", store.mode).head(top)
@@ -143,17 +125,13 @@ def run_study(
             if exc.errno in DISK_FULL:
                 raise disk_full_error(folder) from None
             raise
-        trials = grid._experiment_analysis.trials  # statuses are not on the public ResultGrid
-        finished = len(trials) >= expected_trials(study) and all(
-            t.status in ("TERMINATED", "ERROR") for t in trials
-        )  # after Ctrl-C, Tune returns normally: unfinished or uncreated trials tell
+        finished = experiment_finished(grid, expected_trials(study))
         store = ResultsStore(
             folder, hyperparameter_names(study), study.metric.name, study.metric.mode
         )
         store.load()
         if finished:
-            by_id = {r.metrics.get("trial_id"): r for r in grid if r.metrics}
-            conclude_study(study, data, folder, store, by_id)
+            finished = conclude_study(study, data, folder, store, results_by_trial(grid))
         print(leaderboard(store))
         return finished
     finally:

@@ -1,0 +1,79 @@
+"""What every Tune experiment of a study shares: the trainable, the run config and restore.
+
+The search (`study.run.tuner`, in `results/<study>/tune/`) and the confirmation stage
+(`study.conclude.confirm`, in `results/<study>/tune-confirm/`) are two Tuner experiments with
+the same resources, checkpoints, retries and results callback, built here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from ray import tune
+
+from retina.prepare import PreparedData
+from study.define.schema import StudyConfig
+from study.define.space import resolve_gpu
+from study.run.callback import ParquetCallback
+from study.run.keep import checkpoint_config
+from study.run.snapshot import repair
+from study.run.trainable import train_trial
+
+
+def trainable(study: StudyConfig, data: PreparedData, folder: Path):
+    """`train_trial` with the study's data and its resources per trial."""
+    gpu = resolve_gpu(study, torch.cuda.is_available())
+    return tune.with_resources(
+        tune.with_parameters(train_trial, data=data, study=study, results=folder),
+        {"cpu": study.resources.cpu, "gpu": gpu},
+    )
+
+
+def run_config(
+    study: StudyConfig, folder: Path, name: str, stage: str, reporter=None
+) -> tune.RunConfig:
+    """Experiment `name` under `folder`, its trials recorded with `stage` in the results."""
+    return tune.RunConfig(
+        name=name,
+        storage_path=str(folder),
+        callbacks=[ParquetCallback(folder, study, stage=stage, experiment=name)],
+        checkpoint_config=checkpoint_config(),  # the latest + the best so far (study.run.keep)
+        failure_config=tune.FailureConfig(max_failures=study.max_failures),
+        progress_reporter=reporter,
+        verbose=1,
+    )
+
+
+def restore(experiment: Path, trainable, param_space: dict) -> tune.Tuner | None:
+    """The Tuner of an interrupted experiment, to continue it; None when there is none."""
+    if not tune.Tuner.can_restore(str(experiment)):
+        return None
+    note = repair(experiment)  # else Tune would silently start the experiment over
+    if note:
+        print(note, file=sys.stderr)
+    # Finished trials stay finished; unfinished and errored ones continue from checkpoints.
+    return tune.Tuner.restore(
+        str(experiment),
+        trainable,
+        resume_unfinished=True,
+        resume_errored=True,
+        param_space=param_space,
+    )
+
+
+def experiment_finished(grid, expected: int) -> bool:
+    """Whether a fitted experiment ran all of its `expected` trials to their end.
+
+    After Ctrl-C, Tune returns normally: unfinished or uncreated trials tell.
+    """
+    trials = grid._experiment_analysis.trials  # statuses are not on the public ResultGrid
+    return len(trials) >= expected and all(t.status in ("TERMINATED", "ERROR") for t in trials)
+
+
+def results_by_trial(grid) -> dict:
+    """Trial id -> Ray's `Result`, for every trial, also one with no metrics in this session
+    (a finished trial that --resume skipped): its checkpoints are still found on disk."""
+    trials = grid._experiment_analysis.trials  # the ResultGrid lists them in this order
+    return {trial.trial_id: grid[i] for i, trial in enumerate(trials)}

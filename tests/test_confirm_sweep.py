@@ -1,0 +1,135 @@
+"""The confirmation stage in real sweeps: its rows, its per-image predictions, and a driver
+killed during it that `--resume` finishes with every (trial, epoch) exactly once.
+
+    .venv/bin/pytest tests/test_confirm_sweep.py
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+
+import pandas as pd
+import pytest
+from cli_helpers import run_cli
+from reliability_helpers import descendants, kill_tree, read_frame, start_sweep, wait_for
+from reliability_helpers import sweep_args as tiny_sweep_args
+
+from study.record.predictions import COLUMNS
+
+pytestmark = pytest.mark.slow
+
+# One cell (resnet18 from scratch: no ImageNet weights offline), two new seeds.
+CONFIRM = ["--set", "confirm.compare=[arch]", "--set", "confirm.seeds=2"]
+
+
+def read_now(folder, name) -> pd.DataFrame | None:
+    """A results table read in one open while the sweep may replace it (as a poller would)."""
+    try:
+        return pd.read_parquet(io.BytesIO((folder / name).read_bytes()))
+    except FileNotFoundError:
+        return None
+
+
+def sweep_args(data, results, name, *extra):
+    return tiny_sweep_args(data, results, name, *CONFIRM, *extra)
+
+
+def check_contract(folder) -> pd.DataFrame:
+    """What every study with a finished confirmation stage holds; returns trials.parquet."""
+    record = json.loads((folder / "study.json").read_text())
+    sizes = record["data"]["n_images"]
+    trials = read_frame(folder, "trials.parquet").set_index("trial_id")
+    assert trials["stage"].dtype == "string" and str(trials["seed"].dtype) == "Int64"
+    search, confirm = trials[trials["stage"] == "search"], trials[trials["stage"] == "confirm"]
+    assert (search["seed"] == record["config"]["seed"]).all()
+    assert sorted(confirm["seed"]) == [1000, 1001]
+    assert (confirm["status"] == "TERMINATED").all(), confirm[["status", "error"]]
+    assert confirm["test_acc"].notna().all()  # every confirm run tested once
+    # ...as the cell's best search trial: the same configuration, all its epochs.
+    best = search.sort_values(["best_val_kappa", "best_val_loss"], ascending=[False, True])
+    for name in record["hyperparameters"]:
+        assert (confirm[name] == best[name].iloc[0]).all(), name
+    assert (confirm["epochs_run"] == confirm["epochs"]).all()
+    assert search.loc[search["test_acc"].notna()].index.tolist() == [best.index[0]]
+
+    epochs = read_frame(folder, "epochs.parquet")
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert (epochs.groupby("trial_id")["epoch"].max() == trials["epochs_run"]).all()
+
+    table = pd.read_parquet(folder / "predictions")
+    assert list(table.columns) == COLUMNS
+    files = sorted(p.stem for p in (folder / "predictions").glob("*.parquet"))
+    assert files == sorted(trials.index[trials["status"] == "TERMINATED"])
+    rows = table.groupby(["trial_id", "split"]).size().unstack(fill_value=0)
+    assert (rows["val"] == sizes["val"]).all()
+    tested = trials.index[trials["test_acc"].notna()]
+    assert sorted(rows.index[rows["test"] > 0]) == sorted(tested)
+    assert (rows.loc[tested, "test"] == sizes["test"]).all()
+    # The rows are the ones the metrics came from: test accuracy, and the confusion counts.
+    conf = read_frame(folder, "confusion.parquet")
+    for trial_id in tested:
+        test = table[(table["trial_id"] == trial_id) & (table["split"] == "test")]
+        acc = (test["true"] == test["predicted"]).mean()
+        assert acc == pytest.approx(trials.loc[trial_id, "test_acc"])
+        counts = conf[(conf["trial_id"] == trial_id) & (conf["split"] == "test")]
+        pairs = test.groupby(["true", "predicted"]).size()
+        nonzero = counts[counts["count"] > 0].set_index(["true", "predicted"])["count"]
+        assert pairs.sort_index().tolist() == nonzero.sort_index().tolist()
+    val = table[table["split"] == "val"]
+    assert val.groupby("trial_id")["image"].nunique().eq(sizes["val"]).all()
+    return trials
+
+
+def test_sweep_with_confirmation_writes_stage_seed_and_predictions(tmp_path, synthetic_data):
+    folder = tmp_path / "confirm"
+    args = sweep_args(synthetic_data, tmp_path, "confirm", "--set", "num_samples=2",
+                      "--set", "space.epochs=1", "--set", "max_concurrent=2")  # fmt: skip
+    proc = run_cli(*args, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "confirmation: 1 cells x 2 seeds [1000, 1001]" in proc.stdout
+    trials = check_contract(folder)
+    assert (trials["stage"] == "search").sum() == 2 and (trials["stage"] == "confirm").sum() == 2
+    assert (folder / "tune-confirm").is_dir()
+
+
+def test_driver_killed_during_confirmation_then_resume(tmp_path, synthetic_data):
+    """SIGKILL the driver once the first confirm run finished; --resume runs only the rest."""
+    folder, log = tmp_path / "killed", tmp_path / "sweep.log"
+    args = sweep_args(synthetic_data, tmp_path, "killed", "--set", "num_samples=1",
+                      "--set", "space.epochs=2", "--set", "max_concurrent=1")  # fmt: skip
+    driver = start_sweep(args, log)
+    tree: dict[int, str] = {}
+
+    def first_confirm_run_done():
+        tree.update(descendants(driver.pid))  # Ray's processes, to clean up after the kill
+        trials = read_now(folder, "trials.parquet")
+        if trials is None or "stage" not in trials:
+            return False
+        return ((trials["stage"] == "confirm") & (trials["status"] == "TERMINATED")).any()
+
+    try:
+        wait_for(first_confirm_run_done, 500, "a finished confirm run", driver, log)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        driver.kill()
+        kill_tree(list(tree | descendants(driver.pid)))
+    assert driver.returncode == -signal.SIGKILL
+    before = read_frame(folder, "trials.parquet").set_index("trial_id")
+    done = before.index[(before["stage"] == "confirm") & (before["status"] == "TERMINATED")]
+    assert len(done) == 1
+    epochs_before = read_frame(folder, "epochs.parquet")
+
+    proc = run_cli(*args, "--resume", timeout=500)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "not tested" not in proc.stdout
+    trials = check_contract(folder)
+    assert len(trials) == 3  # one search trial, two confirm runs: nothing ran twice
+    epochs = read_frame(folder, "epochs.parquet")
+    assert len(epochs) == 2 * 3
+    # The run that finished before the kill kept its rows: it was not trained again.
+    old = epochs_before[epochs_before["trial_id"].isin(done)].reset_index(drop=True)
+    new = epochs[epochs["trial_id"].isin(done)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(old, new)
