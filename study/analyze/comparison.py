@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from study.analyze.resample import METRIC_FUNCTIONS, TestCodes, run_metrics
+from study.analyze.resample import METRIC_FUNCTIONS, RunCodes, run_metrics
 
 CONFIDENCE = 0.95
 METRIC_WORDS = {"kappa": "kappa", "acc": "accuracy", "balanced_acc": "balanced accuracy"}
@@ -108,7 +108,7 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _p_beats(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def p_beats(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Share of (run of A, run of B) pairs where A is higher, ties half; over the last axis."""
     diff = a[..., :, None] - b[..., None, :]
     return ((diff > 0) + 0.5 * (diff == 0)).mean(axis=(-1, -2))
@@ -163,7 +163,7 @@ def compare_cells(
     if not cells:
         return {"cells": [], "pairs": [], "test_images": 0, "test_patients": 0}
     run_ids = [t for c in cells for t in c.trial_ids]
-    codes = TestCodes.from_predictions(test, run_ids)
+    codes = RunCodes.from_predictions(test, run_ids)
     rng = np.random.default_rng(seed)
     full, boot = run_metrics(codes, n_resamples, rng)
     cols = {}
@@ -210,14 +210,14 @@ def compare_cells(
             diff = estimate[a.label, m] - estimate[b.label, m]
             lo, hi = _interval(diff)
             d = float(full[m][ia].mean() - full[m][ib].mean())
-            p_boot = _p_beats(boot[m][:, ia][rows, pick_a], boot[m][:, ib][rows, pick_b])
+            p_boot = p_beats(boot[m][:, ia][rows, pick_a], boot[m][:, ib][rows, pick_b])
             p_lo, p_hi = _interval(p_boot)
             metrics[m] = {
                 "difference": d,
                 "ci_low": lo,
                 "ci_high": hi,
                 "different": bool(lo > 0 or hi < 0),
-                "p_a_beats_b": float(_p_beats(full[m][ia], full[m][ib])),
+                "p_a_beats_b": float(p_beats(full[m][ia], full[m][ib])),
                 "p_ci_low": p_lo,
                 "p_ci_high": p_hi,
             }
