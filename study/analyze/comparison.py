@@ -85,7 +85,7 @@ def confirm_cells(trials: pd.DataFrame, dims: list[str], tested: set[str]) -> li
 
 
 def _plain(value):
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if value is None or pd.isna(value):  # also pd.NA of a nullable Int64 `seed` column
         return None
     return value.item() if isinstance(value, np.generic) else value
 
