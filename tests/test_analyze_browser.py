@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from analyze_fixtures import make_results
+from confirm_fixtures import add_confirm
 
 from study.analyze.load import load_study
 from study.analyze.report import build_report, write_atomic
@@ -180,7 +181,7 @@ def test_report_draws_every_figure_offline_without_errors(tmp_path, browser):
         return counts["drawn"] == counts["total"]
 
     browser.wait_for(all_drawn)
-    assert counts == {"total": 11, "drawn": 11}
+    assert counts == {"total": 12, "drawn": 12}
     # the learning curves' "loss" button and the table sorter work in the real page
     switched = browser.evaluate(
         """(async () => { const gd = [...document.querySelectorAll('.plotly-graph-div')]
@@ -199,6 +200,25 @@ def test_report_draws_every_figure_offline_without_errors(tmp_path, browser):
     assert browser.errors() == []
     assert browser.requests()[0] == url
     assert _external(browser.requests(), url) == []  # Plotly's own data: URLs are not fetches
+
+
+def test_the_comparison_section_of_a_study_with_a_confirm_stage(tmp_path, browser):
+    truth = {("resnet18", True): 0.85, ("resnet18", False): 0.5, ("resnet50", True): 0.8}
+    folder = add_confirm(make_results(tmp_path), truth, seeds=2, n_patients=30)
+    report = tmp_path / "confirm.html"
+    write_atomic(report, build_report(load_study(folder), top_k=1))
+    browser.open(report.as_uri())
+    browser.wait_for(lambda: (c := browser.evaluate(DRAWN_JS))["drawn"] == c["total"])
+    shown = browser.evaluate(
+        """(() => { const s = document.querySelector('#comparison');
+           return {tables: [...s.querySelectorAll('table')].map(t => t.tBodies[0].rows.length),
+                   verdicts: [...s.querySelectorAll('ul.verdicts li')].map(li => li.textContent),
+                   tuning: s.querySelectorAll('.plotly-graph-div .main-svg').length > 0}; })()"""
+    )
+    # 3 cells; pairs: pretrained vs scratch for resnet18, resnet18 vs resnet50 pretrained
+    assert shown["tables"] == [3, 2] and shown["tuning"]
+    assert shown["verdicts"][0].startswith("pretrained beats scratch for resnet18 by ")
+    assert browser.errors() == []
 
 
 def test_the_checks_catch_errors_and_network_requests(tmp_path, browser):

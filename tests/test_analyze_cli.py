@@ -44,11 +44,11 @@ def test_report_is_one_file_with_plotly_embedded_once(tmp_path):
     assert text.count(library[:300]) == 1 and text.count(library[-300:]) == 1
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=", text)  # nothing fetched
     ids = re.findall(r'<section id="([a-z]+)"', text)
-    assert ids == SECTION_IDS + ["stopping"]
-    # curves, init, parcoords, metric-vs-hparam, importance, stopping + confusion: t01 and t00
-    # on val and test, t04 on val
-    assert len(re.findall(r'class="plotly-graph-div"', text)) == 6 + 5
-    assert text.count("Plotly.newPlot(") == 11
+    assert ids == SECTION_IDS + ["stopping", "comparison"]
+    # curves, init, parcoords, metric-vs-hparam, importance, stopping, tuning curve +
+    # confusion: t01 and t00 on val and test, t04 on val
+    assert len(re.findall(r'class="plotly-graph-div"', text)) == 7 + 5
+    assert text.count("Plotly.newPlot(") == 12
     assert 'class="status-ERROR"' in text and "loss is nan at epoch 3" in text
     assert "80.8 %" in text and "82.0 %" in text  # the course report's numbers
     assert "PED-ANOVA" in text
@@ -78,7 +78,8 @@ def test_out_file_and_top_k(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(out) and not (folder / "report.html").exists()
     text = out.read_text(encoding="utf-8")
-    assert text.count("Plotly.newPlot(") == 6 + 2  # the best trial's val and test matrices
+    assert text.count("Plotly.newPlot(") == 7 + 2  # the best trial's val and test matrices
+    assert (out.parent / "mine.summary.json").exists() and not (folder / "summary.json").exists()
 
 
 def test_open_hands_the_report_to_the_web_browser(tmp_path):

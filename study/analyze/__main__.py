@@ -3,9 +3,12 @@
     python -m study.analyze results/demo            # writes results/demo/report.html
     python -m study.analyze results/                # every study in it + results/index.html
     python -m study.analyze results/demo --out /tmp/demo.html --top 5 --open
+    python -m study.analyze results/demo --resamples 2000   # a quicker, coarser bootstrap
 
 Reads only study.json and the Parquet files (no Ray, no torch), so it works on a copied
-results folder and on a study that is still running. Prints the path of each file written.
+results folder and on a study that is still running. Writes summary.json (the comparison's
+numbers, docs/results.md) beside report.html — with --out, `<out>.summary.json` beside it —
+and prints the path of each report written.
 """
 
 from __future__ import annotations
@@ -17,18 +20,24 @@ from pathlib import Path
 
 from retina.cli import run_main
 from retina.errors import RetinaError
-from study.analyze.load import find_studies, load_study
+from study.analyze.load import find_studies, load_study, read_predictions
 from study.analyze.report import build_index, build_report, write_atomic
+from study.analyze.summary import build_summary, summary_text
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--top must be a whole number >= 1, not {text!r}")
-    return value
+def _whole(flag: str, least: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < least:
+            raise argparse.ArgumentTypeError(
+                f"{flag} must be a whole number >= {least}, not {text!r}"
+            )
+        return value
+
+    return parse
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,26 +48,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("path", help="a study folder (holds study.json) or a folder of studies")
     parser.add_argument("--out", type=Path, help="report file for a single study")
     parser.add_argument(
-        "--top", type=_positive, default=3, metavar="K", help="confusion matrices of the best K"
+        "--top",
+        type=_whole("--top", 1),
+        default=3,
+        metavar="K",
+        help="confusion matrices of the best K",
     )
+    parser.add_argument(
+        "--resamples", type=_whole("--resamples", 100), default=10_000, metavar="B",
+        help="patient bootstrap resamples of the comparison (default 10000)",
+    )  # fmt: skip
     parser.add_argument("--open", action="store_true", help="open the report in a web browser")
     return parser.parse_args(argv)
 
 
-def analyze_study(folder: Path, out: Path | None = None, top_k: int = 3) -> Path:
-    """Load, build and atomically write one study's report; returns its path."""
+def analyze_study(
+    folder: Path, out: Path | None = None, top_k: int = 3, resamples: int = 10_000
+) -> Path:
+    """Load, build and atomically write one study's summary.json and report; returns the
+    report's path."""
     study = load_study(folder)
     target = out if out is not None else folder / "report.html"
-    write_atomic(target, build_report(study, top_k))
+    summary = build_summary(study, read_predictions(folder), resamples)
+    write_atomic(target.with_name(f"{target.stem}.summary.json") if out else folder / "summary.json",
+                 summary_text(summary))  # fmt: skip
+    write_atomic(target, build_report(study, top_k, summary))
     return target
 
 
-def _analyze_folder(root: Path, studies: list[Path], top_k: int) -> Path:
+def _analyze_folder(root: Path, studies: list[Path], top_k: int, resamples: int) -> Path:
     """Each study gets its report (a broken one is skipped with its reason); then the index."""
     entries: list[tuple[str, Path | None, str]] = []
     for folder in studies:
         try:
-            report = analyze_study(folder, None, top_k)
+            report = analyze_study(folder, None, top_k, resamples)
         except RetinaError as exc:
             print(f"skipped {folder}: {exc}", file=sys.stderr)
             entries.append((folder.name, None, f"no report: {exc}"))
@@ -78,14 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     studies = find_studies(root)
     single = studies == [root] or (root.is_file() and len(studies) == 1)
     if single:
-        written = analyze_study(studies[0], args.out, args.top)
+        written = analyze_study(studies[0], args.out, args.top, args.resamples)
     else:
         if args.out is not None:
             raise RetinaError(
                 f"--out writes one study's report, but {root} holds {len(studies)} studies; "
                 "drop --out (each report goes into its study folder) or give one study folder"
             )
-        written = _analyze_folder(root, studies, args.top)
+        written = _analyze_folder(root, studies, args.top, args.resamples)
     print(written)
     if args.open:
         webbrowser.open(written.resolve().as_uri())

@@ -245,3 +245,21 @@ def load_study(folder: str | Path) -> StudyResults:
         epochs=epochs,
         confusion=confusion,
     )
+
+
+PREDICTION_COLUMNS = ["trial_id", "split", "image", "patient", "true", "predicted"]
+
+
+def read_predictions(folder: Path) -> pd.DataFrame:
+    """`predictions/` (one Parquet file per trial) as one table; an empty one with the contract's
+    columns when the study has none (a study from before predictions were written)."""
+    path = Path(folder) / "predictions"
+    empty = pd.DataFrame({c: pd.Series(dtype=object) for c in PREDICTION_COLUMNS})
+    if not path.is_dir() or not any(path.glob("*.parquet")):
+        return empty
+    df = read_table(path)  # pyarrow reads the folder as one dataset; skips .tmp / hidden files
+    df = check_columns(df, path, PREDICTION_COLUMNS, ["true", "predicted"])
+    for col in ("trial_id", "split", "image", "patient"):
+        df[col] = df[col].astype(str)
+    df = df.dropna(subset=["true", "predicted"])
+    return df.astype({"true": "int64", "predicted": "int64"})

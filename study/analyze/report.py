@@ -1,4 +1,4 @@
-"""Assemble one study's report — eight sections in one self-contained HTML file — and the
+"""Assemble one study's report — nine sections in one self-contained HTML file — and the
 index page of a folder of studies. Plotly's JavaScript is inlined once; every figure after it
 is a `<div>` plus its `Plotly.newPlot` call."""
 
@@ -14,10 +14,11 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from retina.errors import RetinaError
-from study.analyze import figures, figures_hparams, tables
+from study.analyze import figures, figures_hparams, section_comparison, tables
 from study.analyze.importance import param_importances, varying
-from study.analyze.load import StudyResults
+from study.analyze.load import StudyResults, read_predictions
 from study.analyze.markup import compact, format_cell, html_table, key_values, page
+from study.analyze.summary import build_summary
 from study.conclude.ranking import rank_trials
 
 SECTIONS = (
@@ -29,6 +30,7 @@ SECTIONS = (
     ("hparams", "6 Hyperparameter effects"),
     ("confusion", "7 Confusion matrices"),
     ("stopping", "8 Early stopping"),
+    ("comparison", "9 Comparison: seeds, intervals, tuning curves"),
 )
 LABELS = {
     "trial_id": "trial", "best_epoch": "best epoch", "epochs_run": "epochs run",
@@ -198,8 +200,11 @@ def _stopping(study: StudyResults, figs: _Figures) -> str:
     return "".join(out)
 
 
-def build_report(study: StudyResults, top_k: int = 3) -> str:
-    """The whole report as one HTML string."""
+def build_report(study: StudyResults, top_k: int = 3, summary: dict | None = None) -> str:
+    """The whole report as one HTML string; `summary` (study.analyze.summary) is computed
+    here when the caller has not (the CLI computes it once and also writes it)."""
+    if summary is None:
+        summary = build_summary(study, read_predictions(study.folder))
     figs = _Figures()
     trials = study.trials
     ranked = rank_trials(trials, study.score_column, study.mode)
@@ -225,6 +230,7 @@ def build_report(study: StudyResults, top_k: int = 3) -> str:
         "hparams": _hparams(study, figs),
         "confusion": _confusion(study, ranked, top_k, figs),
         "stopping": _stopping(study, figs),
+        "comparison": section_comparison.comparison_section(summary, figs.html),
     }
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     parts = [f"<h1>Study {html.escape(study.name)}</h1><p class='note'>Report written {when} by "

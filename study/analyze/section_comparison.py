@@ -1,0 +1,152 @@
+"""The report's comparison section, from summary.json's dict: cells with mean +- sd over
+seeds and 95% patient-bootstrap intervals, pairs with their difference, P(A>B) and sentence,
+the tuning curves and the optimism line. Pure: dict in, HTML (and a figure) out.
+
+    html = comparison_section(build_summary(study, predictions), figure_to_html)
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+from study.analyze.comparison import METRIC_WORDS
+from study.analyze.markup import html_table
+
+HOW_TO_READ = """<p class='note'><b>How to read this.</b> One training run per configuration
+cannot tell a better configuration from a lucky seed (see the four seeds below). So the best
+configuration of each cell (e.g. resnet18 × pretrained) is trained again with new seeds and
+each run is tested once. A cell shows the mean ± sd of its runs on test and a 95% interval
+for the mean that allows for both other seeds and other test patients (patients are resampled
+with both eyes). A pair of cells that differ in one setting shows the difference of the means
+with its 95% interval: when the interval excludes 0 the sentence names the winner, otherwise
+it says no difference is detectable — which means these runs cannot tell, not that the cells
+are equal. P(A&gt;B) is the chance that one run of A beats one run of B (0.5: a coin flip;
+Bouthillier et al. 2021 call ≥ 0.75 a meaningful gain).</p>"""
+
+
+def _num(value) -> str:
+    return "—" if value is None or value != value else f"{value:.3f}"
+
+
+def _interval(lo, hi) -> str:
+    return f"[{_num(lo)}, {_num(hi)}]"
+
+
+def cell_table(cells: list[dict], metrics: list[str]) -> pd.DataFrame:
+    rows = []
+    for c in cells:
+        row = {"cell": c["cell"], "runs": str(c["n_runs"])}
+        row["seeds"] = ", ".join(str(s) for s in c["seeds"] if s is not None) or "—"
+        for m in metrics:
+            s = c["metrics"][m]
+            row[f"test {METRIC_WORDS[m]}"] = f"{_num(s['mean'])} ± {_num(s['sd'])}"
+            row[f"{METRIC_WORDS[m]} 95% CI"] = _interval(s["ci_low"], s["ci_high"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pair_table(pairs: list[dict], metrics: list[str]) -> pd.DataFrame:
+    rows = []
+    for p in pairs:
+        row = {"A − B": f"{p['a']} − {p['b']}", "differs in": p["dimension"]}
+        for m in metrics:
+            s = p["metrics"][m]
+            row[f"Δ {METRIC_WORDS[m]} [95% CI]"] = f"{s['difference']:+.3f} " + _interval(
+                s["ci_low"], s["ci_high"]
+            )
+            row[f"P(A>B) {METRIC_WORDS[m]}"] = f"{s['p_a_beats_b']:.2f} " + (
+                f"[{s['p_ci_low']:.2f}, {s['p_ci_high']:.2f}]"
+            )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def tuning_figure(tuning: dict) -> go.Figure:
+    """Expected best val metric vs trials: the study (with the median curve's band), each cell."""
+    word = tuning["metric"].removeprefix("best_").replace("_", " ")
+    study = tuning["study"]
+    fig = go.Figure()
+    if "band_low" in study:
+        fig.add_trace(
+            go.Scatter(
+                x=study["n"],
+                y=study["band_high"],
+                mode="lines",
+                line={"width": 0},
+                showlegend=False,
+                hoverinfo="skip",
+            )
+        )
+        fig.add_trace(go.Scatter(
+            x=study["n"], y=study["band_low"], mode="lines", line={"width": 0}, fill="tonexty",
+            fillcolor="rgba(36,87,166,0.15)", name=f"median best, {tuning['band']:.0%} band",
+        ))  # fmt: skip
+    fig.add_trace(go.Scatter(x=study["n"], y=study["expected_best"], mode="lines+markers",
+                             name="expected best, all search trials",
+                             line={"color": "#2457a6", "width": 3}))  # fmt: skip
+    palette = qualitative.Plotly
+    for i, (label, curve) in enumerate(tuning["cells"].items()):
+        fig.add_trace(go.Scatter(x=curve["n"], y=curve["expected_best"], mode="lines",
+                                 name=label, line={"dash": "dash",
+                                                   "color": palette[(i + 1) % len(palette)]}))  # fmt: skip
+    fig.update_layout(
+        template="plotly_white", height=420, title="Tuning curve: best " + word + " after n trials",
+        xaxis_title="search trials (n)", yaxis_title=f"expected best {word}",
+        legend={"orientation": "h", "y": -0.25},
+    )  # fmt: skip
+    return fig
+
+
+def _seed_context(context: dict) -> str:
+    c = context["same_config_seeds"]
+    values = ", ".join(f"{v:.3f}" for v in c["best_val_kappa"])
+    return (
+        f"<p class='note'>Context: the same configuration ({html.escape(c['config'])}) trained "
+        f"with training seeds {', '.join(map(str, c['training_seeds']))} reached best val kappa "
+        f"{values} — a spread of {c['spread']:.3f}, larger than most gaps between trials.</p>"
+    )
+
+
+def comparison_section(summary: dict, figure_html: Callable[[go.Figure], str]) -> str:
+    """The section's HTML; `figure_html` turns a figure into its div (the report numbers them)."""
+    metrics = ["kappa", "acc", "balanced_acc"]
+    primary = summary["primary_metric"]
+    metrics.sort(key=lambda m: m != primary)
+    confirm, boot = summary["confirm"], summary["bootstrap"]
+    out = [HOW_TO_READ]
+    if confirm["status"] != "ok":
+        out.append(f"<p class='warn'>{html.escape(confirm['note'])}</p>")
+    if summary["cells"]:
+        out.append(
+            f"<h3>Cells</h3><p class='note'>Test split: {boot['test_images']} images of "
+            f"{boot['test_patients']} patients; {boot['resamples']} patient resamples "
+            f"(seed {boot['seed']}). Compared: {html.escape(', '.join(confirm['compare']))}.</p>"
+        )
+        out.append(html_table(cell_table(summary["cells"], metrics), sortable=False))
+    if summary["pairs"]:
+        out.append("<h3>Pairs</h3>")
+        out.append(html_table(pair_table(summary["pairs"], metrics), sortable=False))
+        items = "".join(f"<li>{html.escape(p['sentence'])}</li>" for p in summary["pairs"])
+        out.append(f"<ul class='verdicts'>{items}</ul>")
+    out.append(_seed_context(summary["context"]))
+    tuning = summary["tuning"]
+    out.append("<h3>Tuning curve</h3>")
+    if tuning["study"] is not None:
+        out.append(figure_html(tuning_figure(tuning)))
+    out.append(f"<p>{html.escape(tuning['sentence'])}</p>")
+    per_cell = [
+        f"{label}: {len(c['n'])} trials, within {tuning['close']} of its best by "
+        f"{c['needed_trials']}, last doubling +{c['gain_last_doubling']:.3f}"
+        for label, c in tuning["cells"].items()
+    ]
+    if per_cell:
+        out.append(
+            "<ul class='note'>" + "".join(f"<li>{html.escape(t)}</li>" for t in per_cell) + "</ul>"
+        )
+    out.append(f"<h3>Optimism</h3><p>{html.escape(summary['optimism']['sentence'])}</p>")
+    return "".join(out)

@@ -1,0 +1,139 @@
+"""The study's conclusions as numbers: what `python -m study.analyze` writes to
+`results/<study>/summary.json` (keys documented in docs/results.md) and what the report's
+comparison section shows. Pure: study and predictions in, a JSON-ready dict out.
+
+    summary = build_summary(load_study(folder), read_predictions(folder), n_resamples=10_000)
+    text = summary_text(summary)          # the caller writes it atomically
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+from study.analyze.comparison import CONFIDENCE, compare_cells, value_label
+from study.analyze.load import StudyResults
+from study.analyze.resample import METRIC_FUNCTIONS
+from study.analyze.tuning import optimism, search_trials, tuning_summary
+from study.conclude.ranking import best_trial_ids
+
+SCHEMA_VERSION = 1
+DEFAULT_COMPARE = ("arch", "pretrained")
+# Why one run per cell cannot answer the question: measured on the demo data (issue 11).
+SEED_CONTEXT = {
+    "config": "resnet18, scratch, SGD lr 2.5e-3, batch 16, 3 epochs; demo data, 1,000 images, 64 px",
+    "training_seeds": [0, 1, 2, 3],
+    "best_val_kappa": [0.676, 0.851, 0.734, 0.728],
+    "spread": 0.175,
+}
+CONFIRM_HINT = (
+    "add `confirm: {compare: [arch, pretrained], seeds: 3}` to the study's YAML (or "
+    "`--set confirm.seeds=3`) and run the sweep again: the best configuration of each cell "
+    "is retrained with 3 new seeds and tested once"
+)
+
+
+def compared_dims(study: StudyResults) -> list[str]:
+    """config.confirm.compare, else arch and pretrained; only those the trials carry."""
+    confirm = (study.meta.get("config") or {}).get("confirm") or {}
+    dims = confirm.get("compare") or list(DEFAULT_COMPARE)
+    return [str(d) for d in dims if d in study.trials.columns]
+
+
+def primary_metric(study: StudyResults) -> str:
+    """The test metric the sentences use: the study metric's, else kappa."""
+    base = study.metric.removeprefix("val_")
+    return base if base in METRIC_FUNCTIONS else "kappa"
+
+
+def _status(trials: pd.DataFrame, comparison: dict, seeds) -> tuple[str, str]:
+    has_confirm = "stage" in trials.columns and (trials["stage"] == "confirm").any()
+    if not has_confirm:
+        if seeds == 0:
+            return (
+                "off",
+                f"The confirm stage is off (confirm.seeds: 0); to compare cells, {CONFIRM_HINT}.",
+            )
+        return "no_confirm", f"This study has no confirm run; to compare cells, {CONFIRM_HINT}."
+    if not comparison["cells"]:
+        return "no_predictions", (
+            "The confirm runs have no finished test predictions in predictions/ yet; run the "
+            "analysis again when the confirm stage has finished (or resume the sweep with --resume)."
+        )
+    if len(comparison["cells"]) < 2 or not comparison["pairs"]:
+        return "one_cell", "Only one cell has confirm runs: there is no pair to compare."
+    return "ok", ""
+
+
+def _best_cell(study: StudyResults, dims: list[str], comparison: dict, metric: str):
+    """The confirm runs of the best search trial's cell, for the optimism line."""
+    ids = best_trial_ids(search_trials(study.trials), study.score_column, study.mode, 1)
+    if not ids or not dims:
+        return None
+    row = study.trials[study.trials["trial_id"] == ids[0]].iloc[0]
+    label = " · ".join(value_label(d, row[d]) for d in dims)
+    for cell in comparison["cells"]:
+        if cell["cell"] == label:
+            m = cell["metrics"][metric]
+            return {"cell": label, "mean": m["mean"], "sd": m["sd"], "n_runs": cell["n_runs"]}
+    return None
+
+
+def build_summary(
+    study: StudyResults, predictions: pd.DataFrame, n_resamples: int = 10_000, seed: int = 0
+) -> dict:
+    """Every number of the comparison section (see docs/results.md, `summary.json`)."""
+    confirm = (study.meta.get("config") or {}).get("confirm") or {}
+    dims = compared_dims(study)
+    primary = primary_metric(study)
+    comparison = compare_cells(study.trials, predictions, dims, n_resamples, seed, primary)
+    status, note = _status(study.trials, comparison, confirm.get("seeds"))
+    sds = [c["metrics"][primary]["sd"] for c in comparison["cells"]]
+    seed_sd = float(np.nanmean(sds)) if any(not math.isnan(s) for s in sds) else None
+    best_cell = _best_cell(study, dims, comparison, primary)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "study": study.name,
+        "metric": {"name": study.metric, "mode": study.mode},
+        "primary_metric": primary,
+        "confirm": {
+            "compare": dims,
+            "seeds": confirm.get("seeds"),
+            "status": status,
+            "note": note,
+        },
+        "bootstrap": {
+            "unit": "patient",
+            "resamples": n_resamples,
+            "seed": seed,
+            "confidence": CONFIDENCE,
+            "test_images": comparison["test_images"],
+            "test_patients": comparison["test_patients"],
+            "seed_part": "scaled t draw (Behrens-Fisher), seed variance net of test noise",
+        },
+        "cells": comparison["cells"],
+        "pairs": comparison["pairs"],
+        "tuning": tuning_summary(study.trials, study.score_column, study.mode, dims, seed_sd),
+        "optimism": optimism(study.trials, study.score_column, study.mode, best_cell),
+        "context": {"same_config_seeds": SEED_CONTEXT},
+    }
+
+
+def jsonable(value):
+    """NaN/inf -> None, numpy scalars and arrays -> Python, recursively (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def summary_text(summary: dict) -> str:
+    return json.dumps(jsonable(summary), indent=2, allow_nan=False) + "\n"

@@ -1,0 +1,155 @@
+"""The comparison's statistics on simulated predictions of known truth (confirm_fixtures):
+the 95% interval of a difference is calibrated, a large gap is called, no gap is not; P(A>B)
+and the sentences by hand; tuning curves and optimism on hand values.
+
+The simulations are small (80 patients, 3 seeds per cell) and use 400 resamples: a 95%
+percentile interval then rests on the 10 resamples in each tail, enough for a coverage check
+over many repeats (the CLI's default is 10,000)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from confirm_fixtures import simulate_test
+
+from study.analyze.comparison import Cell, compare_cells, p_beats, sentence
+from study.analyze.tuning import needed_trials, optimism, tuning_curve, tuning_summary
+
+DIMS = ["arch", "pretrained"]
+RESAMPLES = 400
+
+
+def _repeats(gap: float, spread: float, repeats: int, patients: int = 80):
+    """For each seeded repeat: the pretrained-scratch accuracy pair and the pretrained cell."""
+    truth = {("resnet18", True): 0.6 + gap, ("resnet18", False): 0.6}
+    for r in range(repeats):
+        trials, preds = simulate_test(np.random.default_rng(r), truth, 3, patients, spread)
+        out = compare_cells(trials, preds, DIMS, RESAMPLES, seed=r, primary="acc")
+        yield out["pairs"][0], out["cells"][0]
+
+
+def test_the_interval_covers_the_true_difference_in_at_least_90_percent_of_200_repeats():
+    # seeds and test patients both matter here: a seed moves a run's accuracy by up to 0.05
+    # (sd 0.029), the test sample (160 eyes of 80 patients) by ~0.035
+    covered, cell_covered = 0, 0
+    for pair, cell in _repeats(gap=0.1, spread=0.05, repeats=200):
+        m = pair["metrics"]["acc"]
+        covered += m["ci_low"] <= 0.1 <= m["ci_high"]
+        c = cell["metrics"]["acc"]
+        cell_covered += c["ci_low"] <= 0.7 <= c["ci_high"]
+        assert pair["a"] == "resnet18 · pretrained" and pair["dimension"] == "pretrained"
+    print(f"\ncoverage of the difference {covered / 200:.3f}, of a cell {cell_covered / 200:.3f}")
+    assert covered / 200 >= 0.90
+    assert cell_covered / 200 >= 0.90
+
+
+def test_no_true_gap_is_rarely_called_a_difference():
+    called = [pair["metrics"]["acc"]["different"] for pair, _ in _repeats(0.0, 0.05, 100)]
+    assert sum(called) / len(called) <= 0.10
+    pair, _ = next(_repeats(0.0, 0.05, 1))
+    if not pair["metrics"]["acc"]["different"]:
+        assert pair["sentence"].startswith("no difference detectable with these runs (")
+
+
+def test_a_large_true_gap_is_called_for_the_right_side():
+    for pair, _ in _repeats(gap=0.3, spread=0.03, repeats=20):
+        m = pair["metrics"]["acc"]
+        assert m["different"] and m["ci_low"] > 0
+        assert pair["sentence"].startswith("pretrained beats scratch for resnet18 by ")
+        assert m["p_a_beats_b"] == 1.0  # every run of A beats every run of B
+
+
+def test_the_pair_is_paired_on_patients_the_shared_test_sample_cancels():
+    # no seed effect, and the two cells predict the very same thing: only the test sample
+    # varies, and it is shared, so the difference is exactly 0 in every resample
+    trials, preds = simulate_test(np.random.default_rng(0), {("r18", True): 0.7}, 3, 50, 0.0)
+    twin = trials.assign(pretrained=False, trial_id=trials["trial_id"] + "_twin")
+    twin_preds = preds.assign(trial_id=preds["trial_id"] + "_twin")
+    both = compare_cells(pd.concat([trials, twin]), pd.concat([preds, twin_preds]), DIMS, 200)
+    m = both["pairs"][0]["metrics"]["kappa"]
+    assert m["difference"] == 0 and m["ci_low"] == 0 and m["ci_high"] == 0
+    assert m["p_a_beats_b"] == 0.5 and not m["different"]
+
+
+def test_p_a_beats_b_by_hand():
+    # A (0.8, 0.7, 0.9) vs B (0.75, 0.85): A wins 0.8>0.75, 0.9>0.75, 0.9>0.85: 3 of 6
+    assert p_beats(np.array([0.8, 0.7, 0.9]), np.array([0.75, 0.85])) == 0.5
+    assert p_beats(np.array([0.8]), np.array([0.8])) == 0.5  # a tie counts half
+    assert p_beats(np.array([[0.9, 0.1], [0.1, 0.1]]), np.array([[0.5], [0.5]])).tolist() == [
+        0.5,
+        0.0,
+    ]
+
+
+def _stats(d, lo, hi):
+    return {"difference": d, "ci_low": lo, "ci_high": hi, "different": lo > 0 or hi < 0}
+
+
+def test_sentences():
+    a = Cell(("resnet18", "pretrained"), "resnet18 · pretrained", ["a"], [0])
+    b = Cell(("resnet18", "scratch"), "resnet18 · scratch", ["b"], [0])
+    say = sentence(a, b, 1, _stats(0.12, 0.05, 0.19), "kappa", True)
+    assert say == "pretrained beats scratch for resnet18 by 0.12 kappa [0.05, 0.19]"
+    say = sentence(a, b, 1, _stats(-0.12, -0.19, -0.05), "kappa", True)
+    assert say == "scratch beats pretrained for resnet18 by 0.12 kappa [0.05, 0.19]"
+    say = sentence(a, b, 1, _stats(0.02, -0.05, 0.09), "acc", True)
+    assert say.startswith("no difference detectable with these runs")
+    assert "pretrained − scratch for resnet18: 0.02 accuracy [-0.05, 0.09]" in say
+    assert "seed-to-seed variation is not in the interval" in sentence(
+        a, b, 1, _stats(0.02, -0.05, 0.09), "kappa", False
+    )
+
+
+def test_one_run_per_cell_says_the_seed_variation_is_missing():
+    truth = {("resnet18", True): 0.8, ("resnet18", False): 0.6}
+    trials, preds = simulate_test(np.random.default_rng(0), truth, 1, 60, 0.0)
+    pair = compare_cells(trials, preds, DIMS, 200)["pairs"][0]
+    assert pair["seed_variation_included"] is False
+    assert "seed-to-seed variation is not in the interval" in pair["sentence"]
+
+
+def test_tuning_curve_is_the_unbiased_expected_best():
+    # 3 trials 0.1, 0.3, 0.2: best of 1 = mean 0.2; of 2 = mean of (0.3, 0.2, 0.3); of 3 = 0.3
+    curve = tuning_curve(np.array([0.1, 0.3, 0.2]), "best_val_kappa", "max", band=True)
+    assert np.allclose(curve["expected_best"], [0.2, 0.8 / 3, 0.3])
+    assert all(lo <= hi for lo, hi in zip(curve["band_low"], curve["band_high"], strict=True))
+    low = tuning_curve(np.array([0.1, 0.3, 0.2]), "best_val_loss", "min", band=False)
+    assert np.allclose(low["expected_best"], [0.2, 0.4 / 3, 0.1])
+    assert needed_trials([0.2, 0.8 / 3, 0.3]) == (3, pytest.approx(0.3 - 0.8 / 3))
+    assert needed_trials([0.5, 0.595, 0.6, 0.6])[0] == 2
+
+
+def _trials(rows) -> pd.DataFrame:
+    cols = ["trial_id", "status", "stage", "arch", "pretrained", "best_val_kappa", "test_kappa"]
+    return pd.DataFrame(rows, columns=cols).assign(best_val_loss=0.5)
+
+
+def test_tuning_summary_uses_the_search_stage_per_cell():
+    trials = _trials(
+        [(f"s{i}", "TERMINATED", "search", "r18", i % 2 == 0, 0.1 * i, np.nan) for i in range(8)]
+        + [("c0", "TERMINATED", "confirm", "r18", True, 0.99, 0.9)]
+    )
+    out = tuning_summary(trials, "best_val_kappa", "max", DIMS)
+    assert out["trials"] == 8 and out["study"]["expected_best"][-1] == pytest.approx(0.7)
+    assert sorted(out["cells"]) == ["r18 · pretrained", "r18 · scratch"]
+    assert out["cells"]["r18 · scratch"]["expected_best"][-1] == pytest.approx(0.7)
+    assert "8 finished search trials" in out["sentence"]
+    assert "still rising" in out["sentence"]  # 4 -> 8 trials raised the best from 0.55 to 0.7
+
+
+def test_optimism_sets_the_winners_test_value_beside_its_val_value():
+    trials = _trials(
+        [
+            ("s0", "TERMINATED", "search", "r18", True, 0.80, 0.70),
+            ("s1", "TERMINATED", "search", "r18", False, 0.60, np.nan),
+            ("c0", "TERMINATED", "confirm", "r18", True, 0.95, 0.75),  # not a search trial
+        ]
+    )
+    cell = {"cell": "r18 · pretrained", "mean": 0.72, "sd": 0.03, "n_runs": 3}
+    out = optimism(trials, "best_val_kappa", "max", cell)
+    assert out["trial_id"] == "s0" and out["gap"] == pytest.approx(0.1)
+    assert "val kappa 0.800" in out["sentence"] and "0.700, 0.100 worse" in out["sentence"]
+    assert "0.720 ± 0.030" in out["sentence"]
+    untested = optimism(trials.assign(test_kappa=np.nan), "best_val_kappa", "max")
+    assert untested["gap"] is None and "not tested" in untested["sentence"]

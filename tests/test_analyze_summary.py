@@ -1,0 +1,115 @@
+"""`python -m study.analyze` writes summary.json (the keys docs/results.md documents) and the
+comparison section, for a study with a confirm stage and for older studies without one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from analyze_fixtures import make_results
+from confirm_fixtures import add_confirm
+from test_analyze_cli import analyze, assert_fails
+
+TOP_KEYS = {
+    "schema_version", "study", "metric", "primary_metric", "confirm", "bootstrap", "cells",
+    "pairs", "tuning", "optimism", "context",
+}  # fmt: skip
+CELL_KEYS = {"cell", "values", "trial_ids", "seeds", "n_runs", "metrics"}
+CELL_METRIC_KEYS = {"mean", "sd", "ci_low", "ci_high", "seed_sd", "runs"}
+PAIR_KEYS = {"a", "b", "dimension", "a_value", "b_value", "seed_variation_included", "metrics"}
+PAIR_METRIC_KEYS = {
+    "difference", "ci_low", "ci_high", "different", "p_a_beats_b", "p_ci_low", "p_ci_high",
+}  # fmt: skip
+TRUTH = {  # test accuracy of each cell's runs: pretrained far better, the archs alike
+    ("resnet18", True): 0.85, ("resnet18", False): 0.5,
+    ("resnet50", True): 0.85, ("resnet50", False): 0.5,
+}  # fmt: skip
+
+
+def _strict(path):
+    def refuse(name):
+        raise AssertionError(f"{path} holds {name}: not strict JSON")
+
+    return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
+
+
+def test_a_study_with_a_confirm_stage(tmp_path):
+    folder = add_confirm(make_results(tmp_path), TRUTH, seeds=3, n_patients=80)
+    result = analyze(folder, "--resamples", "2000")
+    assert result.returncode == 0, result.stderr
+    summary = _strict(folder / "summary.json")
+    assert set(summary) == TOP_KEYS and summary["schema_version"] == 1
+    assert summary["confirm"] == {
+        "compare": ["arch", "pretrained"], "seeds": 3, "status": "ok", "note": ""
+    }  # fmt: skip
+    boot = summary["bootstrap"]
+    assert (boot["unit"], boot["resamples"], boot["confidence"]) == ("patient", 2000, 0.95)
+    assert (boot["test_images"], boot["test_patients"]) == (160, 80)
+    cells = summary["cells"]
+    assert [c["cell"] for c in cells] == [
+        "resnet18 · pretrained", "resnet18 · scratch", "resnet50 · pretrained", "resnet50 · scratch"
+    ]  # fmt: skip
+    for cell in cells:
+        assert set(cell) == CELL_KEYS and cell["n_runs"] == 3 and cell["seeds"] == [0, 1, 2]
+        for m in ("kappa", "acc", "balanced_acc"):
+            stats = cell["metrics"][m]
+            assert set(stats) == CELL_METRIC_KEYS and len(stats["runs"]) == 3
+            assert stats["ci_low"] <= stats["mean"] <= stats["ci_high"]
+    # 4 cells in a 2 x 2: two pretrained-vs-scratch pairs and two arch pairs, no diagonal ones
+    pairs = {(p["a"], p["b"]): p for p in summary["pairs"]}
+    assert len(pairs) == 4 and ("resnet18 · pretrained", "resnet50 · scratch") not in pairs
+    for p in pairs.values():
+        assert set(p) - {"sentence"} == PAIR_KEYS
+        assert set(p["metrics"]["kappa"]) == PAIR_METRIC_KEYS
+    init = pairs["resnet18 · pretrained", "resnet18 · scratch"]
+    assert init["dimension"] == "pretrained" and init["metrics"]["acc"]["different"]
+    assert init["sentence"].startswith("pretrained beats scratch for resnet18 by ")
+    assert summary["tuning"]["trials"] == 5 and len(summary["tuning"]["study"]["n"]) == 5
+    assert summary["optimism"]["trial_id"] == "t01"  # the search's best; confirm runs excluded
+    assert summary["optimism"]["confirm"]["cell"] == "resnet50 · pretrained"
+    assert summary["context"]["same_config_seeds"]["best_val_kappa"] == [0.676, 0.851, 0.734, 0.728]
+
+    text = (folder / "report.html").read_text(encoding="utf-8")
+    section = text[text.index('<section id="comparison">') :]
+    assert "How to read this" in section and init["sentence"] in section
+    assert "resnet50 · scratch" in section and "0.676, 0.851, 0.734, 0.728" in section
+    assert "Tuning curve" in section and "Optimism" in section
+
+
+def test_the_same_seed_gives_the_same_summary(tmp_path):
+    folder = add_confirm(make_results(tmp_path), TRUTH, seeds=2, n_patients=30)
+    assert analyze(folder, "--resamples", "500").returncode == 0
+    first = (folder / "summary.json").read_text()
+    assert analyze(folder, "--resamples", "500").returncode == 0
+    assert (folder / "summary.json").read_text() == first
+
+
+def test_a_study_without_confirm_says_what_to_run(tmp_path):
+    folder = make_results(tmp_path)
+    assert analyze(folder).returncode == 0
+    summary = _strict(folder / "summary.json")
+    assert summary["confirm"]["status"] == "no_confirm"
+    assert summary["cells"] == [] and summary["pairs"] == []
+    assert summary["tuning"]["study"] is not None  # search trials are enough for the curve
+    assert summary["optimism"]["gap"] is not None
+    text = (folder / "report.html").read_text(encoding="utf-8")
+    assert "confirm: {compare: [arch, pretrained], seeds: 3}" in text
+
+
+def test_confirm_runs_without_predictions(tmp_path):
+    folder = add_confirm(make_results(tmp_path), TRUTH, seeds=2, n_patients=20)
+    shutil.rmtree(folder / "predictions")
+    assert analyze(folder).returncode == 0
+    summary = _strict(folder / "summary.json")
+    assert summary["confirm"]["status"] == "no_predictions" and summary["cells"] == []
+
+
+def test_bad_resamples(tmp_path):
+    result = analyze(make_results(tmp_path), "--resamples", "10")
+    assert result.returncode == 2 and "--resamples must be a whole number >= 100" in result.stderr
+
+
+def test_unreadable_predictions(tmp_path):
+    folder = add_confirm(make_results(tmp_path), TRUTH, seeds=2, n_patients=20)
+    (folder / "predictions" / "broken.parquet").write_text("not parquet")
+    assert_fails(analyze(folder), "predictions", "not a readable Parquet file")
