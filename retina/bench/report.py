@@ -39,6 +39,9 @@ CPU_KEYS = (
     "cache_build_images_per_s_all",
     "trial_overhead_s",
     "trial_peak_rss_ratio",
+    "predict_images_per_s",
+    "predict_bare_images_per_s",
+    "predict_efficiency",
 )
 # key -> (comparison, bound) on a 2-core CPU machine (issue 5); scaling is checked separately.
 CPU_TARGETS = {
@@ -47,6 +50,7 @@ CPU_TARGETS = {
     "epoch_efficiency": (">=", 0.97),
     "trial_overhead_s": ("<=", 1.5),
     "trial_peak_rss_ratio": ("<=", 1.2),
+    "predict_efficiency": (">=", 0.9),
 }
 GPU_TARGETS = {"resnet18_epoch_efficiency": (">=", 0.95), "resnet50_epoch_efficiency": (">=", 0.95)}
 
