@@ -119,10 +119,11 @@ def read_record(where: str | Path) -> tuple[Path, dict[str, Any]]:
         raise RetinaError(f"{damaged} ({reason[:200]}); export it again: {_HOW_TO_MAKE}") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise RetinaError(f"{damaged} (no '{FORMAT}' header); {_HOW_TO_MAKE}")
-    if int(record.get("format_version", 0)) > FORMAT_VERSION:
+    version = record.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
         raise RetinaError(
-            f"{path} has format version {record['format_version']}, newer than this harness "
-            f"reads ({FORMAT_VERSION}); update retina-study"
+            f"{path} has format version {version!r}; this harness reads up to "
+            f"{FORMAT_VERSION}: update retina-study, or export the model again"
         )
     missing = [k for k in _REQUIRED if k not in record]
     if missing:
@@ -139,23 +140,28 @@ def load_model(where: str | Path, device: torch.device | str = "cpu") -> LoadedM
             f"{path} holds an unknown architecture {arch!r} (this harness knows "
             f"{', '.join(ARCHS)}); update retina-study or export it again"
         )
-    model = build_model(arch, pretrained=False, num_classes=int(record["num_classes"]))
     try:
+        model = build_model(arch, pretrained=False, num_classes=int(record["num_classes"]))
         model.load_state_dict(record["state_dict"])
-    except (RuntimeError, TypeError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0][:200]
+        norm = record["normalisation"]
+        mean, std = tuple(float(v) for v in norm["mean"]), tuple(float(v) for v in norm["std"])
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError("normalisation needs 3 means and 3 stds")
+        loaded = LoadedModel(
+            model=model.eval(),
+            arch=arch,
+            image_size=int(record["image_size"]),
+            preprocessing=str(record["preprocessing"]),
+            mean=mean,
+            std=std,
+            grade_names=list(record.get("grade_names", GRADE_NAMES)),
+            info=dict(record.get("info", {})),
+            path=path,
+        )
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise RetinaError(
-            f"{path}: the weights do not fit {arch} ({first}); export it again"
+            f"{path} is damaged: its contents do not make a {arch} model ({first}); export it again"
         ) from None
-    norm = record["normalisation"]
-    return LoadedModel(
-        model=model.to(device).eval(),
-        arch=arch,
-        image_size=int(record["image_size"]),
-        preprocessing=str(record["preprocessing"]),
-        mean=tuple(float(v) for v in norm["mean"]),
-        std=tuple(float(v) for v in norm["std"]),
-        grade_names=list(record.get("grade_names", GRADE_NAMES)),
-        info=dict(record.get("info", {})),
-        path=path,
-    )
+    loaded.model.to(device)
+    return loaded

@@ -9,6 +9,7 @@ study's data folder must still be there: the export checks the ONNX file on its 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from retina.cli import run_main
@@ -25,9 +26,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from study.conclude.export import export_model, prepare_study_data, read_study
+    os.umask(os.umask(0) | 0o022)  # as the sweep: nothing in results/ writable by others
+    from study.conclude.export import (
+        check_target,
+        export_model,
+        locate,
+        prepare_study_data,
+        read_study,
+    )
 
-    study = read_study(args.study)  # a wrong folder fails before the data is read
+    study = read_study(args.study)
+    locate(args.study, study, args.trial)  # a wrong folder, trial or checkpoint fails in seconds
+    if args.out is not None:
+        check_target(args.out)
     data = prepare_study_data(study, args.cache_dir)
     done = export_model(args.study, data, trial_id=args.trial, out=args.out)
     print(f"exported trial {done.trial_id} (epoch {done.epoch}) to {done.folder}")

@@ -197,6 +197,18 @@ def export_versions() -> dict[str, str]:
     return out
 
 
+def locate(
+    folder: Path, study: dict, trial_id: str | None = None, trials: pd.DataFrame | None = None
+) -> tuple[dict, str, Path]:
+    """(the trial's row, how it was chosen, its best epoch's checkpoint.pt); RetinaError when
+    the trial or its checkpoint is missing. Cheap: the CLI calls it before reading the data."""
+    row, selection = choose_trial(
+        read_trials(folder) if trials is None else trials, study, trial_id
+    )
+    checkpoint = find_trial_checkpoint(folder, str(row["trial_id"]), int(row["best_epoch"]))
+    return row, selection, checkpoint
+
+
 def export_model(
     folder: Path,
     data: PreparedData,
@@ -208,15 +220,11 @@ def export_model(
     """Write the export of the chosen trial of the study in `folder` to `out` (default best/)."""
     folder = Path(folder)
     study = read_study(folder)
-    row, selection = choose_trial(
-        read_trials(folder) if trials is None else trials, study, trial_id
-    )
+    row, selection, checkpoint = locate(folder, study, trial_id, trials)
     trial_id, epoch = str(row["trial_id"]), int(row["best_epoch"])
     target = Path(out) if out is not None else folder / BEST_DIR
     check_target(target)
-    state = torch.load(
-        find_trial_checkpoint(folder, trial_id, epoch), map_location="cpu", weights_only=True
-    )
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     config = state["config"]["trial"]
     model = build_model(config["arch"], pretrained=False)
     model.load_state_dict(state["model"])
@@ -265,7 +273,8 @@ def export_winner(folder: Path, data: PreparedData, trials: pd.DataFrame) -> lis
     search's results stand, and the export can be rerun on its own."""
     try:
         done = export_model(folder, data, trials=trials)
-    except RetinaError as exc:
-        return [f"export failed: {exc}", f"rerun it with: python -m study.export {folder}"]
+    except Exception as exc:  # noqa: BLE001 - the study is done: say what broke, keep its results
+        why = str(exc) if isinstance(exc, RetinaError) else f"{type(exc).__name__}: {exc}"
+        return [f"export failed: {why}", f"rerun it with: python -m study.export {folder}"]
     sizes = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in done.sizes.items())
     return [f"trial {done.trial_id} (epoch {done.epoch}) -> {done.folder} ({sizes})"]
