@@ -100,7 +100,7 @@ def _decode_chunk(task: tuple[str, int, list[str], int, str]) -> tuple[int, list
     return len(paths), bad, mismatched
 
 
-def _pool_context():
+def pool_context():
     """fork where the OS has it, as torch's DataLoader does: workers only run PIL and numpy
     (never CUDA), and unlike spawn it does not re-run a caller's script that lacks an
     `if __name__ == "__main__"` guard (spawn would respawn failing workers forever)."""
@@ -238,7 +238,7 @@ def _build_into(
         if workers == 1:
             collect(map(_decode_chunk, tasks))  # no pool: nothing to spawn for one core
         else:
-            with _pool_context().Pool(workers) as pool:
+            with pool_context().Pool(workers) as pool:
                 collect(pool.imap(_decode_chunk, tasks))
     seconds = time.perf_counter() - started
     formats = Counter(fmt for _, fmt in mismatched)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -25,4 +27,29 @@ def write_atomic(path: Path, write: Callable[[Path], None], mode: int = 0o644) -
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_folder_atomic(folder: Path, fill: Callable[[Path], None]) -> None:
+    """Call `fill(tmp)` on a new temp folder beside `folder`, then put it in `folder`'s place.
+
+    Readers see the old folder or the complete new one, never a half-filled one: an existing
+    `folder` is renamed aside, the new one renamed in, the old one deleted. On any error the
+    temp folder is removed and the old folder stays.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = folder.parent / f".{folder.name}.tmp-{tag}"
+    tmp.mkdir(mode=0o755)
+    try:
+        fill(tmp)
+        if folder.exists():
+            old = folder.parent / f".{folder.name}.old-{tag}"
+            os.rename(folder, old)
+            os.rename(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise

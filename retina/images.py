@@ -1,10 +1,12 @@
 """Decode one fundus photograph into a square uint8 array, cropped to the fundus circle.
 
-`load_fundus(path, size, preprocessing)` is what the cache builder runs once per image:
-decode with PIL (any format PIL recognises, whatever the file name says), convert the colour
-mode to 8-bit RGB, crop to the bright fundus disc (dropping the black border), pad to a
-square around the disc's centre, resize to `size` x `size`, then apply the optional
-preprocessing. A file that cannot be turned into an image raises `BadImage(reason)`; the cache
+`decode_fundus(path, size, preprocessing)` is the one function that turns a file into the
+pixels a model sees: the cache builder (`retina.cache`) runs it once per image of a dataset, and
+`python -m retina.predict` (`retina.grading`) on every new photograph, so an exported model
+gets exactly what it was trained on. It decodes with PIL (any format PIL recognises, whatever
+the file name says), converts the colour mode to 8-bit RGB, crops to the bright fundus disc
+(dropping the black border), pads to a square around the disc's centre, resizes to `size` x
+`size`, then applies the optional preprocessing (`load_fundus`: the pixels alone). A file that cannot be turned into an image raises `BadImage(reason)`; the cache
 collects those reasons and reports every bad file at once.
 """
 

@@ -36,6 +36,19 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 PINNED_SLOTS = 3
 
 
+def normalisation_affine(
+    mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), float32 [1, 3, 1, 1], with (x / 255 - mean) / std == x * scale + shift.
+
+    Two in-place passes and no temporaries. Training, evaluation and `retina.predict` all
+    normalise with these tensors, so a pixel becomes the same float everywhere.
+    """
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return 1.0 / (255.0 * std_t), -mean_t / std_t
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     """A well-mixed 63-bit generator seed from (seed, epoch): nearby pairs give unrelated orders."""
     state = np.random.SeedSequence([seed % 2**63, epoch % 2**63]).generate_state(2, np.uint32)
@@ -151,14 +164,11 @@ class BatchLoader:
         else:
             self._num_batches = math.ceil(n / b)
             self.num_images = n
-        mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
-        # (x / 255 - mean) / std == x * scale + shift: two in-place passes, no temporaries.
-        self._scale = (1.0 / (255.0 * std)).to(self.device)
-        self._shift = (-mean / std).to(self.device)
+        scale, shift = normalisation_affine()
+        self._scale, self._shift = scale.to(self.device), shift.to(self.device)
         # float32 scalars per channel for the CPU path (numpy keeps float32 arithmetic).
-        self._scale_np = (1.0 / (255.0 * std)).numpy().astype(np.float32).reshape(3)
-        self._shift_np = (-mean / std).numpy().astype(np.float32).reshape(3)
+        self._scale_np = scale.numpy().reshape(3)
+        self._shift_np = shift.numpy().reshape(3)
         self._slots: list[_Slot] = []  # allocated on first use: idle loaders cost nothing
         self._device_u8: list[torch.Tensor] = []  # CUDA: two, so copy k+1 overlaps compute k
         self._device_y: list[torch.Tensor] = []

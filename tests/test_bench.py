@@ -55,7 +55,8 @@ def test_quick_cpu_benchmark_reports_every_key(tmp_path):
     assert MACHINE_KEYS <= set(result["machine"])
     assert result["machine"]["quick"] is True and result["machine"]["cpus"] >= 1
     details = result["details"]
-    assert {"loaders", "training", "trials"} <= set(details)
+    assert {"loaders", "training", "trials", "predict"} <= set(details)
+    assert details["predict"]["decode_workers"] == 2  # predict_efficiency's setting
     trials = details["trials"]
     assert trials["reuse_actors"] is True  # the sweep's TuneConfig reuses trial workers
     assert trials["images"]["large"] == 8 * trials["images"]["base"]

@@ -4,10 +4,11 @@
     python -m retina.bench --gpu [--quick] [--json bench-gpu.json]        # make bench-gpu
 
 CPU suite: data loading at two sizes, a resnet18 training epoch against a bare loop, building
-the cache on one and on all cores, Ray Tune's cost per trial and a trial's peak RSS on an 8x
-larger data set. `--gpu`: resnet18 and resnet50 at 512 px, alone and four trials sharing one
-GPU. Every number is the median of timed repeats after a warm-up. `--quick` uses tiny sizes
-(under a minute on 2 cores) to check that every path runs; its numbers are not comparable.
+the cache on one and on all cores, predict's images/s (JPEG files in) against a bare forward
+pass, Ray Tune's cost per trial and a trial's peak RSS on an 8x larger data set. `--gpu`:
+resnet18 and resnet50 at 512 px, alone and four trials sharing one GPU. Every number is the
+median of timed repeats after a warm-up. `--quick` uses tiny sizes (under a minute on 2 cores)
+to check that every path runs; its numbers are not comparable.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def _done(started: float) -> None:
 def run_cpu(ws: Workspace) -> tuple[dict, dict]:
     """The CPU suite: (results by the issue's keys, details)."""
     from retina.bench.loaders import bench_loaders
+    from retina.bench.predict import bench_predict
     from retina.bench.training import bench_training
     from retina.bench.trials import bench_trials
 
@@ -90,6 +92,11 @@ def run_cpu(ws: Workspace) -> tuple[dict, dict]:
     started = _section("cache build: 1 core vs all")
     results.update(time_cache_builds(ws))
     measured("cache_build")
+    _done(started)
+    started = _section("predict: JPEG files in (2 decode workers) vs a bare forward pass")
+    keys, details["predict"] = bench_predict(ws)
+    results.update(keys)
+    measured("predict")
     _done(started)
     started = _section(
         "Ray Tune trials: overhead, peak RSS, driver cost per result, a demo study's checkpoints "

@@ -49,6 +49,9 @@ CPU_KEYS = (
     "ray_ms_per_result_1024",
     "checkpoint_bytes_before_cleanup",
     "checkpoint_bytes_after_study",
+    "predict_images_per_s",
+    "predict_bare_images_per_s",
+    "predict_efficiency",
 )
 # key -> (comparison, bound) on a 2-core CPU machine (issue 5); scaling is checked separately.
 CPU_TARGETS = {
@@ -59,6 +62,7 @@ CPU_TARGETS = {
     "trial_peak_rss_ratio": ("<=", 1.2),
     "driver_cost_growth": ("<=", 1.5),  # issue 13: the driver's cost per result stays flat
     "driver_ms_per_result_1024": ("<=", 10.0),
+    "predict_efficiency": (">=", 0.9),
 }
 GPU_TARGETS = {"resnet18_epoch_efficiency": (">=", 0.95), "resnet50_epoch_efficiency": (">=", 0.95)}
 # A ratio measured while the machine had less than this share of its cores free is not
@@ -68,7 +72,8 @@ BUSY = "machine busy: not comparable"
 LOAD_FREE = frozenset({"trial_peak_rss_ratio"})  # memory, not time: load does not move it
 # Which section of the CPU suite measured a key (by prefix); capacity is measured around each.
 SECTIONS = {"loader_": "loaders", "bare_": "training", "epoch_": "training",
-            "cache_build": "cache_build", "trial_": "trials", "checkpoint_": "trials"}  # fmt: skip
+            "cache_build": "cache_build", "predict_": "predict", "trial_": "trials",
+            "checkpoint_": "trials", "driver_": "trials", "ray_ms": "trials"}  # fmt: skip
 
 
 def gpu_keys(archs: tuple[str, ...], shared: int) -> tuple[str, ...]:

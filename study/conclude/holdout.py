@@ -36,8 +36,12 @@ def find_checkpoint(result, epoch: int) -> Path | None:
             return Path(checkpoint.path)
     # A trial that finished before the driver was killed keeps Ray's older view of its
     # checkpoints after --resume; the checkpoint folders on disk still hold every epoch kept.
-    folders = sorted(Path(result.path).glob("checkpoint_*")) if result.path else []
-    for folder in reversed(folders):
+    return checkpoint_on_disk(Path(result.path), epoch) if result.path else None
+
+
+def checkpoint_on_disk(trial_dir: Path, epoch: int) -> Path | None:
+    """The folder `trial_dir/checkpoint_*` whose checkpoint is of `epoch`, if one was kept."""
+    for folder in sorted(trial_dir.glob("checkpoint_*"), reverse=True):
         try:
             state = torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - a half-written folder from the kill: skip it

@@ -1,8 +1,8 @@
 """What a study does after its search, in order, in the driver (Ray still up).
 
     search (study.run.tuner) -> held-out test of the best K on val -> per-image predictions
-    -> confirmation runs (study.conclude.confirm) -> ...
-    -> delete the checkpoints no longer needed (last) -> leaderboard
+    -> confirmation runs (study.conclude.confirm) -> export the best (results/<study>/best/)
+    -> ... -> delete the checkpoints no longer needed (last) -> leaderboard
 
 Each step is one call here, so the flow of the end of a study reads top to bottom. Every step
 takes the study's objects (no YAML, no argv) and may be rerun by `--resume` after a kill.
@@ -15,6 +15,7 @@ from pathlib import Path
 from retina.prepare import PreparedData
 from study.conclude.checkpoints import drop_unneeded_checkpoints
 from study.conclude.confirm import run_confirm
+from study.conclude.export import export_winner
 from study.conclude.holdout import evaluate_best_trials
 from study.conclude.per_image import write_search_predictions
 from study.define.schema import StudyConfig
@@ -38,6 +39,9 @@ def conclude_study(
         print(line)
     if not run_confirm(study, data, folder, store):
         return False  # interrupted: --resume continues the confirm stage, then the rest
+    print("export of the best trial:")
+    for line in export_winner(folder, data, store.trials_frame()):
+        print(f"  {line}")
     # Last: every step before may read checkpoints.
     print(drop_unneeded_checkpoints(study, folder, store, results_by_id).line())
     return True

@@ -1,0 +1,171 @@
+"""Grade image files with a loaded model, streaming: decode on worker processes, batch, forward.
+
+No command of its own: `python -m retina.predict` (the CLI) and `python -m retina.bench`
+(`predict_efficiency`) call `grade_files`. Every file goes through `retina.images.decode_fundus`,
+the very function the decode-once cache runs, then `retina.loader.normalisation_affine`, the
+normalisation of training and evaluation: the model sees the pixels it was trained on.
+
+Workers decode chunks of files while the main process runs the model on the batch before;
+at most a few batches are decoded ahead, so memory depends on the batch, not on the number of
+files. A file that cannot be decoded gets its reason and no probabilities; the others are
+graded.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from retina.cache import pool_context
+from retina.engine import autocast_dtype
+from retina.errors import RetinaError
+from retina.images import BadImage, decode_fundus
+from retina.loader import normalisation_affine
+from retina.metrics import NUM_CLASSES
+from retina.model_file import LoadedModel
+
+MAX_CHUNK = 16  # files per worker task: large enough to amortise the round trip
+
+
+@dataclass
+class Graded:
+    """Per file, in input order: probabilities of grades 0-4 (NaN rows where it failed) and
+    the reason it failed (None where it was graded)."""
+
+    probs: np.ndarray  # float32 [N, 5]
+    errors: list[str | None]
+
+    @property
+    def ok(self) -> np.ndarray:
+        return ~np.isnan(self.probs[:, 0])
+
+
+def _decode_chunk(task: tuple[int, list[str], int, str]) -> tuple[int, np.ndarray, list]:
+    """Worker: decode paths into uint8 [k, 3, S, S]; returns (start, rows, [(offset, reason)])."""
+    start, paths, size, preprocessing = task
+    rows = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
+    bad = []
+    for offset, path in enumerate(paths):
+        try:
+            rows[offset] = decode_fundus(Path(path), size, preprocessing)[0]
+        except BadImage as exc:
+            bad.append((offset, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - one odd file must not stop the others
+            bad.append((offset, f"cannot decode: {type(exc).__name__}: {exc}"))
+    return start, rows, bad
+
+
+def decoded_chunks(
+    paths: Sequence[Path], size: int, preprocessing: str, *, workers: int, chunk: int, ahead: int
+) -> Iterator[tuple[int, np.ndarray, list]]:
+    """(start index, uint8 rows, bad files) per chunk of `paths`, in order.
+
+    With more than one worker, at most `ahead` chunks are in flight: decoding runs ahead of
+    the caller by that much and no further (flat memory on a folder of any size).
+    """
+    tasks = (
+        (i, [str(p) for p in paths[i : i + chunk]], size, preprocessing)
+        for i in range(0, len(paths), chunk)
+    )
+    if workers <= 1:
+        yield from map(_decode_chunk, tasks)  # no pool: nothing to start for one core
+        return
+    try:
+        # fork, as the cache build: workers run PIL and numpy only, never torch.
+        with ProcessPoolExecutor(workers, mp_context=pool_context()) as pool:
+            pending = deque(pool.submit(_decode_chunk, t) for t in itertools.islice(tasks, ahead))
+            while pending:
+                done = pending.popleft().result()
+                pending.extend(pool.submit(_decode_chunk, t) for t in itertools.islice(tasks, 1))
+                yield done
+    except BrokenProcessPool:
+        raise RetinaError(
+            "a decoding worker died (out of memory?); run again with fewer --workers "
+            "or a smaller --batch-size"
+        ) from None
+
+
+class _Batcher:
+    """Collects decoded rows into one reused uint8 batch and grades it when full."""
+
+    def __init__(self, loaded: LoadedModel, batch_size: int, device: torch.device, n: int):
+        size = loaded.image_size
+        self.loaded, self.device = loaded, device
+        self.u8 = torch.empty((batch_size, 3, size, size), dtype=torch.uint8)
+        self.index = np.empty(batch_size, dtype=np.int64)
+        self.filled = 0
+        scale, shift = normalisation_affine(loaded.mean, loaded.std)
+        self.scale, self.shift = scale.to(device), shift.to(device)
+        self.amp = autocast_dtype(device)
+        self.probs = np.full((n, NUM_CLASSES), np.nan, dtype=np.float32)
+
+    def add(self, index: int, row: np.ndarray) -> None:
+        self.u8[self.filled] = torch.from_numpy(row)
+        self.index[self.filled] = index
+        self.filled += 1
+        if self.filled == len(self.index):
+            self.flush()
+
+    def inputs(self) -> torch.Tensor:
+        """The batch as the model gets it: float32 on the device, normalised as in training."""
+        x = self.u8[: self.filled].to(self.device, non_blocking=True).float()
+        return x.mul_(self.scale).add_(self.shift)
+
+    def flush(self) -> None:
+        if not self.filled:
+            return
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None),
+        ):
+            logits = self.loaded.model(self.inputs())
+        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        self.probs[self.index[: self.filled]] = probs
+        self.filled = 0
+
+
+def grade_files(
+    loaded: LoadedModel,
+    paths: Sequence[Path],
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    workers: int = 2,
+    progress: bool = False,
+) -> Graded:
+    """Probabilities of grades 0-4 for every file in `paths`; bad files get their reason."""
+    device = torch.device(device)
+    n = len(paths)
+    errors: list[str | None] = [None] * n
+    batcher = _Batcher(loaded, batch_size, device, n)
+    chunk = max(1, min(MAX_CHUNK, math.ceil(batch_size / (2 * max(workers, 1)))))
+    # One batch plus a chunk per worker in flight: the workers never wait for the model.
+    ahead = math.ceil(batch_size / chunk) + 2 * workers
+    chunks = decoded_chunks(
+        paths, loaded.image_size, loaded.preprocessing, workers=workers, chunk=chunk, ahead=ahead
+    )
+    # disable=None: a bar in a terminal, nothing in a pipe or a log file.
+    with tqdm(
+        total=n, unit="img", desc="grading", file=sys.stderr, disable=None if progress else True
+    ) as bar:
+        for start, rows, bad in chunks:
+            failed = {offset for offset, _ in bad}
+            for offset, reason in bad:
+                errors[start + offset] = reason
+            for offset, row in enumerate(rows):
+                if offset not in failed:
+                    batcher.add(start + offset, row)
+            bar.update(len(rows))
+        batcher.flush()
+    return Graded(probs=batcher.probs, errors=errors)

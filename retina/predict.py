@@ -1,0 +1,207 @@
+"""Grade fundus photographs with an exported model.
+
+    python -m retina.predict --model results/<study>/best INPUT... [--out preds.csv|preds.parquet]
+        [--batch-size N] [--device auto|cpu|cuda] [--workers N]
+
+INPUT: image files, folders of images (not searched recursively), or dataset folders in either
+layout (`retina.manifest`: Kaggle `trainLabels.csv` or the course lab's CSVs); for labelled
+images the accuracy, quadratic kappa and confusion matrix against the labels are printed too.
+Each image gets exactly the decode-once cache's crop-to-fundus and resize and the training
+normalisation (`retina.grading`), decoded on `--workers` processes with a progress bar.
+
+Output, one row per image (CSV to stdout without --out): `image`, [`label`], `grade`, `p0`..`p4`,
+`referable` (grade >= 2), `error` (why the image could not be graded; its other columns empty).
+Exit 0 when any image was graded (failures summarised), 2 with one `error:` line when none
+could be, or when the model folder, an input folder or a flag is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import pandas as pd
+import torch
+
+from retina.cli import run_main
+from retina.errors import RetinaError
+from retina.files import write_atomic
+from retina.grading import Graded, grade_files
+from retina.manifest import KAGGLE_CSV, LAB_CSVS, read_manifest
+from retina.metrics import NUM_CLASSES, REFERABLE_GRADE, EpochMetrics, confusion_matrix
+from retina.model_file import load_model
+
+WRITERS = {".csv": "to_csv", ".parquet": "to_parquet"}
+MAX_LISTED = 20  # failed images named in the summary
+
+
+@dataclass(frozen=True)
+class Inputs:
+    names: list[str]  # the `image` column: a dataset's image id, else the path as given
+    paths: list[Path]
+    labels: list[int | None]  # a dataset's grade, else None
+    datasets: list[tuple[Path, str]]  # (folder, content hash) of each dataset read
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m retina.predict", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, datasets")
+    p.add_argument("--model", required=True, help="exported model folder (results/<study>/best)")
+    p.add_argument("--out", type=Path, help="write predictions to this .csv or .parquet file")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
+    return p.parse_args(argv)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RetinaError("--device cuda: torch sees no CUDA device here; use --device cpu or auto")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def is_dataset(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in (KAGGLE_CSV, *LAB_CSVS))
+
+
+def collect_inputs(inputs: list[str]) -> Inputs:
+    """Every image named by the inputs; a path that is no folder counts as one image (a missing
+    one becomes a row with its error)."""
+    names: list[str] = []
+    paths: list[Path] = []
+    labels: list[int | None] = []
+    datasets: list[tuple[Path, str]] = []
+    for text in inputs:
+        path = Path(text).expanduser()
+        if not path.is_dir():
+            names.append(text)
+            paths.append(path)
+            labels.append(None)
+        elif is_dataset(path):
+            manifest = read_manifest(path)  # a broken dataset is one clear RetinaError
+            names += manifest.image_ids
+            paths += manifest.paths
+            labels += [int(v) for v in manifest.labels]
+            datasets.append((manifest.root, manifest.content_hash()))
+        else:
+            files = sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_file())
+            if not files:
+                raise RetinaError(
+                    f"{path} holds no image files (subfolders are not searched); pass image "
+                    "files, a folder of images or a dataset folder"
+                )
+            names += [str(p) for p in files]
+            paths += files
+            labels += [None] * len(files)
+    return Inputs(names, paths, labels, datasets)
+
+
+def predictions_frame(inputs: Inputs, graded: Graded) -> pd.DataFrame:
+    ok = graded.ok
+    grade = np.where(ok, np.nan_to_num(graded.probs).argmax(axis=1), -1)
+    columns: dict[str, object] = {"image": pd.array(inputs.names, dtype="string")}
+    if any(label is not None for label in inputs.labels):
+        columns["label"] = pd.array(inputs.labels, dtype="Int64")
+    columns["grade"] = pd.array(np.where(ok, grade, None), dtype="Int64")
+    for g in range(NUM_CLASSES):
+        columns[f"p{g}"] = graded.probs[:, g]
+    columns["referable"] = pd.array(np.where(ok, grade >= REFERABLE_GRADE, None), dtype="boolean")
+    columns["error"] = pd.array(graded.errors, dtype="string")
+    return pd.DataFrame(columns)
+
+
+def write_predictions(frame: pd.DataFrame, out: Path) -> None:
+    try:
+        write_atomic(out, lambda tmp: getattr(frame, WRITERS[out.suffix])(tmp, index=False))
+    except OSError as exc:
+        raise RetinaError(
+            f"cannot write {out} ({exc.strerror or exc}); choose another --out"
+        ) from None
+
+
+def print_summary(frame: pd.DataFrame, stream: TextIO) -> None:
+    failed = frame[frame["error"].notna()]
+    print(f"graded {len(frame) - len(failed)} of {len(frame)} images", file=stream)
+    if failed.empty:
+        return
+    print(f"{len(failed)} could not be graded (their rows hold the reason):", file=stream)
+    for image, error in failed[["image", "error"]].head(MAX_LISTED).itertuples(index=False):
+        print(f"  {image}: {error}", file=stream)
+    if len(failed) > MAX_LISTED:
+        print(f"  ... and {len(failed) - MAX_LISTED} more", file=stream)
+
+
+def print_agreement(frame: pd.DataFrame, inputs: Inputs, model_info: dict, stream: TextIO) -> None:
+    """Accuracy, kappa and the confusion matrix of the labelled, graded images."""
+    if "label" not in frame:
+        return
+    rows = frame[frame["label"].notna() & frame["grade"].notna()]
+    if rows.empty:
+        return
+    conf = confusion_matrix(rows["label"].to_numpy(int), rows["grade"].to_numpy(int))
+    m = EpochMetrics.from_confusion(conf, float("nan"), 0.0)
+    print(
+        f"against the labels ({m.n_images} images): accuracy {m.accuracy:.3f}, quadratic "
+        f"kappa {m.kappa:.3f}, balanced accuracy {m.balanced_accuracy:.3f}, referable "
+        f"sensitivity {m.referable_sensitivity:.3f}, specificity {m.referable_specificity:.3f}",
+        file=stream,
+    )
+    print("confusion matrix (rows: label, columns: predicted grade)", file=stream)
+    print("       " + "".join(f"{g:>7}" for g in range(NUM_CLASSES)), file=stream)
+    for g in range(NUM_CLASSES):
+        print(f"{g:>7}" + "".join(f"{v:>7}" for v in conf[g]), file=stream)
+    trained_on = model_info.get("dataset_hash")
+    for folder, digest in inputs.datasets:
+        if digest == trained_on:
+            print(
+                f"note: {folder} is the dataset this model was trained and selected on; these "
+                "numbers include its training images (see card.md for its test metrics)",
+                file=stream,
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.out is not None and args.out.suffix not in WRITERS:
+        raise RetinaError(f"--out {args.out}: write a .csv or .parquet file, e.g. --out preds.csv")
+    if args.batch_size < 1:
+        raise RetinaError(f"--batch-size {args.batch_size}: pass 1 or more")
+    workers = args.workers if args.workers is not None else os.cpu_count() or 1
+    if workers < 1:
+        raise RetinaError(f"--workers {workers}: pass 1 or more")
+    device = resolve_device(args.device)
+    loaded = load_model(args.model, device)
+    inputs = collect_inputs(args.inputs)
+    graded = grade_files(
+        loaded, inputs.paths, batch_size=args.batch_size, device=device,
+        workers=min(workers, len(inputs.paths)), progress=True,
+    )  # fmt: skip
+    frame = predictions_frame(inputs, graded)
+    if not graded.ok.any():
+        first = next(f"{n}: {e}" for n, e in zip(inputs.names, graded.errors, strict=True) if e)
+        raise RetinaError(
+            f"none of the {len(frame)} images could be graded (first: {first}); check the files"
+        )
+    stream = sys.stdout if args.out is not None else sys.stderr
+    if args.out is not None:
+        write_predictions(frame, args.out)
+    else:
+        frame.to_csv(sys.stdout, index=False)
+    print_summary(frame, stream)
+    print_agreement(frame, inputs, loaded.info, stream)
+    if args.out is not None:
+        print(f"wrote {args.out}", file=stream)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))

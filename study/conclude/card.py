@@ -1,0 +1,177 @@
+"""The model card (`best/card.md`) of an exported model: pure, dicts in, Markdown out.
+
+Written by `study.conclude.export` (e.g. `python -m study.export results/<study>`) from the
+study's `study.json`, the trial's row of `trials.parquet`, the selection and, once the confirm
+stage exists, `summary.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from retina.metrics import NUM_CLASSES, REFERABLE_GRADE, EpochMetrics
+
+SPLITS = ("train", "val", "test")
+# (column suffix in trials.parquet, label): the card's metrics table, in order.
+METRICS = (
+    ("acc", "accuracy"),
+    ("kappa", "quadratic weighted kappa"),
+    ("balanced_acc", "balanced accuracy"),
+    ("referable_sensitivity", f"referable (grade >= {REFERABLE_GRADE}) sensitivity"),
+    ("referable_specificity", f"referable (grade >= {REFERABLE_GRADE}) specificity"),
+    ("loss", "cross-entropy loss"),
+)
+SUMMARY_LINES = 80  # of summary.json shown in the card
+
+
+@dataclass(frozen=True)
+class CardInputs:
+    study: dict[str, Any]  # study.json
+    trial: dict[str, Any]  # the trial's row of trials.parquet
+    config: dict[str, Any]  # the trial's resolved hyperparameters (from its checkpoint)
+    selection: str  # how the trial was chosen, one sentence
+    grade_names: list[str]
+    onnx_max_diff: float
+    onnx_images: int
+    opset: int
+    versions: dict[str, str]  # at export
+    date: str
+    summary: dict[str, Any] | None  # summary.json of the confirm stage, when it exists
+
+
+def majority_baseline(class_counts: dict[str, list[int]]) -> tuple[int, dict[str, EpochMetrics]]:
+    """The most common training grade, and the metrics of predicting it for every image."""
+    majority = int(np.argmax(class_counts["train"]))
+    out = {}
+    for split in ("val", "test"):
+        conf = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+        conf[:, majority] = class_counts[split]  # every image predicted as `majority`
+        out[split] = EpochMetrics.from_confusion(conf, float("nan"), 0.0)
+    return majority, out
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def _baseline_value(m: EpochMetrics, key: str) -> float:
+    names = {"acc": "accuracy", "balanced_acc": "balanced_accuracy"}
+    return float("nan") if key == "loss" else float(getattr(m, names.get(key, key)))
+
+
+def render_card(c: CardInputs) -> str:
+    data, trial, config = c.study.get("data", {}), c.trial, c.config
+    counts = data.get("class_counts", {})
+    size = data.get("image_size")
+    init = "ImageNet-pretrained" if config.get("pretrained") else "trained from scratch"
+    lines = [
+        f"# Model card: {c.study.get('name')}, trial {trial['trial_id']}",
+        "",
+        "**A research model, not a medical device.** It comes out of a hyperparameter study on "
+        "one dataset; it has not been validated clinically and must not be used to diagnose, "
+        "screen or treat anyone.",
+        "",
+        "## Model",
+        f"- {config.get('arch')} (torchvision ResNet), {init}, a {NUM_CLASSES}-way head for the "
+        f"ICDR grades 0-4: " + ", ".join(f"{g} {n}" for g, n in enumerate(c.grade_names)) + ".",
+        f"- Input: the photograph decoded, cropped to the fundus disc, padded to a square and "
+        f"resized to {size} x {size} px (retina.images.decode_fundus, the study's cache), "
+        f"preprocessing `{data.get('preprocessing')}`, then normalised with ImageNet's mean and "
+        "std. `python -m retina.predict` does all of this.",
+        f"- Output: logits of grades 0-4; referable = predicted grade >= {REFERABLE_GRADE}.",
+        "- `model.pt`: weights and everything needed to use them; "
+        "`torch.load(path, weights_only=True)`.",
+        f"- `model.onnx`: opset {c.opset}, input `images` float32 [N, 3, {size}, {size}] "
+        f"(normalised), output `logits` [N, {NUM_CLASSES}], any N. Largest logit difference to "
+        f"PyTorch on {c.onnx_images} real cached images: {c.onnx_max_diff:.2e}.",
+        "",
+        "## Data",
+        f"- Folder `{data.get('path')}`, {data.get('layout')} layout, dataset hash "
+        f"`{data.get('dataset_hash')}`; {data.get('skipped', 0)} unreadable images skipped.",
+        f"- Split by patient (both eyes on one side) with split seed {data.get('split_seed')}.",
+        "",
+        *_table(
+            ["split", *[f"grade {g}" for g in range(NUM_CLASSES)], "images"],
+            [[s, *counts.get(s, [None] * NUM_CLASSES), sum(counts.get(s, []))] for s in SPLITS],
+        ),
+        "",
+        "## Configuration",
+        *_table(["hyperparameter", "value"], [[k, v] for k, v in config.items()]),
+        "",
+        f"Best epoch {trial.get('best_epoch')} of {trial.get('epochs_run')} run; the weights are "
+        "that epoch's checkpoint.",
+        "",
+        "## Results",
+    ]
+    majority, baseline = majority_baseline(counts)
+    lines += _table(
+        ["metric", "val (best epoch)", "test", "majority baseline val", "majority baseline test"],
+        [
+            [label, trial.get(f"best_val_{key}"), trial.get(f"test_{key}"),
+             _baseline_value(baseline["val"], key), _baseline_value(baseline["test"], key)]
+            for key, label in METRICS
+        ],
+    )  # fmt: skip
+    lines += [
+        "",
+        f"Majority baseline: grade {majority} (the most common in train) for every image. "
+        "Val picked this model, so its val numbers are optimistic; test was read once."
+        + ("" if _finite(trial.get("test_kappa")) else " This trial was not tested."),
+        "",
+        "## Confirm stage",
+        *_summary(c.summary),
+        "",
+        "## How it was selected",
+        c.selection,
+        "",
+        "## Versions",
+        *_table(
+            ["package", "study", "export"],
+            [
+                [k, c.study.get("versions", {}).get(k), c.versions.get(k)]
+                for k in dict.fromkeys([*c.study.get("versions", {}), *c.versions])
+            ],
+        ),  # fmt: skip
+        "",
+        f"Harness revision `{c.study.get('git_rev')}`; study created {c.study.get('created')}; "
+        f"exported {c.date}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _summary(summary: dict[str, Any] | None) -> list[str]:
+    if summary is None:
+        return [
+            "No confirm stage ran (no summary.json): every number above comes from one training "
+            "run, and runs of one configuration with other seeds can differ by more than the "
+            "gaps between trials."
+        ]
+    text = json.dumps(summary, indent=1, default=str).splitlines()
+    shown = text[:SUMMARY_LINES] + (["..."] if len(text) > SUMMARY_LINES else [])
+    return [
+        "From `summary.json` (intervals over the confirm stage's seeds):",
+        "",
+        "```json",
+        *shown,
+        "```",
+    ]

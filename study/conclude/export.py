@@ -1,0 +1,280 @@
+"""Export a study's winner: `results/<study>/best/` with model.pt, model.onnx and card.md.
+
+    python -m study.export results/<study> [--trial ID] [--out DIR]
+
+Run at the end of every sweep (`study.conclude.pipeline`) and on demand. The trial is the best
+search trial by the study's one ranking (`study.conclude.ranking`) unless `--trial` names one;
+its weights come from the checkpoint of its best epoch in `tune/`. The ONNX file is checked
+against PyTorch with onnxruntime on real cached images before anything is kept: a logit
+difference above PARITY_TOLERANCE fails the export. The folder is filled under a temporary
+name and renamed into place (`retina.files.write_folder_atomic`): never a half-written best/.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from retina.errors import RetinaError
+from retina.files import write_folder_atomic
+from retina.model_file import CARD_FILE, GRADE_NAMES, MODEL_FILE, ONNX_FILE, model_record, plain
+from retina.models import build_model
+from retina.prepare import PreparedData, prepare_data
+from study.conclude.card import CardInputs, render_card
+from study.conclude.holdout import CHECKPOINT_FILE, checkpoint_on_disk
+from study.conclude.ranking import best_trial_ids, rank_trials
+from study.run.snapshot import TUNE_DIR
+
+BEST_DIR = "best"
+OPSET = 18
+PARITY_TOLERANCE = 1e-4
+PARITY_IMAGES = 32  # real cached images the ONNX file is checked on
+EXPORT_PACKAGES = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "numpy")
+
+
+@dataclass(frozen=True)
+class Exported:
+    folder: Path
+    trial_id: str
+    epoch: int
+    onnx_max_diff: float
+    sizes: dict[str, int]  # bytes per file
+
+
+def read_study(folder: Path) -> dict[str, Any]:
+    path = folder / "study.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RetinaError(
+            f"{folder} is not a study's results folder (no study.json); pass results/<study>"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise RetinaError(f"{path} is unreadable ({exc}); the study cannot be exported") from None
+
+
+def read_trials(folder: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(folder / "trials.parquet")
+    except (OSError, ValueError) as exc:
+        raise RetinaError(
+            f"{folder / 'trials.parquet'} is missing or unreadable ({exc}); run the study "
+            "(or --resume it) until a trial finishes an epoch"
+        ) from None
+
+
+def choose_trial(trials: pd.DataFrame, study: dict, trial_id: str | None) -> tuple[dict, str]:
+    """(the trial's row, one sentence on how it was chosen): the best search trial by the
+    one ranking, or the trial named by `trial_id`."""
+    metric, mode = study["metric"]["name"], study["metric"]["mode"]
+    score = f"best_{metric}"
+    search = trials[trials["stage"] == "search"] if "stage" in trials.columns else trials
+    ranked = best_trial_ids(search, score, mode)
+    rule = (
+        f"the study's one ranking: {metric} on the validation split at each trial's best "
+        f"epoch ({mode}), ties broken by the lower val loss, then the earlier trial"
+    )
+    if trial_id is None:
+        if not ranked:
+            raise RetinaError(
+                "no trial of the search finished an epoch with a finite "
+                f"{metric}; nothing to export (see trials.parquet's error column)"
+            )
+        trial_id = ranked[0]
+        selection = (
+            f"Best of {len(ranked)} search trials that finished cleanly (of {len(search)}) by "
+            f"{rule}. The test split chose nothing: it was read only to test the best "
+            f"{study.get('config', {}).get('test_top_k', '?')} after the search."
+        )
+    else:
+        known = trials["trial_id"].astype(str).tolist()
+        if trial_id not in known:
+            raise RetinaError(
+                f"--trial {trial_id}: no such trial in trials.parquet; known: "
+                + ", ".join(rank_trials(trials, score, mode)["trial_id"].astype(str).head(10))
+            )
+        place = (
+            f"rank {ranked.index(trial_id) + 1} of {len(ranked)}"
+            if trial_id in ranked
+            else "unranked"
+        )
+        selection = f"Chosen by hand with `--trial {trial_id}` ({place} by {rule})."
+    row = trials[trials["trial_id"].astype(str) == trial_id].iloc[0].to_dict()
+    if pd.isna(row.get("best_epoch")):
+        raise RetinaError(f"trial {trial_id} finished no epoch: there is nothing to export")
+    return plain({k: (None if v is pd.NA else v) for k, v in row.items()}), selection
+
+
+def check_target(target: Path) -> None:
+    """Only an exported model folder (or an empty one) may be replaced by an export."""
+    if not target.exists():
+        return
+    if target.is_dir() and ((target / MODEL_FILE).exists() or not any(target.iterdir())):
+        return
+    raise RetinaError(f"{target} exists and is not an exported model; choose a new --out folder")
+
+
+def find_trial_checkpoint(folder: Path, trial_id: str, epoch: int) -> Path:
+    """checkpoint.pt of `trial_id`'s `epoch` under results/<study>/tune/; RetinaError if gone."""
+    for trial_dir in sorted((folder / TUNE_DIR).glob(f"*_{trial_id}_*")):
+        found = checkpoint_on_disk(trial_dir, epoch)
+        if found is not None:
+            return found / CHECKPOINT_FILE
+    raise RetinaError(
+        f"trial {trial_id}: no checkpoint of its best epoch {epoch} under {folder / TUNE_DIR} "
+        "(Ray keeps only `keep_checkpoints` per trial, and a deleted or moved tune/ folder "
+        f"loses them); export another trial with `python -m study.export {folder} --trial ID`, "
+        "or run the study again with a larger keep_checkpoints"
+    )
+
+
+def prepare_study_data(study: dict, cache_root: Path | None = None) -> PreparedData:
+    """The study's data, split and cache again (the cache is reused when it is still there)."""
+    d = study["config"]["data"]
+    return prepare_data(
+        d["path"], d["image_size"], d["preprocessing"], split_seed=d["split_seed"],
+        skip_bad=d["skip_bad"], cache_root=cache_root, val_fraction=d["val_fraction"],
+        test_fraction=d["test_fraction"], progress=True,
+    )  # fmt: skip
+
+
+def parity_images(data: PreparedData) -> torch.Tensor:
+    """Up to PARITY_IMAGES real cached test images, normalised exactly as in evaluation."""
+    x, _ = next(iter(data.loader("test", PARITY_IMAGES, torch.device("cpu"), train=False)))
+    return x.clone()
+
+
+def write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's notes on its own internals
+            torch.onnx.export(
+                model, (example[:2],), str(path), dynamo=True, external_data=False,
+                opset_version=OPSET, input_names=["images"], output_names=["logits"],
+                dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
+            )  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - any exporter failure ends the export, in one line
+        raise RetinaError(f"ONNX export failed: {type(exc).__name__}: {exc}") from None
+
+
+def onnx_max_difference(path: Path, model: torch.nn.Module, x: torch.Tensor) -> float:
+    """Largest |logit| difference between onnxruntime and PyTorch on `x`, and on its first
+    image alone (the dynamic batch); RetinaError above PARITY_TOLERANCE."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    with torch.inference_mode():
+        for batch in (x, x[:1]):
+            expected = model(batch).numpy()
+            got = session.run(["logits"], {"images": batch.numpy()})[0]
+            worst = max(worst, float(np.abs(got - expected).max()))
+    if not worst <= PARITY_TOLERANCE:
+        raise RetinaError(
+            f"the ONNX model disagrees with PyTorch: largest logit difference {worst:.3g} on "
+            f"{len(x)} real images, over the {PARITY_TOLERANCE:g} limit; nothing was written"
+        )
+    return worst
+
+
+def export_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in EXPORT_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def locate(
+    folder: Path, study: dict, trial_id: str | None = None, trials: pd.DataFrame | None = None
+) -> tuple[dict, str, Path]:
+    """(the trial's row, how it was chosen, its best epoch's checkpoint.pt); RetinaError when
+    the trial or its checkpoint is missing. Cheap: the CLI calls it before reading the data."""
+    row, selection = choose_trial(
+        read_trials(folder) if trials is None else trials, study, trial_id
+    )
+    checkpoint = find_trial_checkpoint(folder, str(row["trial_id"]), int(row["best_epoch"]))
+    return row, selection, checkpoint
+
+
+def export_model(
+    folder: Path,
+    data: PreparedData,
+    *,
+    trial_id: str | None = None,
+    out: Path | None = None,
+    trials: pd.DataFrame | None = None,
+) -> Exported:
+    """Write the export of the chosen trial of the study in `folder` to `out` (default best/)."""
+    folder = Path(folder)
+    study = read_study(folder)
+    row, selection, checkpoint = locate(folder, study, trial_id, trials)
+    trial_id, epoch = str(row["trial_id"]), int(row["best_epoch"])
+    target = Path(out) if out is not None else folder / BEST_DIR
+    check_target(target)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    config = state["config"]["trial"]
+    model = build_model(config["arch"], pretrained=False)
+    model.load_state_dict(state["model"])
+    model.eval()
+    x = parity_images(data)
+    date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    versions = export_versions()
+    metrics = {k: v for k, v in row.items() if k.startswith(("best_val_", "test_"))}
+    info = {
+        "study": study.get("name"), "trial_id": trial_id, "best_epoch": epoch,
+        "config": config, "study_config": state["config"].get("study"), "metrics": metrics,
+        "dataset_hash": study.get("data", {}).get("dataset_hash"), "data": study.get("data"),
+        "selection": selection, "exported": date, "versions": versions,
+    }  # fmt: skip
+    result: dict[str, Any] = {}
+
+    def fill(tmp: Path) -> None:
+        record = model_record(
+            model, arch=config["arch"], image_size=data.image_size,
+            preprocessing=data.preprocessing, info=info,
+        )  # fmt: skip
+        torch.save(record, tmp / MODEL_FILE)
+        write_onnx(model, x, tmp / ONNX_FILE)
+        result["diff"] = onnx_max_difference(tmp / ONNX_FILE, model, x)
+        summary_path = folder / "summary.json"
+        card = CardInputs(
+            study=study, trial=row, config=config, selection=selection,
+            grade_names=GRADE_NAMES, onnx_max_diff=result["diff"], onnx_images=len(x),
+            opset=OPSET, versions=versions, date=date,
+            summary=json.loads(summary_path.read_text()) if summary_path.exists() else None,
+        )  # fmt: skip
+        (tmp / CARD_FILE).write_text(render_card(card))
+        result["sizes"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+
+    try:
+        write_folder_atomic(target, fill)
+    except OSError as exc:
+        raise RetinaError(
+            f"cannot write {target} ({exc}); free space or choose --out DIR"
+        ) from None
+    return Exported(target, trial_id, epoch, result["diff"], result["sizes"])
+
+
+def export_winner(folder: Path, data: PreparedData, trials: pd.DataFrame) -> list[str]:
+    """The sweep's export step: the lines it prints. A failure is reported, not raised: the
+    search's results stand, and the export can be rerun on its own."""
+    try:
+        done = export_model(folder, data, trials=trials)
+    except Exception as exc:  # noqa: BLE001 - the study is done: say what broke, keep its results
+        why = str(exc) if isinstance(exc, RetinaError) else f"{type(exc).__name__}: {exc}"
+        return [f"export failed: {why}", f"rerun it with: python -m study.export {folder}"]
+    sizes = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in done.sizes.items())
+    return [f"trial {done.trial_id} (epoch {done.epoch}) -> {done.folder} ({sizes})"]

@@ -1,0 +1,152 @@
+"""The winner leaves the study: the sweep's export (results/<study>/best/) and `python -m study.export`.
+
+Run: .venv/bin/pytest tests/test_export.py  (reuses conftest's real 2-trial sweep, `small_study`)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+import pytest
+import torch
+from cli_helpers import run_cli
+
+from retina.engine import build_loss, evaluate
+from retina.errors import RetinaError
+from retina.files import write_folder_atomic
+from retina.model_file import load_model
+from retina.models import build_model
+from study.conclude.export import (
+    check_target,
+    onnx_max_difference,
+    parity_images,
+    prepare_study_data,
+    write_onnx,
+)
+from study.conclude.ranking import best_trial_ids
+
+CPU = torch.device("cpu")
+
+
+def study_of(folder: Path) -> tuple[dict, pd.DataFrame]:
+    return json.loads((folder / "study.json").read_text()), pd.read_parquet(
+        folder / "trials.parquet"
+    )
+
+
+def test_the_sweep_exports_its_best_trial_which_reloads_to_its_test_metrics(small_study):
+    best = small_study / "best"
+    assert sorted(p.name for p in best.iterdir()) == ["card.md", "model.onnx", "model.pt"]
+    study, trials = study_of(small_study)
+    winner = best_trial_ids(trials, "best_val_kappa", "max")[0]
+    record = torch.load(best / "model.pt", weights_only=True)  # plain values only
+    assert record["info"]["trial_id"] == winner
+    assert record["arch"] == "resnet18" and record["image_size"] == 32
+    assert record["preprocessing"] == "none" and len(record["grade_names"]) == 5
+    assert record["info"]["config"]["lr"] == pytest.approx(
+        float(trials.set_index("trial_id").loc[winner, "lr"])
+    )
+    assert "optimizer" not in record  # weights only, no training state
+
+    loaded = load_model(best)
+    data = prepare_study_data(study)  # the conftest's private cache: reused, not rebuilt
+    row = trials.set_index("trial_id").loc[winner]
+    metrics = evaluate(
+        loaded.model, data.loader("test", 64, CPU, train=False), build_loss(False), CPU
+    )
+    assert metrics.n_images == sum(study["data"]["class_counts"]["test"])
+    assert metrics.accuracy == pytest.approx(row["test_acc"])
+    assert metrics.kappa == pytest.approx(row["test_kappa"], abs=1e-9)
+    assert metrics.loss == pytest.approx(row["test_loss"], rel=1e-4)
+
+
+def test_onnx_gives_pytorchs_logits_on_real_images_at_any_batch(small_study):
+    best = small_study / "best"
+    assert onnx.load(str(best / "model.onnx")).opset_import[0].version >= 17
+    study, _ = study_of(small_study)
+    x = parity_images(prepare_study_data(study))
+    model = load_model(best).model
+    session = ort.InferenceSession(str(best / "model.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (x[:1], x[:3], x):
+        got = session.run(["logits"], {"images": batch.numpy()})[0]
+        with torch.inference_mode():
+            expected = model(batch).numpy()
+        assert got.shape == (len(batch), 5)
+        assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_the_card_says_what_the_model_is_and_is_not(small_study):
+    card = (small_study / "best" / "card.md").read_text()
+    study, trials = study_of(small_study)
+    winner = trials.set_index("trial_id").loc[best_trial_ids(trials, "best_val_kappa", "max")[0]]
+    assert "a research model, not a medical device" in card.lower()
+    assert study["data"]["dataset_hash"] in card
+    assert "majority baseline" in card and "split seed 0" in card
+    assert f"{winner['test_acc']:.4g}" in card and f"{winner['best_val_acc']:.4g}" in card
+    assert "How it was selected" in card and "onnxruntime" in card and "torch" in card
+
+
+def test_export_cli_exports_another_trial_to_another_folder(small_study, tmp_path):
+    _, trials = study_of(small_study)
+    other = best_trial_ids(trials, "best_val_kappa", "max")[-1]
+    out = tmp_path / "exports" / "other"
+    proc = run_cli("study.export", str(small_study), "--trial", other, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"exported trial {other}" in proc.stdout and "model.onnx" in proc.stdout
+    record = torch.load(out / "model.pt", weights_only=True)
+    assert record["info"]["trial_id"] == other
+    assert f"--trial {other}" in (out / "card.md").read_text()
+    assert [p.name for p in out.parent.iterdir()] == ["other"]  # no temp folder left behind
+
+
+def test_a_missing_checkpoint_names_the_trial_and_the_way_out(small_study, tmp_path):
+    copy = tmp_path / "small"
+    copy.mkdir()
+    for name in ("study.json", "trials.parquet"):  # no tune/: the checkpoints are gone
+        shutil.copy(small_study / name, copy / name)
+    proc = run_cli("study.export", str(copy))
+    _, trials = study_of(small_study)
+    winner = best_trial_ids(trials, "best_val_kappa", "max")[0]
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "Traceback" not in proc.stderr
+    assert f"trial {winner}" in lines[-1] and "--trial ID" in lines[-1]
+    assert not (copy / "best").exists()
+
+
+def test_onnx_that_disagrees_with_pytorch_fails_the_export(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet18", pretrained=False).eval()
+    x = torch.randn(4, 3, 32, 32)
+    write_onnx(model, x, tmp_path / "model.onnx")
+    assert onnx_max_difference(tmp_path / "model.onnx", model, x) <= 1e-4
+    with torch.no_grad():
+        model.fc.bias += 1e-3  # the PyTorch model moves on; the ONNX file does not
+    with pytest.raises(RetinaError, match="disagrees with PyTorch"):
+        onnx_max_difference(tmp_path / "model.onnx", model, x)
+
+
+def test_an_export_replaces_only_model_folders_and_never_half(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "photo.jpeg").write_bytes(b"x")
+    with pytest.raises(RetinaError, match="not an exported model"):
+        check_target(tmp_path / "data")
+    best = tmp_path / "best"
+    write_folder_atomic(best, lambda tmp: (tmp / "model.pt").write_text("old"))
+
+    def broken(tmp: Path) -> None:
+        (tmp / "model.pt").write_text("new, half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        write_folder_atomic(best, broken)
+    assert (best / "model.pt").read_text() == "old"
+    write_folder_atomic(best, lambda tmp: (tmp / "model.pt").write_text("new"))
+    assert (best / "model.pt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "data"]

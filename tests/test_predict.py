@@ -1,0 +1,175 @@
+"""python -m retina.predict with the model the conftest's real sweep exported (`small_study`).
+
+Run: .venv/bin/pytest tests/test_predict.py
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from cli_helpers import run_cli
+from PIL import Image
+from test_images import png_claiming_size
+
+from retina.cache import build_cache
+from retina.cli import run_main
+from retina.grading import _Batcher, decoded_chunks
+from retina.loader import BatchLoader
+from retina.manifest import read_manifest
+from retina.model_file import LoadedModel, load_model
+from retina.predict import main
+
+PROB_COLUMNS = [f"p{g}" for g in range(5)]
+
+
+@pytest.fixture(scope="module")
+def model_dir(small_study) -> Path:
+    return small_study / "best"
+
+
+def lab_copy(kaggle: Path, root: Path, n_train: int = 12, n_test: int = 6) -> Path:
+    """A course-lab layout (headerless name/label files, images in data/) of kaggle's first images."""
+    labels = pd.read_csv(kaggle / "trainLabels.csv").head(n_train + n_test)
+    (root / "data").mkdir(parents=True)
+    for part, rows in (("train", labels.head(n_train)), ("test", labels.tail(n_test))):
+        for name in rows["image"]:
+            shutil.copy(kaggle / "train" / f"{name}.jpeg", root / "data" / f"{name}.jpeg")
+        (root / f"{part}_img.csv").write_text("".join(f"{n}\n" for n in rows["image"]))
+        (root / f"{part}_label.csv").write_text("".join(f"{g}\n" for g in rows["level"]))
+    return root
+
+
+def check_rows(frame: pd.DataFrame) -> None:
+    graded = frame[frame["grade"].notna()]
+    assert np.allclose(graded[PROB_COLUMNS].sum(axis=1), 1.0, atol=1e-5)
+    assert (graded["grade"] == graded[PROB_COLUMNS].to_numpy().argmax(axis=1)).all()
+    assert (graded["referable"] == (graded["grade"] >= 2)).all()
+    assert graded["error"].isna().all()
+
+
+def test_datasets_in_both_layouts_are_graded_and_scored(model_dir, synthetic_data, tmp_path):
+    lab = lab_copy(synthetic_data, tmp_path / "lab")
+    out = tmp_path / "preds.parquet"
+    proc = run_cli(
+        "retina.predict", "--model", str(model_dir), str(synthetic_data), str(lab),
+        "--out", str(out), "--batch-size", "16", "--workers", "2",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    frame = pd.read_parquet(out)
+    assert list(frame.columns) == ["image", "label", "grade", *PROB_COLUMNS, "referable", "error"]
+    truth = pd.read_csv(synthetic_data / "trainLabels.csv")
+    assert len(frame) == len(truth) + 18
+    kaggle_rows = frame.head(len(truth))
+    assert kaggle_rows["image"].tolist() == truth["image"].tolist()
+    assert kaggle_rows["label"].tolist() == truth["level"].tolist()
+    assert frame.tail(18)["label"].tolist() == truth["level"].head(18).tolist()  # the lab copy
+    check_rows(frame)
+    accuracy = (frame["label"] == frame["grade"]).mean()
+    assert f"against the labels ({len(frame)} images): accuracy {accuracy:.3f}" in proc.stdout
+    assert "confusion matrix" in proc.stdout and "trained and selected on" in proc.stdout
+
+
+def broken_files(folder: Path) -> dict[str, str]:
+    """name -> the start of the reason predict must give."""
+    folder.mkdir(parents=True, exist_ok=True)
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="JPEG")
+    (folder / "cut.jpeg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (folder / "notes.jpeg").write_text("not a photograph\n")
+    (folder / "empty.jpg").write_bytes(b"")
+    png_claiming_size(folder / "bomb.png", 10_000, 9_000)
+    return {
+        "cut.jpeg": "truncated or corrupt JPEG",
+        "notes.jpeg": "not an image",
+        "empty.jpg": "empty file",
+        "bomb.png": "image too large",
+    }
+
+
+def test_each_broken_file_gets_its_row_and_the_rest_are_graded(model_dir, synthetic_data, tmp_path):
+    folder = tmp_path / "mixed"
+    expected = broken_files(folder)
+    good = sorted((synthetic_data / "train").glob("*.jpeg"))[:5]
+    for path in good:
+        shutil.copy(path, folder / path.name)
+    missing = tmp_path / "gone.jpeg"
+    out = tmp_path / "preds.csv"
+    argv = ["--model", str(model_dir), str(folder), str(missing), "--out", str(out)]
+    assert run_main(main, [*argv, "--workers", "2", "--batch-size", "2"]) == 0
+    frame = pd.read_csv(out).set_index("image")
+    assert len(frame) == len(expected) + len(good) + 1
+    for name, reason in expected.items():
+        row = frame.loc[str(folder / name)]
+        assert row["error"].startswith(reason) and pd.isna(row["grade"]), (name, row["error"])
+        assert row[PROB_COLUMNS].isna().all()
+    assert frame.loc[str(missing), "error"].startswith("cannot read file")
+    graded = frame.loc[[str(folder / p.name) for p in good]]
+    assert graded["grade"].notna().all()
+    check_rows(graded.reset_index())
+
+
+def one_error_line(capsys, argv: list[str]) -> str:
+    assert run_main(main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_wrong_model_paths_and_empty_inputs_exit_2_with_one_line(model_dir, tmp_path, capsys):
+    assert "does not exist" in one_error_line(capsys, ["--model", str(tmp_path / "no"), "x"])
+    (tmp_path / "not-a-model").mkdir()
+    assert "no model.pt" in one_error_line(capsys, ["--model", str(tmp_path / "not-a-model"), "x"])
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "model.pt").write_bytes((model_dir / "model.pt").read_bytes()[:5000])
+    assert "damaged" in one_error_line(capsys, ["--model", str(damaged), "x"])
+    (tmp_path / "empty").mkdir()
+    line = one_error_line(capsys, ["--model", str(model_dir), str(tmp_path / "empty")])
+    assert "holds no image files" in line
+    broken_files(tmp_path / "all-bad")
+    line = one_error_line(capsys, ["--model", str(model_dir), str(tmp_path / "all-bad")])
+    assert "none of the 4 images could be graded" in line
+
+
+def test_a_wrong_model_path_from_the_command_line_gives_no_traceback(tmp_path):
+    proc = run_cli("retina.predict", "--model", str(tmp_path / "nowhere"), str(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: model folder {tmp_path / 'nowhere'} does not exist; export one with "
+        "`python -m study.export results/<study>` (it writes <study>/best/)"
+    ]
+
+
+def test_predict_feeds_the_model_exactly_the_cache_pixels(synthetic_data, private_cache):
+    manifest = read_manifest(synthetic_data)
+    cache = build_cache(manifest, 32, cache_root=private_cache, progress=False).open()
+    chunks = list(decoded_chunks(manifest.paths, 32, "none", workers=2, chunk=7, ahead=3))
+    assert [bad for _, _, bad in chunks] == [[]] * len(chunks)
+    rows = np.concatenate([r for _, r, _ in chunks])
+    assert rows.shape == cache.shape and np.array_equal(rows, cache)
+
+    # ...and normalises them into the very floats evaluation feeds the model.
+    loaded = LoadedModel(
+        model=torch.nn.Identity(), arch="resnet18", image_size=32, preprocessing="none",
+        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), grade_names=[], info={},
+        path=Path("."),
+    )  # fmt: skip
+    batcher = _Batcher(loaded, 17, torch.device("cpu"), len(manifest))  # 16 rows: no flush yet
+    for i in range(16):
+        batcher.add(i, rows[i])
+    cpu = torch.device("cpu")
+    x, _ = next(iter(BatchLoader(cache, manifest.labels, np.arange(16), 16, cpu, train=False)))
+    assert torch.equal(batcher.inputs(), x)
+
+
+def test_the_exported_model_loads_with_its_preprocessing(model_dir):
+    loaded = load_model(model_dir)
+    assert loaded.image_size == 32 and loaded.preprocessing == "none"
+    assert not loaded.model.training
