@@ -1,4 +1,4 @@
-"""Assemble one study's report — eight sections in one self-contained HTML file — and the
+"""Assemble one study's report — its sections in one self-contained HTML file — and the
 index page of a folder of studies. Plotly's JavaScript is inlined once; every figure after it
 is a `<div>` plus its `Plotly.newPlot` call."""
 
@@ -15,6 +15,7 @@ from plotly.offline import get_plotlyjs
 
 from retina.errors import RetinaError
 from study.analyze import figures, figures_hparams, tables
+from study.analyze.gallery import gallery_section
 from study.analyze.importance import param_importances, varying
 from study.analyze.load import StudyResults
 from study.analyze.markup import compact, format_cell, html_table, key_values, page
@@ -29,6 +30,7 @@ SECTIONS = (
     ("hparams", "6 Hyperparameter effects"),
     ("confusion", "7 Confusion matrices"),
     ("stopping", "8 Early stopping"),
+    ("gallery", "9 What the best model gets wrong"),
 )
 LABELS = {
     "trial_id": "trial", "best_epoch": "best epoch", "epochs_run": "epochs run",
@@ -225,6 +227,7 @@ def build_report(study: StudyResults, top_k: int = 3) -> str:
         "hparams": _hparams(study, figs),
         "confusion": _confusion(study, ranked, top_k, figs),
         "stopping": _stopping(study, figs),
+        "gallery": gallery_section(study.folder),
     }
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     parts = [f"<h1>Study {html.escape(study.name)}</h1><p class='note'>Report written {when} by "
