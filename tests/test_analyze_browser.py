@@ -22,9 +22,12 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from analyze_fixtures import make_results
 from confirm_fixtures import add_confirm
+from PIL import Image
 
 from study.analyze.load import load_study
 from study.analyze.report import build_report, write_atomic
@@ -169,9 +172,32 @@ def _external(urls: list[str], page: str) -> list[str]:
     return [u for u in urls if u != page and not u.startswith(("data:", "blob:", "about:"))]
 
 
+IMAGES_JS = """(() => { const imgs = [...document.querySelectorAll('#gallery img')];
+  return {total: imgs.length, loaded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
+          inline: imgs.filter(i => i.src.startsWith('data:image/jpeg;base64,')).length}; })()"""
+
+
+def add_gallery(study: Path, cases: int = 3) -> None:
+    """A gallery/ folder as the sweep writes it: real JPEGs and index.parquet."""
+    folder = study / "gallery"
+    folder.mkdir()
+    rows = []
+    for k in range(cases):
+        for name, value in ((f"g{k}-error-01.jpg", 60), (f"g{k}-error-01-cam.jpg", 200)):
+            pixels = np.full((24, 24, 3), value, np.uint8)
+            Image.fromarray(pixels).save(folder / name, format="JPEG")
+        rows.append({"image": f"{k}_left", "patient": str(k), "split": "test", "true": k,
+                     "predicted": 4 - k, "probability": 0.8, "kind": "error",
+                     "file": f"g{k}-error-01.jpg", "cam_file": f"g{k}-error-01-cam.jpg",
+                     "trial_id": "t01", "epoch": 3})  # fmt: skip
+    pd.DataFrame(rows).to_parquet(folder / "index.parquet")
+
+
 def test_report_draws_every_figure_offline_without_errors(tmp_path, browser):
     report = tmp_path / "report.html"
-    write_atomic(report, build_report(load_study(make_results(tmp_path)), top_k=3))
+    study = make_results(tmp_path)
+    add_gallery(study)
+    write_atomic(report, build_report(load_study(study), top_k=3))
     url = report.as_uri()
     browser.open(url)
     counts: dict = {}
@@ -182,6 +208,8 @@ def test_report_draws_every_figure_offline_without_errors(tmp_path, browser):
 
     browser.wait_for(all_drawn)
     assert counts == {"total": 12, "drawn": 12}
+    # the gallery's thumbnails are inline data URIs that decode in the page
+    assert browser.evaluate(IMAGES_JS) == {"total": 6, "loaded": 6, "inline": 6}
     # the learning curves' "loss" button and the table sorter work in the real page
     switched = browser.evaluate(
         """(async () => { const gd = [...document.querySelectorAll('.plotly-graph-div')]

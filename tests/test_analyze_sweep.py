@@ -21,7 +21,9 @@ def test_report_of_a_real_sweep(small_study, tmp_path):
     sections = re.findall(r'<section id="([a-z]+)"', text)
     assert sections == [
         "summary", "course", "leaderboard", "curves", "init", "hparams", "confusion", "stopping",
+        "gallery",
     ]  # fmt: skip
+    assert 'src="data:image/jpeg;base64,' in text  # the sweep's gallery, inline
     # 2 finished trials: importances skipped with a note; the best trial's val + test matrices
     assert "needs at least 4 finished trials" in text
     assert text.count("Plotly.newPlot(") >= 6

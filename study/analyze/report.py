@@ -1,4 +1,4 @@
-"""Assemble one study's report — nine sections in one self-contained HTML file — and the
+"""Assemble one study's report — its sections in one self-contained HTML file — and the
 index page of a folder of studies. Plotly's JavaScript is inlined once; every figure after it
 is a `<div>` plus its `Plotly.newPlot` call."""
 
@@ -15,6 +15,7 @@ from plotly.offline import get_plotlyjs
 
 from retina.errors import RetinaError
 from study.analyze import figures, figures_hparams, section_comparison, tables
+from study.analyze.gallery import gallery_section
 from study.analyze.importance import param_importances, varying
 from study.analyze.load import StudyResults, read_predictions
 from study.analyze.markup import compact, format_cell, html_table, key_values, page
@@ -31,6 +32,7 @@ SECTIONS = (
     ("confusion", "7 Confusion matrices"),
     ("stopping", "8 Early stopping"),
     ("comparison", "9 Comparison: seeds, intervals, tuning curves"),
+    ("gallery", "10 What the best model gets wrong"),
 )
 LABELS = {
     "trial_id": "trial", "best_epoch": "best epoch", "epochs_run": "epochs run",
@@ -231,6 +233,7 @@ def build_report(study: StudyResults, top_k: int = 3, summary: dict | None = Non
         "confusion": _confusion(study, ranked, top_k, figs),
         "stopping": _stopping(study, figs),
         "comparison": section_comparison.comparison_section(summary, figs.html),
+        "gallery": gallery_section(study.folder),
     }
     when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     parts = [f"<h1>Study {html.escape(study.name)}</h1><p class='note'>Report written {when} by "

@@ -2,7 +2,8 @@
 
     search (study.run.tuner) -> held-out test of the best K on val -> per-image predictions
     -> confirmation runs (study.conclude.confirm) -> export the best (results/<study>/best/)
-    -> ... -> delete the checkpoints no longer needed (last) -> leaderboard
+    -> gallery of the best trial's errors -> delete the checkpoints no longer needed (last)
+    -> leaderboard
 
 Each step is one call here, so the flow of the end of a study reads top to bottom. Every step
 takes the study's objects (no YAML, no argv) and may be rerun by `--resume` after a kill.
@@ -16,6 +17,7 @@ from retina.prepare import PreparedData
 from study.conclude.checkpoints import drop_unneeded_checkpoints
 from study.conclude.confirm import run_confirm
 from study.conclude.export import export_winner
+from study.conclude.gallery import make_gallery
 from study.conclude.holdout import evaluate_best_trials
 from study.conclude.per_image import write_search_predictions
 from study.define.schema import StudyConfig
@@ -42,6 +44,8 @@ def conclude_study(
     print("export of the best trial:")
     for line in export_winner(folder, data, store.trials_frame()):
         print(f"  {line}")
+    # After the held-out test: the gallery shows test images when the best trial was tested.
+    print(make_gallery(study, data, folder, store, results_by_id))
     # Last: every step before may read checkpoints.
     print(drop_unneeded_checkpoints(study, folder, store, results_by_id).line())
     return True
