@@ -15,6 +15,7 @@ from plotly.offline import get_plotlyjs
 
 from retina.errors import RetinaError
 from study.analyze import figures, figures_hparams, tables
+from study.analyze.banners import LiveStatus, running_banner, skipped_pretrained_banner
 from study.analyze.importance import param_importances, varying
 from study.analyze.load import StudyResults
 from study.analyze.markup import compact, format_cell, html_table, key_values, page
@@ -72,7 +73,8 @@ def _table(df, **kw) -> str:
 def _summary(study: StudyResults, ranked, totals: dict) -> str:
     trials, cfg = study.trials, study.meta.get("config") or {}
     counts = tables.status_counts(trials)
-    parts = [f"<p class='note'>Results folder {html.escape(str(study.folder))}.</p>"]
+    parts = [skipped_pretrained_banner(study.meta)]
+    parts.append(f"<p class='note'>Results folder {html.escape(str(study.folder))}.</p>")
     problems = trials[trials["status"] != "TERMINATED"]
     if not problems.empty or trials["error"].notna().any():
         lines = [f"{n} trial(s) {s}" for s, n in counts.items() if s != "TERMINATED"]
@@ -198,8 +200,8 @@ def _stopping(study: StudyResults, figs: _Figures) -> str:
     return "".join(out)
 
 
-def build_report(study: StudyResults, top_k: int = 3) -> str:
-    """The whole report as one HTML string."""
+def build_report(study: StudyResults, top_k: int = 3, live: LiveStatus | None = None) -> str:
+    """The whole report as one HTML string; `live`: a running sweep's snapshot (banner, reload)."""
     figs = _Figures()
     trials = study.trials
     ranked = rank_trials(trials, study.score_column, study.mode)
@@ -226,8 +228,10 @@ def build_report(study: StudyResults, top_k: int = 3) -> str:
         "confusion": _confusion(study, ranked, top_k, figs),
         "stopping": _stopping(study, figs),
     }
-    when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    parts = [f"<h1>Study {html.escape(study.name)}</h1><p class='note'>Report written {when} by "
+    now = dt.datetime.now().astimezone()
+    when = now.strftime("%Y-%m-%d %H:%M %Z")
+    parts = [running_banner(trials, live, now)] if live else []
+    parts += [f"<h1>Study {html.escape(study.name)}</h1><p class='note'>Report written {when} by "
              "python -m study.analyze.</p>"]  # fmt: skip
     for anchor, title in SECTIONS:
         parts.append(

@@ -5,7 +5,8 @@
 
 A study file holds `name`, `data` (`path`, `image_size`, `preprocessing`, `split_seed`, `skip_bad`,
 `val_fraction`, `test_fraction`), `space`, `search`, `scheduler`, `metric`, `num_samples`,
-`max_concurrent`, `resources`, `test_top_k`, `max_failures`, `keep_checkpoints`, `seed`, `compile`
+`max_concurrent`, `resources`, `test_top_k`, `max_failures`, `keep_checkpoints`, `seed`, `compile`,
+`on_missing_weights` (`fail`, or `skip`: run scratch only where ImageNet weights are missing)
 (see search_spaces/*.yaml). `data.path` is kept as written; a relative path is relative to the
 working directory the sweep runs in (the repository root for `make sweep`).
 
@@ -47,6 +48,10 @@ __all__ = ["DIMENSIONS", "KEYS", "Dimension", "StudyConfig", "finite_values", "h
 PREPROCESSING = ("none", "graham")
 ALGORITHMS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "none")
+MISSING_WEIGHTS = (
+    "fail",
+    "skip",
+)  # on_missing_weights: stop, or drop pretrained=true (study/run/weights_policy.py)
 METRICS = {"val_kappa": "max", "val_acc": "max", "val_balanced_acc": "max", "val_loss": "min"}
 SEED_MAX = 2**32 - 1  # numpy RandomState / Optuna TPESampler accept 0 .. 2**32-1
 NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
@@ -105,6 +110,7 @@ class StudyConfig:
     keep_checkpoints: int = 2
     seed: int = 0
     compile: bool = False
+    on_missing_weights: str = "fail"
 
 
 # fmt: off
@@ -119,7 +125,7 @@ _SECTION_KEYS = {
 }
 _TOP_KEYS = ("name", "data", "space", "search", "scheduler", "metric", "num_samples",
              "max_concurrent", "resources", "test_top_k", "max_failures", "keep_checkpoints",
-             "seed", "compile")
+             "seed", "compile", "on_missing_weights")
 # fmt: on
 # The key tree `--set` paths are checked against (a leaf is None, or TEXT for verbatim text).
 KEYS: dict[str, Any] = {k: _SECTION_KEYS.get(k, TEXT if k == "name" else None) for k in _TOP_KEYS}
@@ -255,6 +261,7 @@ def _parse(doc: Any) -> StudyConfig:
         keep_checkpoints=top.int("keep_checkpoints", 2, lo=1),
         seed=top.int("seed", 0, hi=SEED_MAX),
         compile=top.bool("compile", False),
+        on_missing_weights=top.text("on_missing_weights", "fail", MISSING_WEIGHTS),
     )
 
 
