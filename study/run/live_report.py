@@ -146,7 +146,8 @@ class LiveReport:
             return  # live reports off, or nothing to report (no epoch finished)
         proc = subprocess.run(self.command(live=False), capture_output=True, text=True)
         if proc.returncode == 0:
-            print(f"report: {self.path}")
+            failed = f", {self.failures} failed" if self.failures else ""
+            print(f"report: {self.path} ({self.renders} live updates during the sweep{failed})")
         else:
             lines = proc.stderr.strip().splitlines()
             reason = lines[-1] if lines else f"exit status {proc.returncode}"
