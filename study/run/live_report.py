@@ -22,6 +22,9 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 POLL_S = 2.0  # how often the thread looks at the Parquet files (a stat() each)
 NICE = 19  # the lowest priority: a render only gets CPU the trials leave idle
 WATCHED = ("trials.parquet", "epochs.parquet")
@@ -68,7 +71,10 @@ class LiveReport:
         """(mtime_ns, size) of the watched files; None before the first epoch is written."""
         try:
             stats = [(self.folder / name).stat() for name in WATCHED]
-        except FileNotFoundError:
+            # The sweep writes empty files when trials start; the analysis needs an epoch.
+            if pq.ParquetFile(self.folder / "epochs.parquet").metadata.num_rows == 0:
+                return None
+        except (OSError, pa.ArrowException):  # not written yet, or replaced while we looked
             return None
         return tuple((s.st_mtime_ns, s.st_size) for s in stats)
 
