@@ -19,7 +19,7 @@ from retina.cli import run_main
 from retina.errors import RetinaError
 from study.define.schema import StudyConfig, load_study, study_to_dict
 from study.run.mlflow_option import DEFAULT_URI as DEFAULT_MLFLOW_URI
-from study.run.mlflow_option import require_mlflow, tracking_uri
+from study.run.mlflow_option import mlflow_callback, require_mlflow, tracking_uri
 
 LOCAL_DASHBOARD_HOST = "127.0.0.1"
 EXPOSED_WARNING = (
@@ -109,10 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dashboard_host != LOCAL_DASHBOARD_HOST:
         print(EXPOSED_WARNING.format(host=args.dashboard_host), file=sys.stderr)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table honours our columns
-    callbacks = []
+    callbacks = []  # Ray Tune's own MLflowLoggerCallback; imports Ray, so only now
     if args.mlflow is not None:
-        from study.run.mlflow_option import mlflow_callback
-
         callbacks.append(mlflow_callback(tracking_uri(args.mlflow), study.name))
     finished = run_study(
         study,
