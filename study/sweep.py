@@ -3,7 +3,9 @@
 Validates the space and the data before Ray starts (preflight), builds the decode-once
 cache once, starts or joins Ray with the dashboard on 127.0.0.1, runs the Tune search with
 a live progress table, tests the best trials on the held-out split, and prints a
-leaderboard and the results folder. `--resume` continues an interrupted study.
+leaderboard and the results folder. `--resume` continues an interrupted study. While it runs,
+results/<study>/report.html is rewritten in the background (`--report-every S`, 0: off);
+`--mlflow [URI]` also logs every trial to MLflow.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import sys
 from pathlib import Path
 
 from retina.cli import run_main
+from retina.errors import RetinaError
 from study.define.schema import StudyConfig, load_study, study_to_dict
+from study.run.mlflow_option import DEFAULT_URI as DEFAULT_MLFLOW_URI
+from study.run.mlflow_option import mlflow_callback, require_mlflow, tracking_uri
 
 LOCAL_DASHBOARD_HOST = "127.0.0.1"
 EXPOSED_WARNING = (
@@ -46,6 +51,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=LOCAL_DASHBOARD_HOST,
         help="interface for the Ray dashboard (default 127.0.0.1: local only)",
     )
+    p.add_argument(
+        "--report-every",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="rewrite results/<study>/report.html at most every S seconds while it runs (0: off)",
+    )
+    p.add_argument(
+        "--mlflow",
+        nargs="?",
+        const=DEFAULT_MLFLOW_URI,
+        metavar="URI",
+        help=f"log every trial to MLflow (default {DEFAULT_MLFLOW_URI}, a local file store)",
+    )
     return p.parse_args(argv)
 
 
@@ -61,6 +80,10 @@ def load(args: argparse.Namespace) -> StudyConfig:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     study = load(args)
+    if args.report_every < 0:
+        raise RetinaError(f"--report-every {args.report_every:g}: give seconds >= 0 (0: off)")
+    if args.mlflow is not None:
+        require_mlflow()  # before any work: a missing extra is a one-line fix
     folder = Path(args.results).resolve() / study.name
     from study.run.lock import StudyLock
     from study.run.preflight import check_writable
@@ -72,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     """The study, with its folder locked: preflight, Ray Tune search, conclusion."""
-    resolved = study_to_dict(study)
     # Whatever the user's umask, nothing written here (nor by the Ray processes started from
     # here) is writable by others: Ray unpickles tune/*.pkl on --resume.
     os.umask(os.umask(0) | 0o022)
@@ -80,11 +102,16 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     from study.record.results import write_json_atomic
     from study.record.study_json import study_record
     from study.run.preflight import preflight  # torch is imported only once the YAML is valid
+    from study.run.weights_policy import skip_missing_pretrained
 
+    study, skipped = skip_missing_pretrained(study)  # on_missing_weights: skip, offline
+    resolved = study_to_dict(study)
     cache_root = Path(args.cache_dir) if args.cache_dir else None
     data = preflight(study, folder, resolved, args.resume, cache_root)
     if not args.resume:
-        write_json_atomic(folder / "study.json", study_record(study, resolved, data, args.space))
+        record = study_record(study, resolved, data, args.space)
+        record["skipped_pretrained"] = skipped
+        write_json_atomic(folder / "study.json", record)
     print(f"study {study.name}: {data.class_counts()} images per split and grade -> {folder}")
 
     from study.run.tuner import run_study  # Ray is imported only after the preflight passed
@@ -92,7 +119,19 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     if args.dashboard_host != LOCAL_DASHBOARD_HOST:
         print(EXPOSED_WARNING.format(host=args.dashboard_host), file=sys.stderr)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic table honours our columns
-    finished = run_study(study, data, folder, args.address, args.dashboard_host, args.resume)
+    callbacks = []  # Ray Tune's own MLflowLoggerCallback; imports Ray, so only now
+    if args.mlflow is not None:
+        callbacks.append(mlflow_callback(tracking_uri(args.mlflow), study.name))
+    finished = run_study(
+        study,
+        data,
+        folder,
+        args.address,
+        args.dashboard_host,
+        args.resume,
+        report_every=args.report_every,
+        callbacks=callbacks,
+    )
     print(f"results: {folder}")
     if not finished:
         print(

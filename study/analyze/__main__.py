@@ -4,6 +4,7 @@
     python -m study.analyze results/                # every study in it + results/index.html
     python -m study.analyze results/demo --out /tmp/demo.html --top 5 --open
     python -m study.analyze results/demo --resamples 2000   # a quicker, coarser bootstrap
+    python -m study.analyze results/demo --running 8 --nice 19   # a running sweep's live render
 
 Reads only study.json and the Parquet files (no Ray, no torch), so it works on a copied
 results folder and on a study that is still running. Writes summary.json (the comparison's
@@ -14,12 +15,14 @@ and prints the path of each report written.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import webbrowser
 from pathlib import Path
 
 from retina.cli import run_main
 from retina.errors import RetinaError
+from study.analyze.banners import LiveStatus
 from study.analyze.load import find_studies, load_study, read_predictions
 from study.analyze.report import build_index, build_report, write_atomic
 from study.analyze.summary import build_summary, summary_text
@@ -59,20 +62,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="patient bootstrap resamples of the comparison (default 10000)",
     )  # fmt: skip
     parser.add_argument("--open", action="store_true", help="open the report in a web browser")
+    parser.add_argument(
+        "--running",
+        type=_whole("--running", 1),
+        metavar="TOTAL",
+        help="the study is still running TOTAL trials: a banner, and the page reloads itself",
+    )
+    parser.add_argument(
+        "--reload",
+        type=_whole("--reload", 1),
+        default=30,
+        metavar="S",
+        help="with --running: reload every S s",
+    )
+    parser.add_argument(
+        "--nice", type=int, default=0, metavar="N", help="lower this process's priority (os.nice)"
+    )
     return parser.parse_args(argv)
 
 
 def analyze_study(
-    folder: Path, out: Path | None = None, top_k: int = 3, resamples: int = 10_000
+    folder: Path,
+    out: Path | None = None,
+    top_k: int = 3,
+    resamples: int = 10_000,
+    live: LiveStatus | None = None,
 ) -> Path:
     """Load, build and atomically write one study's summary.json and report; returns the
-    report's path."""
+    report's path. `live`: a running sweep's snapshot (banner, reload)."""
     study = load_study(folder)
     target = out if out is not None else folder / "report.html"
     summary = build_summary(study, read_predictions(folder), resamples)
     write_atomic(target.with_name(f"{target.stem}.summary.json") if out else folder / "summary.json",
                  summary_text(summary))  # fmt: skip
-    write_atomic(target, build_report(study, top_k, summary))
+    write_atomic(target, build_report(study, top_k, summary, live))
     return target
 
 
@@ -97,12 +120,17 @@ def _analyze_folder(root: Path, studies: list[Path], top_k: int, resamples: int)
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.nice:  # a live render shares the machine with the trials: it gets the idle CPU
+        os.nice(args.nice)
     root = Path(args.path).expanduser()
     studies = find_studies(root)
     single = studies == [root] or (root.is_file() and len(studies) == 1)
+    live = LiveStatus(args.running, args.reload) if args.running else None
     if single:
-        written = analyze_study(studies[0], args.out, args.top, args.resamples)
+        written = analyze_study(studies[0], args.out, args.top, args.resamples, live)
     else:
+        if live is not None:
+            raise RetinaError(f"--running describes one study; give its folder, not {root}")
         if args.out is not None:
             raise RetinaError(
                 f"--out writes one study's report, but {root} holds {len(studies)} studies; "

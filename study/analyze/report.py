@@ -15,6 +15,7 @@ from plotly.offline import get_plotlyjs
 
 from retina.errors import RetinaError
 from study.analyze import figures, figures_hparams, section_comparison, tables
+from study.analyze.banners import LiveStatus, running_banner, skipped_pretrained_banner
 from study.analyze.gallery import gallery_section
 from study.analyze.importance import param_importances, varying
 from study.analyze.load import StudyResults, read_predictions
@@ -76,7 +77,8 @@ def _table(df, **kw) -> str:
 def _summary(study: StudyResults, ranked, totals: dict) -> str:
     trials, cfg = study.trials, study.meta.get("config") or {}
     counts = tables.status_counts(trials)
-    parts = [f"<p class='note'>Results folder {html.escape(str(study.folder))}.</p>"]
+    parts = [skipped_pretrained_banner(study.meta)]
+    parts.append(f"<p class='note'>Results folder {html.escape(str(study.folder))}.</p>")
     problems = trials[trials["status"] != "TERMINATED"]
     if not problems.empty or trials["error"].notna().any():
         lines = [f"{n} trial(s) {s}" for s, n in counts.items() if s != "TERMINATED"]
@@ -202,9 +204,15 @@ def _stopping(study: StudyResults, figs: _Figures) -> str:
     return "".join(out)
 
 
-def build_report(study: StudyResults, top_k: int = 3, summary: dict | None = None) -> str:
+def build_report(
+    study: StudyResults,
+    top_k: int = 3,
+    summary: dict | None = None,
+    live: LiveStatus | None = None,
+) -> str:
     """The whole report as one HTML string; `summary` (study.analyze.summary) is computed
-    here when the caller has not (the CLI computes it once and also writes it)."""
+    here when the caller has not (the CLI computes it once and also writes it); `live`: a
+    running sweep's snapshot (banner, reload)."""
     if summary is None:
         summary = build_summary(study, read_predictions(study.folder))
     figs = _Figures()
@@ -235,8 +243,10 @@ def build_report(study: StudyResults, top_k: int = 3, summary: dict | None = Non
         "comparison": section_comparison.comparison_section(summary, figs.html),
         "gallery": gallery_section(study.folder),
     }
-    when = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    parts = [f"<h1>Study {html.escape(study.name)}</h1><p class='note'>Report written {when} by "
+    now = dt.datetime.now().astimezone()
+    when = now.strftime("%Y-%m-%d %H:%M %Z")
+    parts = [running_banner(trials, live, now)] if live else []
+    parts += [f"<h1>Study {html.escape(study.name)}</h1><p class='note'>Report written {when} by "
              "python -m study.analyze.</p>"]  # fmt: skip
     for anchor, title in SECTIONS:
         parts.append(

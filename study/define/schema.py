@@ -7,7 +7,8 @@ A study file holds `name`, `data` (`path`, `image_size`, `preprocessing`, `split
 `val_fraction`, `test_fraction`), `space`, `search`, `scheduler`, `metric`, `num_samples`,
 `max_concurrent`, `resources`, `test_top_k`, `max_failures`, `keep_checkpoints`, `seed`, `compile`,
 `confirm` (`compare`: finite dimensions whose cells are retrained, `seeds`: new training seeds
-per cell, 0 = off; see search_spaces/*.yaml). `data.path` is kept as written; a relative path is relative to the
+per cell, 0 = off), `on_missing_weights` (`fail`, or `skip`: run scratch only where ImageNet
+weights are missing) (see search_spaces/*.yaml). `data.path` is kept as written; a relative path is relative to the
 working directory the sweep runs in (the repository root for `make sweep`).
 
 Each dimension of `space` is a plain value (fixed), or exactly one of `{choice: [..]}`,
@@ -49,6 +50,8 @@ PREPROCESSING = ("none", "graham")
 ALGORITHMS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "none")
 KEEP_CHECKPOINTS = ("needed", "all")  # after the study: the tested trials' and winner's, or all
+# on_missing_weights: stop, or drop pretrained=true (study/run/weights_policy.py)
+MISSING_WEIGHTS = ("fail", "skip")
 METRICS = {"val_kappa": "max", "val_acc": "max", "val_balanced_acc": "max", "val_loss": "min"}
 SEED_MAX = 2**32 - 1  # numpy RandomState / Optuna TPESampler accept 0 .. 2**32-1
 NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
@@ -116,6 +119,7 @@ class StudyConfig:
     seed: int = 0
     compile: bool = False
     confirm: ConfirmConfig = ConfirmConfig()
+    on_missing_weights: str = "fail"
 
 
 # fmt: off
@@ -131,7 +135,7 @@ _SECTION_KEYS = {
 }
 _TOP_KEYS = ("name", "data", "space", "search", "scheduler", "metric", "num_samples",
              "max_concurrent", "resources", "test_top_k", "max_failures", "keep_checkpoints",
-             "seed", "compile", "confirm")
+             "seed", "compile", "confirm", "on_missing_weights")
 # fmt: on
 # The key tree `--set` paths are checked against (a leaf is None, or TEXT for verbatim text).
 KEYS: dict[str, Any] = {k: _SECTION_KEYS.get(k, TEXT if k == "name" else None) for k in _TOP_KEYS}
@@ -268,6 +272,7 @@ def _parse(doc: Any) -> StudyConfig:
         seed=top.int("seed", 0, hi=SEED_MAX),
         compile=top.bool("compile", False),
         confirm=_parse_confirm(top.section("confirm"), space),
+        on_missing_weights=top.text("on_missing_weights", "fail", MISSING_WEIGHTS),
     )
 
 

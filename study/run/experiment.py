@@ -32,13 +32,14 @@ def trainable(study: StudyConfig, data: PreparedData, folder: Path):
 
 
 def run_config(
-    study: StudyConfig, folder: Path, name: str, stage: str, reporter=None
+    study: StudyConfig, folder: Path, name: str, stage: str, reporter=None, callbacks=()
 ) -> tune.RunConfig:
-    """Experiment `name` under `folder`, its trials recorded with `stage` in the results."""
+    """Experiment `name` under `folder`, its trials recorded with `stage` in the results;
+    `callbacks` run after the results callback (e.g. MLflow's)."""
     return tune.RunConfig(
         name=name,
         storage_path=str(folder),
-        callbacks=[ParquetCallback(folder, study, stage=stage, experiment=name)],
+        callbacks=[ParquetCallback(folder, study, stage=stage, experiment=name), *callbacks],
         checkpoint_config=checkpoint_config(),  # the latest + the best so far (study.run.keep)
         failure_config=tune.FailureConfig(max_failures=study.max_failures),
         progress_reporter=reporter,

@@ -100,7 +100,8 @@ def check_weights(study: StudyConfig) -> None:
             ensure_weights(arch)
         except RetinaError as exc:
             raise RetinaError(
-                f"{exc} — or run this study without pretrained trials: --set space.pretrained=false"
+                f"{exc} — or run this study without pretrained trials: --set space.pretrained=false "
+                "(or on_missing_weights: skip, which drops them only where weights are missing)"
             ) from None
 
 

@@ -24,6 +24,8 @@ from study.run.experiment import (
     run_config,
     trainable,
 )
+from study.run.live_report import LiveReport
+from study.run.ray_token import make_private, token_file, warn_if_shared
 from study.run.snapshot import TUNE_DIR
 
 TABLE_PARAMS = {
@@ -37,23 +39,30 @@ TABLE_METRICS = {"epoch": "epoch", "val_acc": "val acc", "val_kappa": "val kappa
 
 
 def start_ray(address: str | None, dashboard_host: str) -> None:
+    token = token_file()
     if address:  # join a cluster; its dashboard was configured by whoever started it
         ctx = ray.init(address=address, log_to_driver=True)
+        warn_if_shared(token)  # not ours to change: say how
     else:  # "local": a new Ray of its own, never one that `ray start` left on this machine
+        make_private(token)  # an old token is reused by ray.init: private before it serves
         ctx = ray.init(
             address="local",
             include_dashboard=True,
             dashboard_host=dashboard_host,
             log_to_driver=True,
         )
+        make_private(token)  # ray.init writes a new one world-readable (0666 minus the umask)
     url = getattr(ctx, "dashboard_url", None)
     if url:  # token authentication is on: the dashboard asks for the token in this file
-        print(f"Ray dashboard: http://{url} (token: {Path.home() / '.ray' / 'auth_token'})")
+        print(f"Ray dashboard: http://{url} (token: {token})")
     else:
         print("Ray dashboard: not available (install ray[default])")
 
 
-def build_tuner(study: StudyConfig, data: PreparedData, folder: Path, resume: bool) -> tune.Tuner:
+def build_tuner(
+    study: StudyConfig, data: PreparedData, folder: Path, resume: bool, callbacks: list = ()
+) -> tune.Tuner:
+    """`callbacks`: more Tune callbacks (e.g. MLflow's) after the one that records results."""
     train = trainable(study, data, folder)
     if resume:
         restored = restore(folder / TUNE_DIR, train, tune_param_space(study))
@@ -69,7 +78,7 @@ def build_tuner(study: StudyConfig, data: PreparedData, folder: Path, resume: bo
         train,
         param_space=tune_param_space(study),
         tune_config=tune_config(study),
-        run_config=run_config(study, folder, TUNE_DIR, "search", reporter),
+        run_config=run_config(study, folder, TUNE_DIR, "search", reporter, list(callbacks)),
     )
 
 
@@ -115,12 +124,22 @@ def run_study(
     address: str | None,
     dashboard_host: str,
     resume: bool,
+    report_every: float = 30,
+    callbacks: list = (),
 ) -> bool:
-    """Run the search to its end (True) or until interrupted (False); then conclude it."""
+    """Run the search to its end (True) or until interrupted (False); then conclude it.
+
+    `report_every`: seconds between live renders of report.html (0: none); `callbacks`: more
+    Tune callbacks (e.g. MLflow's), after the one that writes the Parquet files.
+    """
     start_ray(address, dashboard_host)
+    live = LiveReport(folder, expected_trials(study), report_every)
+    if report_every > 0:
+        print(f"live report: {live.path} (rewritten at most every {report_every:g} s)")
     try:
         try:
-            grid = build_tuner(study, data, folder, resume).fit()
+            with live:
+                grid = build_tuner(study, data, folder, resume, list(callbacks)).fit()
         except OSError as exc:  # Ray's own experiment state hit a full disk before our files
             if exc.errno in DISK_FULL:
                 raise disk_full_error(folder) from None
@@ -133,6 +152,7 @@ def run_study(
         if finished:
             finished = conclude_study(study, data, folder, store, results_by_trial(grid))
         print(leaderboard(store))
+        live.final()  # after the test results: the report without the live banner
         return finished
     finally:
         ray.shutdown()

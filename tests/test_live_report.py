@@ -1,0 +1,80 @@
+"""report.html is rewritten while a real sweep runs, survives failed renders, and ends final."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from cli_helpers import ROOT
+
+# 4 scratch trials of resnet18 at 32 px, one at a time: the sweep lasts long enough for several
+# live renders (every second at most), even on a busy machine.
+LIVE_SWEEP = [
+    "--set", "num_samples=4", "--set", "space.pretrained=false", "--set", "space.arch=resnet18",
+    "--set", "data.image_size=32", "--set", "space.epochs=2", "--set", "space.batch_size=16",
+    "--set", "test_top_k=1", "--set", "max_concurrent=1", "--set", "scheduler.name=none",
+]  # fmt: skip
+
+
+def _read(path):
+    try:
+        return path.read_text() if path.is_file() else None
+    except FileNotFoundError:  # replaced between is_file() and the read
+        return None
+
+
+@pytest.mark.slow
+def test_report_is_live_while_the_sweep_runs_and_final_at_the_end(synthetic_data, tmp_path):
+    folder = tmp_path / "results" / "live"
+    # A render that fails: report.html is a folder, so writing it raises. The sweep must go on,
+    # log it, and retry once the obstacle is gone.
+    (folder / "report.html").mkdir(parents=True)
+    (folder / "report.html" / "in-the-way").write_text("x")
+    log = tmp_path / "sweep.err"
+    with open(log, "w") as err:
+        sweep = subprocess.Popen(
+            [sys.executable, "-m", "study.sweep", "search_spaces/demo.yaml",
+             "--data", str(synthetic_data), "--results", str(tmp_path / "results"),
+             "--name", "live", "--report-every", "1", *LIVE_SWEEP],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
+        )  # fmt: skip
+        live_versions: set[str] = set()
+        removed = False
+        deadline = time.monotonic() + 900
+        while sweep.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            if not removed and "live report not updated" in log.read_text():
+                shutil.rmtree(folder / "report.html")
+                removed = True
+            text = _read(folder / "report.html")
+            if text and "id='live-banner'" in text:
+                live_versions.add(hashlib.sha256(text.encode()).hexdigest())
+        out, _ = sweep.communicate(timeout=60)
+    errors = log.read_text()
+    assert sweep.returncode == 0, out[-3000:] + errors[-3000:]
+    assert removed, errors[-3000:]  # the failed render was logged (and did not stop the sweep)
+    assert f"live report: {folder / 'report.html'}" in out
+    assert out.index("Ray dashboard:") < out.index("live report:")  # printed next to each other
+    assert len(live_versions) >= 2, f"{len(live_versions)} live versions seen"
+
+    final = (folder / "report.html").read_text()
+    assert "live-banner" not in final and "live-reload" not in final
+    trials = pd.read_parquet(folder / "trials.parquet")
+    assert len(trials) == 4 and set(trials["status"]) == {"TERMINATED"}
+    assert not list(folder.glob(".report.html.*"))  # no render left a temp file behind
+
+
+def test_the_banner_counts_finished_trials_and_reloads_the_page():
+    import datetime as dt
+
+    from study.analyze.banners import LiveStatus, running_banner
+
+    trials = pd.DataFrame({"status": ["TERMINATED"] * 4 + ["ERROR"] + ["RUNNING"] * 2})
+    html = running_banner(trials, LiveStatus(total=8, reload_s=30), dt.datetime(2026, 1, 1, 14, 2))
+    assert "running: 5 of 8 trials finished, updated 14:02" in html
+    assert "location.reload()},30000)" in html

@@ -1,0 +1,106 @@
+"""One small sweep under umask 000 with a private HOME and `--mlflow`: the MLflow store holds one
+run per trial with per-epoch metrics, and Ray's token file ends up readable by its owner only."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from cli_helpers import ROOT, run_cli
+from conftest import SMALL_SWEEP
+
+from study.run.ray_token import make_private, token_file, warn_if_shared
+
+
+@pytest.fixture(scope="module")
+def mlflow_sweep(synthetic_data, tmp_path_factory):
+    """(results/<study>, the MLflow store's URI, the sweep's HOME, its output)."""
+    base = tmp_path_factory.mktemp("mlflow-sweep")
+    home = base / "home"  # Ray writes its token to $HOME/.ray/auth_token: never the real one
+    home.mkdir()
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+    }
+    env["HOME"] = str(home)
+    proc = run_cli(
+        "study.sweep", "search_spaces/demo.yaml", "--data", str(synthetic_data),
+        "--results", str(base / "results"), "--name", "tracked", *SMALL_SWEEP,
+        "--mlflow", str(base / "mlruns"), "--report-every", "0", env=env, umask=0,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return base / "results" / "tracked", (base / "mlruns").as_uri(), home, proc
+
+
+@pytest.mark.slow
+def test_mlflow_store_has_one_run_per_trial_with_metrics_per_epoch(mlflow_sweep, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    folder, uri, _, _ = mlflow_sweep
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for it to read one
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("tracked")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    trials = pd.read_parquet(folder / "trials.parquet")
+    epochs = pd.read_parquet(folder / "epochs.parquet")
+    assert len(runs) == len(trials) == 2
+    by_lr = {float(run.data.params["lr"]): run for run in runs}
+    for _, trial in trials.iterrows():
+        run = _closest(by_lr, trial["lr"])  # params are logged as text
+        assert run.info.status == "FINISHED"
+        assert run.data.params["arch"] == "resnet18"
+        history = client.get_metric_history(run.info.run_id, "val_kappa")
+        mine = epochs[epochs["trial_id"] == trial["trial_id"]].sort_values("epoch")
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(mine["epoch"])
+        assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(
+            list(mine["val_kappa"])
+        )
+
+
+def _closest(by_lr: dict, lr: float):
+    return by_lr[min(by_lr, key=lambda x: abs(x - lr))]
+
+
+@pytest.mark.slow
+def test_a_sweep_under_umask_000_leaves_the_token_file_private(mlflow_sweep):
+    _, _, home, proc = mlflow_sweep
+    token = home / ".ray" / "auth_token"
+    assert token.is_file(), "Ray wrote no token under the temporary HOME"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert proc.stdout.count(f"Ray token file {token}: made readable by you only") == 1
+
+
+def test_mlflow_missing_fails_before_ray_with_how_to_install(tmp_path):
+    code = (
+        "import sys; sys.modules['mlflow'] = None\n"  # as if the extra were not installed
+        "from retina.cli import run_main; from study.sweep import main\n"
+        f"raise SystemExit(run_main(main, ['search_spaces/demo.yaml', '--results', {str(tmp_path / 'r')!r}, '--mlflow']))"
+    )
+    proc = run_cli("study.sweep", "--help", timeout=120)  # the flag is documented
+    assert "--mlflow" in proc.stdout
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install -e '.[mlflow]'" in lines[0], proc.stderr
+    assert not (tmp_path / "r").exists()  # nothing ran: no results folder, no Ray
+
+
+def test_token_file_is_made_private_or_warned_about(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "auth_token"
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(path))  # Ray's own override of the path
+    assert token_file() == path
+    assert not make_private(path) and not warn_if_shared(path)  # no file: nothing to do
+    path.write_text("secret")
+    path.chmod(0o644)
+    assert warn_if_shared(path)  # joining a cluster: not ours to change, say how
+    assert f"chmod 600 {path}" in capsys.readouterr().err
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert make_private(path)  # our own Ray: fix it, and say so
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not make_private(path) and not warn_if_shared(path)  # once
