@@ -8,7 +8,7 @@ columns) raises `RetinaError` with the file and the fix.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -54,6 +54,22 @@ class StudyResults:
     def score_column(self) -> str:
         """The trials.parquet column holding each trial's best study metric."""
         return f"best_{self.metric}"
+
+
+def search_view(study: StudyResults) -> StudyResults:
+    """The study without its confirm runs: the search sections (leaderboard, curves, best
+    trial, hyperparameter effects) describe the search; the comparison reads the confirm runs."""
+    if "stage" not in study.trials.columns:
+        return study
+    trials = study.trials[study.trials["stage"].fillna("search") == "search"]
+    ids = set(trials["trial_id"].astype(str))
+    keep = lambda df: df[df["trial_id"].astype(str).isin(ids)].reset_index(drop=True)  # noqa: E731
+    return replace(
+        study,
+        trials=trials.reset_index(drop=True),
+        epochs=keep(study.epochs),
+        confusion=keep(study.confusion),
+    )
 
 
 def find_studies(path: str | Path) -> list[Path]:

@@ -18,7 +18,7 @@ from study.analyze import figures, figures_hparams, section_comparison, tables
 from study.analyze.banners import LiveStatus, running_banner, skipped_pretrained_banner
 from study.analyze.gallery import gallery_section
 from study.analyze.importance import param_importances, varying
-from study.analyze.load import StudyResults, read_predictions
+from study.analyze.load import StudyResults, read_predictions, search_view
 from study.analyze.markup import compact, format_cell, html_table, key_values, page
 from study.analyze.summary import build_summary
 from study.conclude.ranking import rank_trials
@@ -215,6 +215,7 @@ def build_report(
     running sweep's snapshot (banner, reload)."""
     if summary is None:
         summary = build_summary(study, read_predictions(study.folder))
+    study = search_view(study)  # the other sections describe the search; the summary, all runs
     figs = _Figures()
     trials = study.trials
     ranked = rank_trials(trials, study.score_column, study.mode)

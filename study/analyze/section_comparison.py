@@ -44,7 +44,8 @@ def cell_table(cells: list[dict], metrics: list[str]) -> pd.DataFrame:
         row["seeds"] = ", ".join(str(s) for s in c["seeds"] if s is not None) or "—"
         for m in metrics:
             s = c["metrics"][m]
-            row[f"test {METRIC_WORDS[m]}"] = f"{_num(s['mean'])} ± {_num(s['sd'])}"
+            spread = f" ± {_num(s['sd'])}" if c["n_runs"] > 1 else " (one run)"
+            row[f"test {METRIC_WORDS[m]}"] = _num(s["mean"]) + spread
             row[f"{METRIC_WORDS[m]} 95% CI"] = _interval(s["ci_low"], s["ci_high"])
         rows.append(row)
     return pd.DataFrame(rows)

@@ -155,7 +155,12 @@ def optimism(trials: pd.DataFrame, score: str, mode: str, confirm_test: dict | N
             + ("worse. Expect a winner's val number to overstate new data." if over > 0 else
                "better: no optimism visible this time (one test, itself noisy).")
         )  # fmt: skip
-    if confirm_test:
+    if confirm_test and confirm_test["n_runs"] == 1:  # one run has no spread: say it is one
+        text += (
+            f" Retrained with 1 new seed, its cell ({confirm_test['cell']}) scored test {word} "
+            f"{confirm_test['mean']:.3f} (a single run)."
+        )
+    elif confirm_test:
         text += (
             f" Retrained with {confirm_test['n_runs']} new seeds, its cell "
             f"({confirm_test['cell']}) scored test {word} {confirm_test['mean']:.3f} "
