@@ -7,7 +7,6 @@ stage exists, `summary.json`.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,6 @@ METRICS = (
     ("referable_specificity", f"referable (grade >= {REFERABLE_GRADE}) specificity"),
     ("loss", "cross-entropy loss"),
 )
-SUMMARY_LINES = 80  # of summary.json shown in the card
 
 
 @dataclass(frozen=True)
@@ -160,18 +158,37 @@ def _finite(value: Any) -> bool:
 
 
 def _summary(summary: dict[str, Any] | None) -> list[str]:
-    if summary is None:
+    """The confirm stage's conclusions, as the report states them (summary.json's sentences)."""
+    confirm = (summary or {}).get("confirm") or {}
+    if summary is None or confirm.get("status") not in ("ok", "one_cell"):
+        note = confirm.get("note") or "no summary.json"
         return [
-            "No confirm stage ran (no summary.json): every number above comes from one training "
+            f"No comparison over seeds ({note}): every number above comes from one training "
             "run, and runs of one configuration with other seeds can differ by more than the "
             "gaps between trials."
         ]
-    text = json.dumps(summary, indent=1, default=str).splitlines()
-    shown = text[:SUMMARY_LINES] + (["..."] if len(text) > SUMMARY_LINES else [])
-    return [
-        "From `summary.json` (intervals over the confirm stage's seeds):",
+    lines = [
+        "Each cell's best configuration retrained with new seeds, each run tested once "
+        "(mean ± sd over the runs; 95% interval resampling test patients and seeds):",
         "",
-        "```json",
-        *shown,
-        "```",
     ]
+    for cell in summary.get("cells", []):
+        parts = []
+        for name, m in cell.get("metrics", {}).items():
+            if not _finite(m.get("mean")):
+                continue
+            spread = f" ± {m['sd']:.3f}" if _finite(m.get("sd")) else ""
+            interval = (
+                f" [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+                if _finite(m.get("ci_low")) and _finite(m.get("ci_high"))
+                else ""
+            )
+            parts.append(f"{name} {m['mean']:.3f}{spread}{interval}")
+        lines.append(f"- {cell.get('cell')} ({cell.get('n_runs')} runs): " + "; ".join(parts))
+    sentences = [p["sentence"] for p in summary.get("pairs", []) if p.get("sentence")]
+    if sentences:
+        lines += ["", *(f"- {s}" for s in sentences)]
+    optimism = (summary.get("optimism") or {}).get("sentence")
+    if optimism:
+        lines += ["", optimism]
+    return lines

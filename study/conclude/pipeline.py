@@ -1,7 +1,8 @@
 """What a study does after its search, in order, in the driver (Ray still up).
 
     search (study.run.tuner) -> held-out test of the best K on val -> per-image predictions
-    -> confirmation runs (study.conclude.confirm) -> export the best (results/<study>/best/)
+    -> confirmation runs (study.conclude.confirm) -> summary.json (the comparison)
+    -> export the best (results/<study>/best/)
     -> gallery of the best trial's errors -> delete the checkpoints no longer needed (last)
     -> leaderboard
 
@@ -20,6 +21,7 @@ from study.conclude.export import export_winner
 from study.conclude.gallery import make_gallery
 from study.conclude.holdout import evaluate_best_trials
 from study.conclude.per_image import write_search_predictions
+from study.conclude.summary_file import write_summary
 from study.define.schema import StudyConfig
 from study.record.results import ResultsStore
 
@@ -41,6 +43,8 @@ def conclude_study(
         print(line)
     if not run_confirm(study, data, folder, store):
         return False  # interrupted: --resume continues the confirm stage, then the rest
+    # Before the export: the model card states the comparison's intervals.
+    print(write_summary(folder, store))
     print("export of the best trial:")
     for line in export_winner(folder, data, store.trials_frame()):
         print(f"  {line}")
