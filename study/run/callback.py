@@ -3,8 +3,8 @@
 Runs in the driver process (never in a trial), so one writer owns `results/<study>/`. Each
 result is appended to the study's journal within the call that receives it (one small durable
 write); the Parquet files are rebuilt from memory every few seconds and when the study ends.
-The callback times itself (`busy_s`, `results`): the sweep's last lines and the benchmark
-(`study.bench_trials`) report the driver's own cost per result.
+The callback times itself (`busy_s`, `results`) for the sweep's last lines: the driver's own
+cost per result and its share of the search (`study.bench_driver` times it from outside).
 """
 
 from __future__ import annotations
