@@ -23,7 +23,7 @@ def test_report_of_a_real_sweep(small_study, tmp_path):
         "summary", "course", "leaderboard", "curves", "init", "hparams", "confusion", "stopping",
         "comparison",
     ]  # fmt: skip
-    assert "This study has no confirm run" in text  # what to run, instead of a comparison
+    assert "confirm: {compare: [arch, pretrained], seeds: 3}" in text  # what to run instead
     assert (tmp_path / "report.summary.json").exists()
     # 2 finished trials: importances skipped with a note; the best trial's val + test matrices
     assert "needs at least 4 finished trials" in text
