@@ -8,6 +8,8 @@ over many repeats (the CLI's default is 10,000)."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -153,3 +155,22 @@ def test_optimism_sets_the_winners_test_value_beside_its_val_value():
     assert "0.720 ± 0.030" in out["sentence"]
     untested = optimism(trials.assign(test_kappa=np.nan), "best_val_kappa", "max")
     assert untested["gap"] is None and "not tested" in untested["sentence"]
+
+
+def test_intervals_stay_within_what_the_metric_can_be():
+    # 2 seeds of wildly different quality: t_1 tails would put the mean past accuracy 0 and 1
+    truth = {("resnet18", True): 0.5, ("resnet18", False): 0.5}
+    trials, preds = simulate_test(np.random.default_rng(0), truth, 2, 40, 0.35)
+    out = compare_cells(trials, preds, DIMS, 400, primary="acc")
+    for cell in out["cells"]:
+        for m, (lo, hi) in {"acc": (0, 1), "balanced_acc": (0, 1), "kappa": (-1, 1)}.items():
+            stats = cell["metrics"][m]
+            assert lo <= stats["ci_low"] <= stats["ci_high"] <= hi
+    assert -1 <= out["pairs"][0]["metrics"]["acc"]["ci_low"] <= 0
+
+
+def test_tied_trials_draw_a_curve_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        curve = tuning_curve(np.array([0.0, 0.0, 0.0, 0.2]), "best_val_kappa", "max", band=True)
+    assert curve["expected_best"][-1] == 0.2 and curve["expected_best"][0] == 0.05

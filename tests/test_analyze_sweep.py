@@ -21,9 +21,11 @@ def test_report_of_a_real_sweep(small_study, tmp_path):
     sections = re.findall(r'<section id="([a-z]+)"', text)
     assert sections == [
         "summary", "course", "leaderboard", "curves", "init", "hparams", "confusion", "stopping",
-        "gallery",
+        "comparison", "gallery",
     ]  # fmt: skip
     assert 'src="data:image/jpeg;base64,' in text  # the sweep's gallery, inline
+    assert "confirm: {compare: [arch, pretrained], seeds: 3}" in text  # what to run instead
+    assert (tmp_path / "report.summary.json").exists()
     # 2 finished trials: importances skipped with a note; the best trial's val + test matrices
     assert "needs at least 4 finished trials" in text
     assert text.count("Plotly.newPlot(") >= 6
