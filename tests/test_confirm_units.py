@@ -67,13 +67,13 @@ def test_bad_confirm_names_file_key_and_fix(item, expected):
 def test_confirm_in_a_file_is_validated_there(tmp_path):
     text = open(DEMO).read().replace("lr: {loguniform: [1.0e-4, 1.0e-1]}", "lr: 0.01")
     path = tmp_path / "s.yaml"
-    path.write_text(text.replace("compare: [pretrained]", "compare: [lr]"))
+    path.write_text(text.replace("compare: [arch]", "compare: [lr]"))
     assert load_study(path).confirm.compare == ("lr",)  # fixed: one cell
     with pytest.raises(RetinaError) as err:  # the override made lr continuous: it is named
         load_study(path, ["space.lr={uniform: [0.001, 0.1]}"])
     assert str(err.value).startswith(f"{path}: --set space.lr=")
     assert "confirm.compare: lr is uniform" in str(err.value)
-    path.write_text(text.replace("compare: [pretrained]", "compare: [weight_decay]"))
+    path.write_text(text.replace("compare: [arch]", "compare: [weight_decay]"))
     with pytest.raises(RetinaError, match=r"s\.yaml: confirm\.compare: weight_decay is log"):
         load_study(path)
 

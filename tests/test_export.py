@@ -94,7 +94,12 @@ def test_the_card_says_what_the_model_is_and_is_not(small_study):
 
 def test_export_cli_exports_another_trial_to_another_folder(small_study, tmp_path):
     _, trials = study_of(small_study)
-    other = best_trial_ids(trials, "best_val_kappa", "max")[-1]
+    ranked = best_trial_ids(trials, "best_val_kappa", "max")
+    # The finished study deleted the checkpoints it no longer needs: the last trial's are gone.
+    proc = run_cli("study.export", str(small_study), "--trial", ranked[-1], "--out", str(tmp_path))
+    assert proc.returncode == 2 and "keep_checkpoints: all" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    other = ranked[0]  # kept (the winner): exported again, by id, elsewhere
     out = tmp_path / "exports" / "other"
     proc = run_cli("study.export", str(small_study), "--trial", other, "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]

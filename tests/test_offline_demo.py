@@ -17,12 +17,13 @@ from study.define.schema import load_study, study_to_dict
 from study.run.weights_policy import skip_missing_pretrained
 
 UNREACHABLE_MIRROR = "http://127.0.0.1:9/models"  # a closed port: "offline", at once
-# The demo space, small: one pretrained and one scratch trial of resnet18 at 32 px, one epoch.
+# The demo space, small: one pretrained and one scratch trial of resnet18 at 32 px, one epoch,
+# and its confirm stage (arch: one cell here) with one seed.
 TINY_DEMO = [
     "--set", "search.algorithm=random", "--set", "space.pretrained={grid: [true, false]}",
     "--set", "space.arch=resnet18", "--set", "num_samples=1", "--set", "data.image_size=32",
     "--set", "space.epochs=1", "--set", "space.batch_size=16", "--set", "test_top_k=1",
-    "--set", "max_concurrent=2",
+    "--set", "max_concurrent=2", "--set", "confirm.seeds=1",
 ]  # fmt: skip
 
 
@@ -63,7 +64,9 @@ def test_demo_runs_offline_without_weights_and_says_so(synthetic_data, tmp_path)
     assert record["skipped_pretrained"] == ["resnet18"]
     assert record["config"]["space"]["pretrained"] is False
     trials = pd.read_parquet(folder / "trials.parquet")
-    assert len(trials) == 1 and not trials["pretrained"].any()
+    search = trials[trials["stage"] == "search"]
+    assert len(search) == 1 and not trials["pretrained"].any()
+    assert list(trials["stage"]).count("confirm") == 1  # the demo's confirm stage ran offline
     assert set(trials["status"]) == {"TERMINATED"}
     report = (folder / "report.html").read_text()  # the final report the sweep wrote
     assert "id='skipped-pretrained'" in report and "make weights" in report
@@ -84,7 +87,7 @@ def test_with_weights_in_torch_home_the_pretrained_trials_run(
     record = json.loads((folder / "study.json").read_text())
     assert record["skipped_pretrained"] == []
     trials = pd.read_parquet(folder / "trials.parquet")
-    assert sorted(trials["pretrained"]) == [False, True]
+    assert sorted(trials[trials["stage"] == "search"]["pretrained"]) == [False, True]
     assert set(trials["status"]) == {"TERMINATED"}
     assert "id='skipped-pretrained'" not in (folder / "report.html").read_text()
 

@@ -132,9 +132,10 @@ def find_trial_checkpoint(folder: Path, trial_id: str, epoch: int) -> Path:
             return found / CHECKPOINT_FILE
     raise RetinaError(
         f"trial {trial_id}: no checkpoint of its best epoch {epoch} under {folder / TUNE_DIR} "
-        "(Ray keeps only `keep_checkpoints` per trial, and a deleted or moved tune/ folder "
-        f"loses them); export another trial with `python -m study.export {folder} --trial ID`, "
-        "or run the study again with a larger keep_checkpoints"
+        "(a finished study keeps the checkpoints of its tested trials and its winner only, "
+        "unless the YAML says keep_checkpoints: all; a deleted or moved tune/ folder loses "
+        f"them all); export a kept trial with `python -m study.export {folder} --trial ID`, "
+        "or run the study again with keep_checkpoints: all"
     )
 
 
