@@ -66,7 +66,7 @@ def test_quick_cpu_benchmark_reports_every_key(tmp_path):
     assert result["checkpoint_bytes_after_study"] < result["checkpoint_bytes_before_cleanup"]
     large = details["loaders"]["loader_512_large"]
     assert large["source"].endswith("x".join(map(str, result["sizes"]["large_source"])))
-    assert set(details["capacity"]) == {"loaders", "training", "cache_build", "trials"}
+    assert set(details["capacity"]) == {"loaders", "training", "cache_build", "predict", "trials"}
     # Ratios are medians of per-round ratios: each round's runs are in the details.
     runs = details["training"]["runs"]
     assert len(runs["bare"]) == len(runs["ours"]) == result["sizes"]["repeats"]

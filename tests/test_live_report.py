@@ -14,10 +14,12 @@ from cli_helpers import ROOT
 
 # 4 scratch trials of resnet18 at 32 px, one at a time: the sweep lasts long enough for several
 # live renders (every second at most), even on a busy machine.
+# Long enough on a quiet machine for several Parquet rebuilds (every 5 s) while it searches.
 LIVE_SWEEP = [
-    "--set", "num_samples=4", "--set", "space.pretrained=false", "--set", "space.arch=resnet18",
-    "--set", "data.image_size=32", "--set", "space.epochs=2", "--set", "space.batch_size=16",
+    "--set", "num_samples=6", "--set", "space.pretrained=false", "--set", "space.arch=resnet18",
+    "--set", "data.image_size=32", "--set", "space.epochs=3", "--set", "space.batch_size=16",
     "--set", "test_top_k=1", "--set", "max_concurrent=1", "--set", "scheduler.name=none",
+    "--set", "confirm.seeds=0",
 ]  # fmt: skip
 
 
@@ -65,7 +67,7 @@ def test_report_is_live_while_the_sweep_runs_and_final_at_the_end(synthetic_data
     final = (folder / "report.html").read_text()
     assert "live-banner" not in final and "live-reload" not in final
     trials = pd.read_parquet(folder / "trials.parquet")
-    assert len(trials) == 4 and set(trials["status"]) == {"TERMINATED"}
+    assert len(trials) == 6 and set(trials["status"]) == {"TERMINATED"}
     assert not list(folder.glob(".report.html.*"))  # no render left a temp file behind
 
 

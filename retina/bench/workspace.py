@@ -64,7 +64,7 @@ FULL = Sizes(
     min_seconds=1.0, build_images=256, build_px=512, train_px=128, train_images=160, trials=8,
     rss_images=300, rss_px=64, map_px=256, map_images=2048, gpu_px=512, gpu_images=2048,
     gpu_batch=32, gpu_seconds=2.0, threads=0, large_source=(3000, 2000), large_images=96,
-    checkpoint_set=(),  # the demo space as it ships: 8 trials
+    checkpoint_set=(),  # the demo space as it ships: 8 trials and its confirm stage
     spin=2_000_000,
 )  # fmt: skip
 QUICK = Sizes(
@@ -72,7 +72,8 @@ QUICK = Sizes(
     min_seconds=0.05, build_images=32, build_px=32, train_px=32, train_images=16, trials=2,
     rss_images=40, rss_px=32, map_px=32, map_images=64, gpu_px=32, gpu_images=16, gpu_batch=4,
     gpu_seconds=0.0, threads=1, large_source=(450, 300), large_images=8,
-    checkpoint_set=("num_samples=2", "space.arch=resnet18", "space.epochs=1", "test_top_k=1"),
+    checkpoint_set=("num_samples=2", "space.arch=resnet18", "space.epochs=1", "test_top_k=1",
+                    "confirm.seeds=0"),
     spin=300_000,
 )  # fmt: skip
 
