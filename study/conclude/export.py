@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import platform
 import warnings
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from retina.prepare import PreparedData, prepare_data
 from study.conclude.card import CardInputs, render_card
 from study.conclude.holdout import CHECKPOINT_FILE, checkpoint_on_disk
 from study.conclude.ranking import best_trial_ids, rank_trials
+from study.record.study_json import package_versions
 from study.run.snapshot import TUNE_DIR
 
 BEST_DIR = "best"
@@ -188,16 +187,6 @@ def onnx_max_difference(path: Path, model: torch.nn.Module, x: torch.Tensor) -> 
     return worst
 
 
-def export_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in EXPORT_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
 def locate(
     folder: Path, study: dict, trial_id: str | None = None, trials: pd.DataFrame | None = None
 ) -> tuple[dict, str, Path]:
@@ -232,7 +221,7 @@ def export_model(
     model.eval()
     x = parity_images(data)
     date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    versions = export_versions()
+    versions = package_versions(EXPORT_PACKAGES)
     metrics = {k: v for k, v in row.items() if k.startswith(("best_val_", "test_"))}
     info = {
         "study": study.get("name"), "trial_id": trial_id, "best_epoch": epoch,

@@ -14,9 +14,10 @@ from study.define.schema import StudyConfig, hyperparameter_names, max_epochs
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "numpy", "pandas", "pyarrow", "pillow")
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Python's version and each package's installed version (or "not installed")."""
     versions = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in packages:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
