@@ -111,9 +111,12 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, proc=No
 
 # ---- results -----------------------------------------------------------------------------
 def read_frame(folder: Path, name: str) -> pd.DataFrame | None:
-    """A results table, or None while the sweep has not written it yet."""
-    path = folder / name
-    return pd.read_parquet(path) if path.exists() else None
+    """A results table, or None while the sweep has not written it yet. Read in one open, as
+    a poller would: the sweep may replace the file between a check and a second open."""
+    try:
+        return pd.read_parquet(io.BytesIO((folder / name).read_bytes()))
+    except FileNotFoundError:
+        return None
 
 
 class ParquetPoller(threading.Thread):

@@ -6,7 +6,6 @@ killed during it that `--resume` finishes with every (trial, epoch) exactly once
 
 from __future__ import annotations
 
-import io
 import json
 import signal
 
@@ -22,14 +21,6 @@ pytestmark = pytest.mark.slow
 
 # One cell (resnet18 from scratch: no ImageNet weights offline), two new seeds.
 CONFIRM = ["--set", "confirm.compare=[arch]", "--set", "confirm.seeds=2"]
-
-
-def read_now(folder, name) -> pd.DataFrame | None:
-    """A results table read in one open while the sweep may replace it (as a poller would)."""
-    try:
-        return pd.read_parquet(io.BytesIO((folder / name).read_bytes()))
-    except FileNotFoundError:
-        return None
 
 
 def sweep_args(data, results, name, *extra):
@@ -104,7 +95,7 @@ def test_driver_killed_during_confirmation_then_resume(tmp_path, synthetic_data)
 
     def first_confirm_run_done():
         tree.update(descendants(driver.pid))  # Ray's processes, to clean up after the kill
-        trials = read_now(folder, "trials.parquet")
+        trials = read_frame(folder, "trials.parquet")
         if trials is None or "stage" not in trials:
             return False
         return ((trials["stage"] == "confirm") & (trials["status"] == "TERMINATED")).any()
