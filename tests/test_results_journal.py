@@ -117,3 +117,21 @@ def test_throttled_rebuild_writes_only_after_a_change_and_the_interval(tmp_path)
     assert pd.read_parquet(tmp_path / "epochs.parquet").query("trial_id == 't1'")["val_kappa"].iloc[
         -1
     ] == pytest.approx(0.45)
+
+
+def test_a_trial_that_starts_or_ends_between_rebuilds_reaches_trials_parquet_alone(tmp_path):
+    store = fed(tmp_path)
+    store.flush()
+    epochs_written = (tmp_path / "epochs.parquet").stat().st_mtime_ns
+    store.start_trial("t3", CFG)
+    store.record_epoch("t3", result(1, 0.2))
+    store.flush(force=False, min_interval_s=3600, trials_interval_s=0.0)
+    trials = pd.read_parquet(tmp_path / "trials.parquet").set_index("trial_id")
+    assert trials.loc["t3", "status"] == "RUNNING"  # seen now, while the epochs lag
+    assert (tmp_path / "epochs.parquet").stat().st_mtime_ns == epochs_written
+    store.finish_trial("t3", "TERMINATED")
+    store.flush(force=False, min_interval_s=3600, trials_interval_s=3600)  # too soon: waits
+    assert (
+        pd.read_parquet(tmp_path / "trials.parquet").set_index("trial_id").loc["t3", "status"]
+        == "RUNNING"
+    )

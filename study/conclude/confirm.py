@@ -157,8 +157,8 @@ def run_confirm(study: StudyConfig, data: PreparedData, folder: Path, store: Res
     if not cells:
         return True
     grid = build_confirm_tuner(study, data, folder, cells, seeds).fit()
-    finished = experiment_finished(grid, len(cells) * len(seeds))
     store.load()  # the stage's callback wrote its runs to the results folder
+    finished = experiment_finished(grid, len(cells) * len(seeds), store)
     if not finished:
         return False
     by_id = results_by_trial(grid)

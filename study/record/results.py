@@ -164,7 +164,9 @@ class ResultsStore:
         self.trials: dict[str, dict] = {}
         self.journal = Journal(self.folder / JOURNAL_FILE) if journal else None
         self.dirty = False  # changed since the Parquet files were last written
+        self.trials_changed = False  # a trial started or ended since trials.parquet was written
         self._last_flush, self._last_cost = 0.0, 0.0
+        self._last_trials_flush, self._last_trials_cost = 0.0, 0.0
 
     # ---- feeding -------------------------------------------------------------------
     @journaled
@@ -180,6 +182,7 @@ class ResultsStore:
         info["config"] = {k: config.get(k) for k in self.hyperparameters}
         info["stage"], info["seed"] = stage, seed
         info.setdefault("started", time.time())
+        self.trials_changed = True
         if info["status"] in ("PENDING", "ERROR"):
             # Running again (an errored trial that --resume retries): the old failure no
             # longer describes it; a trial that fails again says so again.
@@ -203,6 +206,7 @@ class ResultsStore:
         """A trial that ended itself (e.g. a NaN loss): kept as ERROR with its reason."""
         info = self.trials.setdefault(trial_id, {"config": {}})
         info.update(status="ERROR", error=reason, failed=True)
+        self.trials_changed = True
 
     @journaled
     def finish_trial(self, trial_id: str, status: str, error: str | None = None) -> None:
@@ -210,6 +214,7 @@ class ResultsStore:
         if info.get("failed"):  # the trial's own failure reason wins over Ray's clean exit
             return
         info["status"], info["error"] = status, error
+        self.trials_changed = True
 
     @journaled
     def record_test(
@@ -223,6 +228,7 @@ class ResultsStore:
     def mark_running(self, trial_id: str) -> None:
         """Ray retries the trial (its worker died): it runs again from its last checkpoint."""
         self.trials.setdefault(trial_id, {})["status"] = "RUNNING"
+        self.trials_changed = True
 
     # ---- tables --------------------------------------------------------------------
     def epochs_frame(self) -> pd.DataFrame:
@@ -297,18 +303,35 @@ class ResultsStore:
         return df.astype({"device": "string", "node": "string"})
 
     # ---- disk ----------------------------------------------------------------------
-    def flush(self, force: bool = True, min_interval_s: float = 1.0) -> None:
+    def flush(
+        self, force: bool = True, min_interval_s: float = 1.0, trials_interval_s: float = 1.0
+    ) -> None:
         """Write the three tables; unless `force`, only after a change and at most once per
-        `min_interval_s` (or `REBUILD_SPACING` times the last rebuild, if longer)."""
+        `min_interval_s` (or `REBUILD_SPACING` times the last rebuild, if longer).
+
+        Between those rebuilds, a trial that started or ended is written to `trials.parquet`
+        alone (one row per trial, so cheap) at most once per `trials_interval_s`: a reader
+        sees which trials run within about that, while the epochs may lag more.
+        """
         now = time.monotonic()
         wait = max(min_interval_s, REBUILD_SPACING * self._last_cost)
         if not force and (not self.dirty or now - self._last_flush < wait):
+            self._flush_trials(now, trials_interval_s)
             return
         write_parquet_atomic(self.folder / "epochs.parquet", self.epochs_frame())
         write_parquet_atomic(self.folder / "confusion.parquet", self.confusion_frame())
         write_parquet_atomic(self.folder / "trials.parquet", self.trials_frame())
-        self._last_flush = time.monotonic()
+        self._last_flush = self._last_trials_flush = time.monotonic()
         self._last_cost, self.dirty = self._last_flush - now, False
+        self.trials_changed = False
+
+    def _flush_trials(self, now: float, min_interval_s: float) -> None:
+        wait = max(min_interval_s, REBUILD_SPACING * self._last_trials_cost)
+        if not self.trials_changed or now - self._last_trials_flush < wait:
+            return
+        write_parquet_atomic(self.folder / "trials.parquet", self.trials_frame())
+        self._last_trials_flush = time.monotonic()
+        self._last_trials_cost, self.trials_changed = self._last_trials_flush - now, False
 
     def close(self) -> None:
         if self.journal is not None:

@@ -64,13 +64,19 @@ def restore(experiment: Path, trainable, param_space: dict) -> tune.Tuner | None
     )
 
 
-def experiment_finished(grid, expected: int) -> bool:
+def experiment_finished(grid, expected: int, store) -> bool:
     """Whether a fitted experiment ran all of its `expected` trials to their end.
 
-    After Ctrl-C, Tune returns normally: unfinished or uncreated trials tell.
+    After Ctrl-C, Tune returns normally and marks the trials it stopped TERMINATED, as if they
+    had finished; only the results `store` (reloaded after the fit) knows they did not, since
+    our callback records a trial's end only when Tune reports one.
     """
     trials = grid._experiment_analysis.trials  # statuses are not on the public ResultGrid
-    return len(trials) >= expected and all(t.status in ("TERMINATED", "ERROR") for t in trials)
+    ended = ("TERMINATED", "ERROR")
+    return len(trials) >= expected and all(
+        t.status in ended and store.trials.get(t.trial_id, {}).get("status") in ended
+        for t in trials
+    )
 
 
 def results_by_trial(grid) -> dict:

@@ -144,11 +144,11 @@ def run_study(
             if exc.errno in DISK_FULL:
                 raise disk_full_error(folder) from None
             raise
-        finished = experiment_finished(grid, expected_trials(study))
         store = ResultsStore(
             folder, hyperparameter_names(study), study.metric.name, study.metric.mode
         )
         store.load()
+        finished = experiment_finished(grid, expected_trials(study), store)
         if finished:
             finished = conclude_study(study, data, folder, store, results_by_trial(grid))
         print(leaderboard(store))
