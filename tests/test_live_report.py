@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -80,3 +81,19 @@ def test_the_banner_counts_finished_trials_and_reloads_the_page():
     html = running_banner(trials, LiveStatus(total=8, reload_s=30), dt.datetime(2026, 1, 1, 14, 2))
     assert "running: 5 of 8 trials finished, updated 14:02" in html
     assert "location.reload()},30000)" in html
+
+
+def test_a_render_runs_at_the_lowest_priority_from_its_start(tmp_path, monkeypatch):
+    """Lowered by the sweep right after the start: the render's own imports must not compete."""
+    from study.run import live_report
+
+    live = live_report.LiveReport(tmp_path, total=2, every_s=1)
+    monkeypatch.setattr(
+        live, "command", lambda live: [sys.executable, "-c", "import time; time.sleep(60)"]
+    )
+    live._launch(stamp=("t",))  # as `tick` does when the Parquet files changed
+    try:
+        assert os.getpriority(os.PRIO_PROCESS, live._proc.pid) == live_report.NICE
+    finally:
+        live._proc.kill()
+        live.stop()

@@ -142,6 +142,8 @@ def journaled(method):
                 event["kwargs"] = kwargs
             self.journal.append(event)
         self.dirty = True
+        # Every change is about one trial, named first: its parts of the tables are stale.
+        self.touched.add(str(args[0] if args else kwargs["trial_id"]))
         return method(self, *args, **kwargs)
 
     logged.journaled = True

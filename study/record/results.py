@@ -21,14 +21,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from retina import files
 from retina.errors import RetinaError
-from study.conclude.ranking import best_epoch
 from study.record.journal import (
     JOURNAL_FILE,
     Journal,
@@ -38,32 +36,18 @@ from study.record.journal import (
     replay,
     write_events,
 )
-
-NUM_CLASSES = 5
-METRIC_KEYS = (
-    "loss",
-    "acc",
-    "kappa",
-    "balanced_acc",
-    "referable_sensitivity",
-    "referable_specificity",
+from study.record.tables import (  # noqa: F401 (the tables' columns, for the store's readers)
+    CONFUSION_COLUMNS,
+    EPOCH_COLUMNS,
+    METRIC_KEYS,
+    NUM_CLASSES,
+    TRIAL_TAIL_COLUMNS,
+    TableCache,
+    confusion_frame_of,
+    epochs_frame_of,
+    trial_row,
+    trials_frame_of,
 )
-EPOCH_COLUMNS = (
-    ["trial_id", "epoch"]
-    + [f"train_{k}" for k in ("loss", "acc", "kappa", "images_per_s")]
-    + [f"val_{k}" for k in METRIC_KEYS]
-    + [f"val_recall_{c}" for c in range(NUM_CLASSES)]
-    + ["val_images_per_s", "seconds", "time_total_s"]
-)
-CONFUSION_COLUMNS = ["trial_id", "split", "epoch", "true", "predicted", "count"]
-STAGES = ("search", "confirm")  # `stage` of a trial: found by the search, or a confirm rerun
-TRIAL_TAIL_COLUMNS = (
-    ["epochs_run", "stopped_early", "best_epoch"]
-    + [f"best_val_{k}" for k in METRIC_KEYS]
-    + [f"test_{k}" for k in METRIC_KEYS]
-    + ["error", "seconds", "device", "node"]
-)
-
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 # A throttled rebuild of the Parquet files waits at least this many times its last duration:
@@ -97,7 +81,10 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def write_parquet_atomic(path: Path, df: pd.DataFrame) -> None:
-    table = pa.Table.from_pandas(df, preserve_index=False)
+    write_table_atomic(path, pa.Table.from_pandas(df, preserve_index=False))
+
+
+def write_table_atomic(path: Path, table: pa.Table) -> None:
     write_atomic(path, lambda p: pq.write_table(table, p))
 
 
@@ -165,6 +152,8 @@ class ResultsStore:
         self.journal = Journal(self.folder / JOURNAL_FILE) if journal else None
         self.dirty = False  # changed since the Parquet files were last written
         self.trials_changed = False  # a trial started or ended since trials.parquet was written
+        self.touched: set[str] = set()  # trials changed since their parts of the tables were built
+        self._tables = TableCache()
         self._last_flush, self._last_cost = 0.0, 0.0
         self._last_trials_flush, self._last_trials_cost = 0.0, 0.0
 
@@ -231,80 +220,35 @@ class ResultsStore:
         self.trials_changed = True
 
     # ---- tables --------------------------------------------------------------------
+    def _cache(self) -> TableCache:
+        """The per-trial parts of the tables, less those of the trials changed since."""
+        self._tables.forget(self.touched)
+        self.touched.clear()
+        return self._tables
+
     def epochs_frame(self) -> pd.DataFrame:
-        rows = sorted(self.epochs.values(), key=lambda r: (r["trial_id"], r["epoch"]))
-        df = pd.DataFrame(rows, columns=EPOCH_COLUMNS)
-        return df.astype({"trial_id": "string", "epoch": "int64"})
+        return epochs_frame_of(self.epochs.values())
 
     def confusion_frame(self) -> pd.DataFrame:
-        keys = sorted(self.confusion)
-        cells = NUM_CLASSES**2
-        # Vectorised: a large study holds hundreds of thousands of counts.
-        counts = np.array([self.confusion[k] for k in keys], dtype=np.int64).reshape(-1)
-        cell = np.tile(np.arange(cells), len(keys))
-        columns = [np.repeat(np.array([k[i] for k in keys], dtype=object), cells) for i in (0, 1)]
-        epochs = np.repeat(np.array([k[2] for k in keys], dtype=np.int64), cells)
-        df = pd.DataFrame(
-            dict(
-                zip(
-                    CONFUSION_COLUMNS,
-                    [*columns, epochs, cell // NUM_CLASSES, cell % NUM_CLASSES, counts],
-                    strict=True,
-                )
-            ),
-            columns=CONFUSION_COLUMNS,
-        )
-        return df.astype(
-            {"trial_id": "string", "split": "string", "epoch": "int64", "true": "int64"}
-            | {"predicted": "int64", "count": "int64"}
-        )
+        return confusion_frame_of(self.confusion)
 
     def best_epochs(self) -> dict[str, dict]:
         """The best epoch row per trial, by the study's one ranking (`study.conclude.ranking`)."""
-        per_trial: dict[str, list[dict]] = {}
-        for (trial_id, _), row in sorted(self.epochs.items()):
-            per_trial.setdefault(trial_id, []).append(row)
-        best = {t: best_epoch(rows, self.metric, self.mode) for t, rows in per_trial.items()}
+        best = self._cache().best_epochs(self.epochs, self.metric, self.mode)
         return {t: dict(row) for t, row in best.items() if row is not None}
 
     def trials_frame(self) -> pd.DataFrame:
-        best = self.best_epochs()
-        runs: dict[str, int] = {}
-        for trial_id, epoch in self.epochs:
-            runs[trial_id] = max(runs.get(trial_id, 0), epoch)
-        rows = []
-        for trial_id, info in sorted(self.trials.items()):
-            cfg, row = info.get("config", {}), best.get(trial_id, {})
-            planned, done = cfg.get("epochs"), runs.get(trial_id, 0)
-            out = {"trial_id": trial_id, "status": info.get("status", "PENDING")}
-            out["stage"], out["seed"] = info.get("stage", "search"), info.get("seed")
-            out |= {name: cfg.get(name) for name in self.hyperparameters}
-            out["epochs_run"] = done
-            out["stopped_early"] = bool(
-                info.get("status") == "TERMINATED" and planned is not None and done < planned
-            )
-            out["best_epoch"] = int(row["epoch"]) if row else -1
-            out |= {f"best_val_{k}": row.get(f"val_{k}", float("nan")) for k in METRIC_KEYS}
-            test = info.get("test", {})
-            out |= {f"test_{k}": test.get(k, float("nan")) for k in METRIC_KEYS}
-            out["error"] = info.get("error")
-            out["seconds"] = float(info.get("seconds", 0.0))
-            out["device"], out["node"] = info.get("device"), info.get("node")
-            rows.append(out)
-        if rows:
-            df = pd.DataFrame(rows)
-        else:
-            df = pd.DataFrame(
-                columns=["trial_id", "status", "stage", "seed", *self.hyperparameters]
-            )
-            df = df.reindex(columns=[*df.columns, *TRIAL_TAIL_COLUMNS])
-        df = df.astype({"trial_id": "string", "status": "string", "error": "string"})
-        df = df.astype({"stage": "string", "seed": "Int64"})  # a seed is never lost to a float
-        return df.astype({"device": "string", "node": "string"})
+        cache = self._cache()
+        best = cache.best_epochs(self.epochs, self.metric, self.mode)
+        rows = [
+            trial_row(t, info, best.get(t), cache.runs.get(t, 0), self.hyperparameters)
+            for t, info in sorted(self.trials.items())
+        ]
+        return trials_frame_of(rows, self.hyperparameters)
 
     # ---- disk ----------------------------------------------------------------------
     def flush(
-        self, force: bool = True, min_interval_s: float = 1.0, trials_interval_s: float = 1.0
+        self, force: bool = True, min_interval_s: float = 1.0, trials_interval_s: float = 2.0
     ) -> None:
         """Write the three tables; unless `force`, only after a change and at most once per
         `min_interval_s` (or `REBUILD_SPACING` times the last rebuild, if longer).
@@ -318,8 +262,9 @@ class ResultsStore:
         if not force and (not self.dirty or now - self._last_flush < wait):
             self._flush_trials(now, trials_interval_s)
             return
-        write_parquet_atomic(self.folder / "epochs.parquet", self.epochs_frame())
-        write_parquet_atomic(self.folder / "confusion.parquet", self.confusion_frame())
+        cache = self._cache()  # rebuilds only the trials changed since the last write
+        write_table_atomic(self.folder / "epochs.parquet", cache.epochs_table(self.epochs))
+        write_table_atomic(self.folder / "confusion.parquet", cache.confusion_table(self.confusion))
         write_parquet_atomic(self.folder / "trials.parquet", self.trials_frame())
         self._last_flush = self._last_trials_flush = time.monotonic()
         self._last_cost, self.dirty = self._last_flush - now, False
@@ -341,6 +286,7 @@ class ResultsStore:
         """Take back what an earlier run of this study recorded (for `--resume`): its journal,
         or the Parquet files of a study written before the journal (then journaled whole)."""
         self.dirty = True
+        self._tables = TableCache()  # every row may change: its parts are built again
         journal = self.folder / JOURNAL_FILE
         if journal.exists():
             replay(self, read_events(journal, repair=self.journal is not None))

@@ -6,15 +6,16 @@
 
 A thread of the driver (never Ray's event loop, never a Tune callback) looks every few seconds
 at the Parquet files; when they changed and `every_s` has passed since the last render started,
-it starts `python -m study.analyze FOLDER --running TOTAL --nice 19` as its own process: at
-nice 19 it runs on CPU time the trials leave idle, and the analysis imports neither torch nor
-Ray. One render at a time; a render that fails is logged on one line and retried at the next
+it starts `python -m study.analyze FOLDER --running TOTAL --nice 19` as its own process and
+lowers its priority at once (before its imports): at nice 19 it runs on CPU time the trials
+leave idle, and the analysis imports neither torch nor Ray. One render at a time; a render that fails is logged on one line and retried at the next
 update, and never stops the sweep. `final()` waits for a render in flight and writes the
 report once more without the live banner and the browser reload.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,14 @@ POLL_S = 2.0  # how often the thread looks at the Parquet files (a stat() each)
 NICE = 19  # the lowest priority: a render only gets CPU the trials leave idle
 WATCHED = ("trials.parquet", "epochs.parquet")
 FINAL_WAIT_S = 120  # a render in flight at the end is let finish (it writes atomically)
+
+
+def lower_priority(pid: int) -> None:
+    """Give a process the lowest CPU priority; where it cannot be done, it runs as it is."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, NICE)
+    except (AttributeError, OSError):  # not POSIX, or the render already ended
+        pass
 
 
 class LiveReport:
@@ -104,6 +113,9 @@ class LiveReport:
         self._proc = subprocess.Popen(
             self.command(live=True), stdout=subprocess.DEVNULL, stderr=self._errors
         )
+        # Lowered now, not by the render itself: its own `--nice` comes after ~1 CPU-s of
+        # imports (pandas, Plotly, SciPy), which ran at the trials' priority and slowed them.
+        lower_priority(self._proc.pid)
         self._launched = stamp
 
     def _collect(self) -> None:
