@@ -35,7 +35,7 @@ def check_contract(folder) -> pd.DataFrame:
     assert trials["stage"].dtype == "string" and str(trials["seed"].dtype) == "Int64"
     search, confirm = trials[trials["stage"] == "search"], trials[trials["stage"] == "confirm"]
     assert (search["seed"] == record["config"]["seed"]).all()
-    assert sorted(confirm["seed"]) == [1000, 1001]
+    assert sorted(confirm["seed"]) == [1000, 1001] == record["seeds"]["confirm"]
     assert (confirm["status"] == "TERMINATED").all(), confirm[["status", "error"]]
     assert confirm["test_acc"].notna().all()  # every confirm run tested once
     # ...as the cell's best search trial: the same configuration, all its epochs.
@@ -73,19 +73,28 @@ def check_contract(folder) -> pd.DataFrame:
     return trials
 
 
-def test_sweep_with_confirmation_writes_stage_seed_and_predictions(tmp_path, synthetic_data):
+def test_sweep_with_confirmation_writes_stage_seed_and_predictions(
+    tmp_path, synthetic_data, monkeypatch
+):
     folder = tmp_path / "confirm"
     args = sweep_args(synthetic_data, tmp_path, "confirm", "--set", "num_samples=2",
-                      "--set", "space.epochs=1", "--set", "max_concurrent=2")  # fmt: skip
+                      "--set", "space.epochs=1", "--set", "max_concurrent=2",
+                      "--mlflow", str(tmp_path / "mlruns"))  # fmt: skip
     proc = run_cli(*args, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "confirmation: 1 cells x 2 seeds [1000, 1001]" in proc.stdout
     trials = check_contract(folder)
     assert (trials["stage"] == "search").sum() == 2 and (trials["stage"] == "confirm").sum() == 2
     assert (folder / "tune-confirm").is_dir()
+    from mlflow.tracking import MlflowClient  # the confirm runs are tracked as the search's
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    runs = client.search_runs([client.get_experiment_by_name("confirm").experiment_id])
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
 
 
-def test_driver_killed_during_confirmation_then_resume(tmp_path, synthetic_data):
+def test_driver_killed_during_confirmation_then_resume(tmp_path, synthetic_data, monkeypatch):
     """SIGKILL the driver once the first confirm run finished; --resume runs only the rest."""
     folder, log = tmp_path / "killed", tmp_path / "sweep.log"
     args = sweep_args(synthetic_data, tmp_path, "killed", "--set", "num_samples=1",
@@ -113,7 +122,8 @@ def test_driver_killed_during_confirmation_then_resume(tmp_path, synthetic_data)
     assert len(done) == 1
     epochs_before = read_frame(folder, "epochs.parquet")
 
-    proc = run_cli(*args, "--resume", timeout=500)
+    mlruns = tmp_path / "mlruns"  # given on --resume only: it tracks what this session runs
+    proc = run_cli(*args, "--resume", "--mlflow", str(mlruns), timeout=500)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "not tested" not in proc.stdout
     trials = check_contract(folder)
@@ -124,3 +134,9 @@ def test_driver_killed_during_confirmation_then_resume(tmp_path, synthetic_data)
     old = epochs_before[epochs_before["trial_id"].isin(done)].reset_index(drop=True)
     new = epochs[epochs["trial_id"].isin(done)].reset_index(drop=True)
     pd.testing.assert_frame_equal(old, new)
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(tracking_uri=mlruns.as_uri())
+    runs = client.search_runs([client.get_experiment_by_name("killed").experiment_id])
+    assert len(runs) == 1  # the confirm run left to do; the finished one did not run again

@@ -81,6 +81,10 @@ def test_the_banner_counts_finished_trials_and_reloads_the_page():
     html = running_banner(trials, LiveStatus(total=8, reload_s=30), dt.datetime(2026, 1, 1, 14, 2))
     assert "running: 5 of 8 trials finished, updated 14:02" in html
     assert "location.reload()},30000)" in html
+    trials["stage"] = ["search"] * 4 + ["confirm"] * 3  # the search ended, the confirm runs
+    trials.loc[3, "status"] = "TERMINATED"
+    html = running_banner(trials, LiveStatus(total=4, reload_s=30), dt.datetime(2026, 1, 1, 9, 5))
+    assert "running: 4 of 4 trials finished; confirm stage: 1 runs finished, 2 running" in html
 
 
 def test_a_render_runs_at_the_lowest_priority_from_its_start(tmp_path, monkeypatch):

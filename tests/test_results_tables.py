@@ -49,4 +49,3 @@ def test_each_write_equals_a_whole_rebuild_as_trials_change(tmp_path):
     later.flush()
     assert_files_are_a_whole_rebuild(later)
     assert len(on_disk(tmp_path)[2]) == 25 * 6  # 5 val epochs + 1 test, 25 counts each
-

@@ -16,6 +16,7 @@ def test_small_sweep_writes_the_results_contract(small_study):
     assert record["metric"] == {"name": "val_kappa", "mode": "max"}
     assert sum(record["data"]["class_counts"]["val"]) == record["data"]["n_images"]["val"] > 0
     assert record["seeds"]["split"] == 0 and record["versions"]["ray"]
+    assert record["seeds"]["confirm"] == []  # the shared sweep arguments turn it off
     assert record["config"]["space"]
 
     trials = pd.read_parquet(small_study / "trials.parquet")

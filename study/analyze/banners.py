@@ -27,9 +27,20 @@ class LiveStatus:
 
 
 def running_banner(trials: pd.DataFrame, live: LiveStatus, now: dt.datetime) -> str:
-    """'running: 5 of 8 trials finished, updated 14:02' plus the script that reloads the page."""
-    done = int(trials["status"].isin(FINISHED).sum()) if "status" in trials else 0
-    text = f"running: {done} of {live.total} trials finished, updated {now:%H:%M}"
+    """'running: 5 of 8 trials finished, updated 14:02' plus the script that reloads the page;
+    once the confirm stage runs, its runs are counted apart (`total` counts the search's)."""
+    status = trials["status"] if "status" in trials else pd.Series(pd.NA, index=trials.index)
+    no_stage = pd.Series(False, index=trials.index)  # a study from before the confirm stage
+    confirm = trials["stage"].eq("confirm") if "stage" in trials else no_stage
+    done = int(status[~confirm].isin(FINISHED).sum())
+    text = f"running: {done} of {live.total} trials finished"
+    if confirm.any():  # its size is known only once the search ended: say what has started
+        runs = status[confirm]
+        text += (
+            f"; confirm stage: {int(runs.isin(FINISHED).sum())} runs finished, "
+            f"{int((~runs.isin(FINISHED)).sum())} running"
+        )
+    text += f", updated {now:%H:%M}"
     # JS, not <meta refresh>: the page shell's <head> is shared by every report; a reload keeps
     # the scroll position in current browsers.
     reload_ms = max(1, live.reload_s) * 1000

@@ -32,7 +32,7 @@ from study.conclude.per_image import val_predictions, write_trial_predictions
 from study.conclude.ranking import best_trial_ids
 from study.define.dimensions import key_text
 from study.define.schema import StudyConfig, finite_values
-from study.define.space import confirm_param_space
+from study.define.space import confirm_param_space, confirm_seeds  # noqa: F401 (re-exported)
 from study.record.results import ResultsStore
 from study.run.experiment import (
     experiment_finished,
@@ -43,12 +43,6 @@ from study.run.experiment import (
 )
 
 CONFIRM_DIR = "tune-confirm"  # the stage's Tuner experiment, beside the search's tune/
-SEED_OFFSET = 1000  # confirm seeds never repeat the search's training seed (study.seed)
-
-
-def confirm_seeds(study: StudyConfig) -> list[int]:
-    # Modulo: numpy seeds must stay below 2**32 whatever study.seed is.
-    return [(study.seed + SEED_OFFSET + i) % 2**32 for i in range(study.confirm.seeds)]
 
 
 def _plain(value: Any) -> Any:
@@ -91,11 +85,17 @@ def confirm_cells(
 
 
 def build_confirm_tuner(
-    study: StudyConfig, data: PreparedData, folder: Path, cells: list[dict], seeds: list[int]
+    study: StudyConfig,
+    data: PreparedData,
+    folder: Path,
+    cells: list[dict],
+    seeds: list[int],
+    callbacks=(),
 ) -> tune.Tuner:
-    """A new Tuner over (cell, seed), or the interrupted one of this study (`--resume`)."""
+    """A new Tuner over (cell, seed), or the interrupted one of this study (`--resume`);
+    `callbacks` (e.g. MLflow's) log its runs as they log the search's."""
     train, space = trainable(study, data, folder), confirm_param_space(cells, seeds)
-    restored = restore(folder / CONFIRM_DIR, train, space)
+    restored = restore(folder / CONFIRM_DIR, train, space, callbacks)
     if restored is not None:
         return restored
     return tune.Tuner(
@@ -109,7 +109,7 @@ def build_confirm_tuner(
             scheduler=FIFOScheduler(),  # all epochs: no early stopping
             reuse_actors=True,
         ),
-        run_config=run_config(study, folder, CONFIRM_DIR, "confirm"),
+        run_config=run_config(study, folder, CONFIRM_DIR, "confirm", callbacks=callbacks),
     )
 
 
@@ -145,8 +145,11 @@ def evaluate_confirm_runs(
     return lines
 
 
-def run_confirm(study: StudyConfig, data: PreparedData, folder: Path, store: ResultsStore) -> bool:
-    """The whole stage; True when every run finished (False: interrupted, --resume continues)."""
+def run_confirm(
+    study: StudyConfig, data: PreparedData, folder: Path, store: ResultsStore, callbacks=()
+) -> bool:
+    """The whole stage; True when every run finished (False: interrupted, --resume continues).
+    `callbacks`: more Tune callbacks, as the search's (e.g. MLflow's)."""
     seeds = confirm_seeds(study)
     if not seeds:
         return True
@@ -156,7 +159,7 @@ def run_confirm(study: StudyConfig, data: PreparedData, folder: Path, store: Res
         print(f"  {line}")
     if not cells:
         return True
-    grid = build_confirm_tuner(study, data, folder, cells, seeds).fit()
+    grid = build_confirm_tuner(study, data, folder, cells, seeds, callbacks).fit()
     store.load()  # the stage's callback wrote its runs to the results folder
     finished = experiment_finished(grid, len(cells) * len(seeds), store)
     if not finished:

@@ -27,9 +27,15 @@ from study.record.results import ResultsStore
 
 
 def conclude_study(
-    study: StudyConfig, data: PreparedData, folder: Path, store: ResultsStore, results_by_id: dict
+    study: StudyConfig,
+    data: PreparedData,
+    folder: Path,
+    store: ResultsStore,
+    results_by_id: dict,
+    callbacks=(),
 ) -> bool:
-    """Steps after a finished search; `results_by_id` maps trial id to Ray's `Result`.
+    """Steps after a finished search; `results_by_id` maps trial id to Ray's `Result`;
+    `callbacks`: the search's extra Tune callbacks, for the confirm stage's runs too.
 
     Returns False when a step was interrupted (the study is then continued by --resume).
     """
@@ -41,7 +47,7 @@ def conclude_study(
             print(f"  {line}")
     for line in write_search_predictions(store, results_by_id, data, folder, tested):
         print(line)
-    if not run_confirm(study, data, folder, store):
+    if not run_confirm(study, data, folder, store, callbacks):
         return False  # interrupted: --resume continues the confirm stage, then the rest
     # Before the export: the model card states the comparison's intervals.
     print(write_summary(folder, store))

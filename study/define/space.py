@@ -125,6 +125,15 @@ def trial_values(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, **cell} if isinstance(cell, dict) else dict(config)
 
 
+CONFIRM_SEED_OFFSET = 1000  # confirm seeds never repeat the search's training seed (study.seed)
+
+
+def confirm_seeds(study: StudyConfig) -> list[int]:
+    """The training seeds of the confirm stage's runs (one per seed, in every cell)."""
+    # Modulo: numpy seeds must stay below 2**32 whatever study.seed is.
+    return [(study.seed + CONFIRM_SEED_OFFSET + i) % 2**32 for i in range(study.confirm.seeds)]
+
+
 def trial_seed(cfg: StudyConfig, config: dict[str, Any]) -> int:
     """The training seed of a trial: its own (confirm trials), else the study's."""
     return int(config.get(SEED_KEY, cfg.seed))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from retina.prepare import PreparedData
 from study.define.schema import StudyConfig, hyperparameter_names, max_epochs
+from study.define.space import confirm_seeds
 
 PACKAGES = ("torch", "torchvision", "ray", "optuna", "numpy", "pandas", "pyarrow", "pillow")
 
@@ -66,7 +67,12 @@ def study_record(study: StudyConfig, resolved: dict, data: PreparedData, space_f
         },
         "search": resolved.get("search"),
         "scheduler": resolved.get("scheduler"),
-        "seeds": {"split": study.data.split_seed, "search": study.search.seed, "train": study.seed},
+        "seeds": {
+            "split": study.data.split_seed,
+            "search": study.search.seed,
+            "train": study.seed,
+            "confirm": confirm_seeds(study),  # the confirm stage's runs, one per seed and cell
+        },
         "versions": package_versions(),
         "git_rev": git_revision(),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -47,21 +47,31 @@ def run_config(
     )
 
 
-def restore(experiment: Path, trainable, param_space: dict) -> tune.Tuner | None:
-    """The Tuner of an interrupted experiment, to continue it; None when there is none."""
+def restore(experiment: Path, trainable, param_space: dict, callbacks=()) -> tune.Tuner | None:
+    """The Tuner of an interrupted experiment, to continue it; None when there is none.
+
+    Its extra callbacks are this session's `callbacks` (e.g. MLflow's, given with --resume),
+    not those the interrupted session was started with.
+    """
     if not tune.Tuner.can_restore(str(experiment)):
         return None
     note = repair(experiment)  # else Tune would silently start the experiment over
     if note:
         print(note, file=sys.stderr)
     # Finished trials stay finished; unfinished and errored ones continue from checkpoints.
-    return tune.Tuner.restore(
+    tuner = tune.Tuner.restore(
         str(experiment),
         trainable,
         resume_unfinished=True,
         resume_errored=True,
         param_space=param_space,
     )
+    # Tune restores the pickled callbacks and has no public way to change them; `fit` reads
+    # this list, so the flags of the session that resumes apply.
+    config = tuner._local_tuner.get_run_config()
+    ours = [c for c in config.callbacks or [] if isinstance(c, ParquetCallback)]
+    config.callbacks = [*ours, *callbacks]
+    return tuner
 
 
 def experiment_finished(grid, expected: int, store) -> bool:

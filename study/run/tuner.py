@@ -65,7 +65,7 @@ def build_tuner(
     """`callbacks`: more Tune callbacks (e.g. MLflow's) after the one that records results."""
     train = trainable(study, data, folder)
     if resume:
-        restored = restore(folder / TUNE_DIR, train, tune_param_space(study))
+        restored = restore(folder / TUNE_DIR, train, tune_param_space(study), callbacks)
         if restored is not None:
             return restored
     reporter = tune.CLIReporter(
@@ -137,20 +137,21 @@ def run_study(
     if report_every > 0:
         print(f"live report: {live.path} (rewritten at most every {report_every:g} s)")
     try:
-        try:
-            with live:
+        with live:  # rewritten through the confirm stage too, until the final report
+            try:
                 grid = build_tuner(study, data, folder, resume, list(callbacks)).fit()
-        except OSError as exc:  # Ray's own experiment state hit a full disk before our files
-            if exc.errno in DISK_FULL:
-                raise disk_full_error(folder) from None
-            raise
-        store = ResultsStore(
-            folder, hyperparameter_names(study), study.metric.name, study.metric.mode
-        )
-        store.load()
-        finished = experiment_finished(grid, expected_trials(study), store)
-        if finished:
-            finished = conclude_study(study, data, folder, store, results_by_trial(grid))
+            except OSError as exc:  # Ray's own experiment state hit a full disk first
+                if exc.errno in DISK_FULL:
+                    raise disk_full_error(folder) from None
+                raise
+            store = ResultsStore(
+                folder, hyperparameter_names(study), study.metric.name, study.metric.mode
+            )
+            store.load()
+            finished = experiment_finished(grid, expected_trials(study), store)
+            if finished:
+                by_id = results_by_trial(grid)
+                finished = conclude_study(study, data, folder, store, by_id, list(callbacks))
         print(leaderboard(store))
         live.final()  # after the test results: the report without the live banner
         return finished
