@@ -36,6 +36,7 @@ from study.define.space import confirm_param_space, confirm_seeds  # noqa: F401 
 from study.record.results import ResultsStore
 from study.run.experiment import (
     experiment_finished,
+    fit,
     restore,
     results_by_trial,
     run_config,
@@ -159,7 +160,7 @@ def run_confirm(
         print(f"  {line}")
     if not cells:
         return True
-    grid = build_confirm_tuner(study, data, folder, cells, seeds, callbacks).fit()
+    grid = fit(build_confirm_tuner(study, data, folder, cells, seeds, callbacks), folder)
     store.load()  # the stage's callback wrote its runs to the results folder
     finished = experiment_finished(grid, len(cells) * len(seeds), store)
     if not finished:

@@ -16,6 +16,7 @@ from ray import tune
 from retina.prepare import PreparedData
 from study.define.schema import StudyConfig
 from study.define.space import resolve_gpu
+from study.record.results import DISK_FULL, disk_full_error
 from study.run.callback import ParquetCallback
 from study.run.keep import checkpoint_config
 from study.run.snapshot import repair
@@ -72,6 +73,16 @@ def restore(experiment: Path, trainable, param_space: dict, callbacks=()) -> tun
     ours = [c for c in config.callbacks or [] if isinstance(c, ParquetCallback)]
     config.callbacks = [*ours, *callbacks]
     return tuner
+
+
+def fit(tuner: tune.Tuner, folder: Path):
+    """`tuner.fit()`, with a full disk said as every other full disk of the sweep is."""
+    try:
+        return tuner.fit()
+    except OSError as exc:  # Ray's own experiment state hit a full disk before our files
+        if exc.errno in DISK_FULL:
+            raise disk_full_error(folder) from None
+        raise
 
 
 def experiment_finished(grid, expected: int, store) -> bool:

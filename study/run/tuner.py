@@ -16,9 +16,10 @@ from study.conclude.pipeline import conclude_study
 from study.conclude.ranking import rank_trials
 from study.define.schema import StudyConfig, hyperparameter_names
 from study.define.space import tune_config, tune_param_space
-from study.record.results import DISK_FULL, ResultsStore, disk_full_error
+from study.record.results import ResultsStore
 from study.run.experiment import (
     experiment_finished,
+    fit,
     restore,
     results_by_trial,
     run_config,
@@ -138,12 +139,7 @@ def run_study(
         print(f"live report: {live.path} (rewritten at most every {report_every:g} s)")
     try:
         with live:  # rewritten through the confirm stage too, until the final report
-            try:
-                grid = build_tuner(study, data, folder, resume, list(callbacks)).fit()
-            except OSError as exc:  # Ray's own experiment state hit a full disk first
-                if exc.errno in DISK_FULL:
-                    raise disk_full_error(folder) from None
-                raise
+            grid = fit(build_tuner(study, data, folder, resume, list(callbacks)), folder)
             store = ResultsStore(
                 folder, hyperparameter_names(study), study.metric.name, study.metric.mode
             )
