@@ -106,16 +106,18 @@ def _spin(n: int) -> float:
 def parallel_capacity(workers: int, n: int = 2_000_000) -> float:
     """How many cores' worth of work `workers` processes get right now (ideal: `workers`).
 
-    The same pure-Python loop alone, then in `workers` processes at once. On a machine that
-    others share, this is what a build "on all cores" can gain at most.
+    The same pure-Python loop alone, then in `workers` processes at once, each the best of
+    three (a one-off stall, e.g. Ray's processes of the last section exiting, is not the
+    machine's load). On a machine that others share, this is what a build "on all cores" can
+    gain at most.
     """
     if workers < 2:
         return 1.0
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")  # fmt: skip
     with ctx.Pool(workers) as pool:
-        alone = min(pool.map(_spin, [n]) for _ in range(2))[0]
-        together = pool.map(_spin, [n] * workers)
-    return workers * alone / max(together)
+        alone = min(pool.map(_spin, [n])[0] for _ in range(3))
+        together = min(max(pool.map(_spin, [n] * workers)) for _ in range(3))
+    return workers * alone / together
 
 
 def machine_info(device: torch.device) -> dict:
