@@ -3,10 +3,13 @@ kill, a study folder written before the journal, and `trial_finished` reading th
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import pytest
 
 from retina.errors import RetinaError
+from study.record import results
 from study.record.journal import JOURNAL_FILE, encode, read_events
 from study.record.results import ResultsStore, trial_finished
 
@@ -119,19 +122,21 @@ def test_throttled_rebuild_writes_only_after_a_change_and_the_interval(tmp_path)
     ] == pytest.approx(0.45)
 
 
-def test_a_trial_that_starts_or_ends_between_rebuilds_reaches_trials_parquet_alone(tmp_path):
+def test_a_trial_that_starts_or_ends_is_written_before_the_periodic_rebuild(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "EVENT_SHARE", 1e9)  # the budget for early rebuilds: ample
     store = fed(tmp_path)
     store.flush()
-    epochs_written = (tmp_path / "epochs.parquet").stat().st_mtime_ns
-    store.start_trial("t3", CFG)
-    store.record_epoch("t3", result(1, 0.2))
-    store.flush(force=False, min_interval_s=3600, trials_interval_s=0.0)
+    store.record_epoch("t1", result(4, 0.45))  # an epoch alone waits for the periodic rebuild
+    store.flush(force=False, min_interval_s=3600)
+    assert len(pd.read_parquet(tmp_path / "epochs.parquet").query("trial_id == 't1'")) == 3
+    store.start_trial("t3", CFG)  # a trial starts: all three files, consistent, now
+    time.sleep(0.01)  # the budget grows with the time since the store was made
+    store.flush(force=False, min_interval_s=3600)
     trials = pd.read_parquet(tmp_path / "trials.parquet").set_index("trial_id")
-    assert trials.loc["t3", "status"] == "RUNNING"  # seen now, while the epochs lag
-    assert (tmp_path / "epochs.parquet").stat().st_mtime_ns == epochs_written
+    assert trials.loc["t3", "status"] == "RUNNING"
+    assert len(pd.read_parquet(tmp_path / "epochs.parquet").query("trial_id == 't1'")) == 4
+    monkeypatch.setattr(results, "EVENT_SHARE", 0.0)  # no budget: the periodic rebuild only
     store.finish_trial("t3", "TERMINATED")
-    store.flush(force=False, min_interval_s=3600, trials_interval_s=3600)  # too soon: waits
-    assert (
-        pd.read_parquet(tmp_path / "trials.parquet").set_index("trial_id").loc["t3", "status"]
-        == "RUNNING"
-    )
+    store.flush(force=False, min_interval_s=3600)
+    trials = pd.read_parquet(tmp_path / "trials.parquet").set_index("trial_id")
+    assert trials.loc["t3", "status"] == "RUNNING"

@@ -120,12 +120,13 @@ class TableCache:
     def __init__(self):
         self.best: dict[str, Mapping | None] = {}
         self.runs: dict[str, int] = {}
+        self.rows: dict[str, dict] = {}  # trials.parquet's rows
         self.epochs: dict[str, pa.Table] = {}
         self.confusion: dict[str, pa.Table] = {}
 
     def forget(self, trial_ids: Iterable[str]) -> None:
         for trial_id in trial_ids:
-            for part in (self.best, self.runs, self.epochs, self.confusion):
+            for part in (self.best, self.runs, self.rows, self.epochs, self.confusion):
                 part.pop(trial_id, None)
 
     def best_epochs(self, epochs: Mapping, metric: str, mode: str) -> dict[str, Mapping | None]:
@@ -139,6 +140,14 @@ class TableCache:
             self.best[trial_id] = best_epoch(rows, metric, mode)
             self.runs[trial_id] = max(int(r["epoch"]) for r in rows)
         return self.best
+
+    def trial_rows(self, trials: Mapping[str, Mapping], hyperparameters: list) -> list[dict]:
+        """trials.parquet's rows, sorted; `best_epochs` must have run since the last `forget`."""
+        for trial_id, info in trials.items():
+            if trial_id not in self.rows:
+                best, runs = self.best.get(trial_id), self.runs.get(trial_id, 0)
+                self.rows[trial_id] = trial_row(trial_id, info, best, runs, hyperparameters)
+        return [self.rows[t] for t in sorted(trials)]
 
     def epochs_table(self, epochs: Mapping) -> pa.Table:
         rows = [row for (trial_id, _), row in epochs.items() if trial_id not in self.epochs]

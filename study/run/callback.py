@@ -58,6 +58,8 @@ class ParquetCallback(tune.Callback):
         self.store: ResultsStore | None = None
         # Epochs reported with a checkpoint that Ray has not registered yet, by trial id.
         self.unsaved: dict[str, dict] = {}
+        # Trials started that Ray's saved state may not know yet: (config, seed) by trial id.
+        self.starting: dict[str, tuple[dict, int]] = {}
         self.keeper = SnapshotKeeper(self.folder / experiment)
         self.busy_s, self.results = 0.0, 0  # time spent in this callback; results received
         self.started = time.perf_counter()
@@ -83,21 +85,30 @@ class ParquetCallback(tune.Callback):
 
     @timed
     def on_trial_start(self, iteration, trials, trial, **info):
-        store = self._store()
+        # Recorded once Ray's saved state knows the trial (a snapshot, or the trial's first
+        # news): a driver killed in between leaves no trial that --resume cannot continue.
         config = resolve_trial_config(self.study, trial_values(trial.config))
-        seed = trial_seed(self.study, trial.config)
-        store.start_trial(trial.trial_id, config, stage=self.stage, seed=seed)
+        self.starting[trial.trial_id] = (config, trial_seed(self.study, trial.config))
+
+    def _started(self, trial_id: str) -> None:
+        """Record a trial's start if it is still held back: before anything else about it."""
+        held = self.starting.pop(trial_id, None)
+        if held is not None:
+            config, seed = held
+            self._store().start_trial(trial_id, config, stage=self.stage, seed=seed)
 
     @timed
     def on_trial_recover(self, iteration, trials, trial, **info):
         # Its retry starts from Ray's last registered checkpoint and reports the unsaved
         # epoch again: record it then, once.
+        self._started(trial.trial_id)
         self.unsaved.pop(trial.trial_id, None)
         self._store().mark_running(trial.trial_id)
 
     @timed
     def on_trial_result(self, iteration, trials, trial, result, **info):
         self.results += 1
+        self._started(trial.trial_id)
         store = self._store()
         if result.get("failed"):
             store.record_failure(trial.trial_id, str(result["failed"]))
@@ -112,6 +123,7 @@ class ParquetCallback(tune.Callback):
 
     @timed
     def on_trial_save(self, iteration, trials, trial, **info):
+        self._started(trial.trial_id)
         result = self.unsaved.pop(trial.trial_id, None)
         if result is not None:
             self._record(trial.trial_id, result)
@@ -124,6 +136,7 @@ class ParquetCallback(tune.Callback):
 
     @timed
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self._started(trial.trial_id)
         store = self._store()
         result = self.unsaved.pop(trial.trial_id, None)
         if result is not None:  # finished before Ray saved its last checkpoint: it ran
@@ -133,6 +146,7 @@ class ParquetCallback(tune.Callback):
     @timed
     def on_trial_error(self, iteration, trials, trial, **info):
         # An unsaved epoch is dropped: --resume retries the trial from Ray's last checkpoint.
+        self._started(trial.trial_id)
         self.unsaved.pop(trial.trial_id, None)
         store = self._store()
         store.finish_trial(trial.trial_id, "ERROR", _error_text(trial))
@@ -143,12 +157,15 @@ class ParquetCallback(tune.Callback):
         # whole copy, since its copy in tune/ is overwritten in place (see study.run.snapshot).
         storage = getattr(trials[0], "storage", None) if trials else None
         staging = getattr(storage, "experiment_driver_staging_path", None)
-        if staging:
-            self.keeper.keep(Path(staging))
+        if staging and self.keeper.keep(Path(staging)):
+            for trial_id in list(self.starting):  # Ray saved its state in this step: it knows them
+                self._started(trial_id)
         self._store().flush(force=False, min_interval_s=PARQUET_EVERY_S)
 
     @timed
     def on_experiment_end(self, trials, **info):
+        for trial_id in list(self.starting):  # Ray saves its state at the end, whatever ended it
+            self._started(trial_id)
         store = self._store()
         # After a killed driver, Ray's snapshot may predate a trial that had started: --resume
         # does not know it, so its row would say RUNNING forever. Say what happened instead.

@@ -73,14 +73,15 @@ class SnapshotKeeper:
         self._state: Path | None = None  # this session's state file: one name per run
         self._copied: int | None = None  # the mtime of the snapshot kept last
 
-    def keep(self, staging: Path) -> None:
+    def keep(self, staging: Path) -> bool:
+        """Copy Tune's snapshot if it wrote a new one since the last call; whether it did."""
         if self._state is None or self._state.parent != staging:
             self._state = _newest_state(staging) if staging.is_dir() else None
         if self._state is None or not self._state.exists():
-            return
+            return False
         state, mtime = self._state, self._state.stat().st_mtime_ns
         if mtime == self._copied:
-            return  # no snapshot since the last copy (the usual case: one every ~10 s)
+            return False  # no snapshot since the last copy (the usual case: one every ~10 s)
         new = self.kept / str(time.time_ns())
         partial = new.with_name(new.name + ".tmp")
         try:
@@ -97,6 +98,7 @@ class SnapshotKeeper:
             if old != new:
                 shutil.rmtree(old, ignore_errors=True)
         self._copied = mtime
+        return True
 
 
 def repair(experiment: Path) -> str | None:
