@@ -10,7 +10,13 @@ import pandas as pd
 import pytest
 
 from retina.errors import RetinaError
-from study.record.results import EPOCH_COLUMNS, ResultsStore, write_atomic, write_parquet_atomic
+from study.record.results import (
+    EPOCH_COLUMNS,
+    METRIC_KEYS,
+    ResultsStore,
+    write_atomic,
+    write_parquet_atomic,
+)
 
 HP = ["arch", "pretrained", "lr", "batch_size", "epochs"]
 
@@ -94,17 +100,7 @@ def test_load_takes_back_everything_written(store, tmp_path):
     store.record_test(
         "t1",
         2,
-        {
-            f"test_{k}": 0.5
-            for k in (
-                "loss",
-                "acc",
-                "kappa",
-                "balanced_acc",
-                "referable_sensitivity",
-                "referable_specificity",
-            )
-        },
+        {f"test_{k}": 0.5 for k in METRIC_KEYS},
         [1] * 25,
     )
     store.flush()
