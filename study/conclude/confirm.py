@@ -32,7 +32,7 @@ from study.conclude.per_image import val_predictions, write_trial_predictions
 from study.conclude.ranking import best_trial_ids
 from study.define.dimensions import key_text
 from study.define.schema import StudyConfig, finite_values
-from study.define.space import confirm_param_space, confirm_seeds  # noqa: F401 (re-exported)
+from study.define.space import confirm_param_space, confirm_seeds
 from study.record.results import ResultsStore
 from study.run.experiment import (
     experiment_finished,

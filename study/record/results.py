@@ -41,8 +41,10 @@ from study.record.tables import (  # noqa: F401 (the tables' columns, for the st
     EPOCH_COLUMNS,
     METRIC_KEYS,
     NUM_CLASSES,
+    STAGES,
     TRIAL_TAIL_COLUMNS,
     TableCache,
+    arrow_table,
     confusion_frame_of,
     epochs_frame_of,
     trials_frame_of,
@@ -85,7 +87,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def write_parquet_atomic(path: Path, df: pd.DataFrame) -> None:
-    write_table_atomic(path, pa.Table.from_pandas(df, preserve_index=False))
+    write_table_atomic(path, arrow_table(df))
 
 
 def write_table_atomic(path: Path, table: pa.Table) -> None:
@@ -242,11 +244,10 @@ class ResultsStore:
         return {t: dict(row) for t, row in best.items() if row is not None}
 
     def trials_frame(self) -> pd.DataFrame:
-        cache = self._cache()
-        cache.best_epochs(self.epochs, self.metric, self.mode)
-        return trials_frame_of(
-            cache.trial_rows(self.trials, self.hyperparameters), self.hyperparameters
+        rows = self._cache().trial_rows(
+            self.trials, self.epochs, self.metric, self.mode, self.hyperparameters
         )
+        return trials_frame_of(rows, self.hyperparameters)
 
     # ---- disk ----------------------------------------------------------------------
     def flush(self, force: bool = True, min_interval_s: float = 1.0) -> None:

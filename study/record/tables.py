@@ -38,6 +38,7 @@ EPOCH_COLUMNS = (
     + ["val_images_per_s", "seconds", "time_total_s"]
 )
 CONFUSION_COLUMNS = ["trial_id", "split", "epoch", "true", "predicted", "count"]
+STAGES = ("search", "confirm")  # `stage` of a trial: found by the search, or a confirm rerun
 TRIAL_TAIL_COLUMNS = (
     ["epochs_run", "stopped_early", "best_epoch"]
     + [f"best_val_{k}" for k in METRIC_KEYS]
@@ -141,8 +142,16 @@ class TableCache:
             self.runs[trial_id] = max(int(r["epoch"]) for r in rows)
         return self.best
 
-    def trial_rows(self, trials: Mapping[str, Mapping], hyperparameters: list) -> list[dict]:
-        """trials.parquet's rows, sorted; `best_epochs` must have run since the last `forget`."""
+    def trial_rows(
+        self,
+        trials: Mapping[str, Mapping],
+        epochs: Mapping,
+        metric: str,
+        mode: str,
+        hyperparameters: list,
+    ) -> list[dict]:
+        """trials.parquet's rows, sorted; each row needs its trial's best epoch first."""
+        self.best_epochs(epochs, metric, mode)
         for trial_id, info in trials.items():
             if trial_id not in self.rows:
                 best, runs = self.best.get(trial_id), self.runs.get(trial_id, 0)
@@ -152,23 +161,24 @@ class TableCache:
     def epochs_table(self, epochs: Mapping) -> pa.Table:
         rows = [row for (trial_id, _), row in epochs.items() if trial_id not in self.epochs]
         if rows:
-            self.epochs |= _per_trial(_arrow(epochs_frame_of(rows)))
+            self.epochs |= _per_trial(arrow_table(epochs_frame_of(rows)))
         return _concat(self.epochs, epochs_frame_of([]))
 
     def confusion_table(self, confusion: Mapping) -> pa.Table:
         fresh = {k: v for k, v in confusion.items() if k[0] not in self.confusion}
         if fresh:
-            self.confusion |= _per_trial(_arrow(confusion_frame_of(fresh)))
+            self.confusion |= _per_trial(arrow_table(confusion_frame_of(fresh)))
         return _concat(self.confusion, confusion_frame_of({}))
 
 
-def _arrow(df: pd.DataFrame) -> pa.Table:
+def arrow_table(df: pd.DataFrame) -> pa.Table:
+    """A frame as the Parquet files store it (no pandas index)."""
     return pa.Table.from_pandas(df, preserve_index=False)
 
 
 def _concat(parts: Mapping[str, pa.Table], empty: pd.DataFrame) -> pa.Table:
     if not parts:
-        return _arrow(empty)
+        return arrow_table(empty)
     tables = [parts[t] for t in sorted(parts)]
     try:
         return pa.concat_tables(tables)

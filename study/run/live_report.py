@@ -8,9 +8,10 @@ A thread of the driver (never Ray's event loop, never a Tune callback) looks eve
 at the Parquet files; when they changed and `every_s` has passed since the last render started,
 it starts `python -m study.analyze FOLDER --running TOTAL --nice 19` as its own process and
 lowers its priority at once (before its imports): at nice 19 it runs on CPU time the trials
-leave idle, and the analysis imports neither torch nor Ray. One render at a time; a render that fails is logged on one line and retried at the next
-update, and never stops the sweep. `final()` waits for a render in flight and writes the
-report once more without the live banner and the browser reload.
+leave idle, and the analysis imports neither torch nor Ray. One render at a time; a render
+that fails is logged on one line and retried at the next update, and never stops the sweep.
+`final()` waits for a render in flight and writes the report once more without the live
+banner and the browser reload.
 """
 
 from __future__ import annotations
