@@ -18,6 +18,7 @@ from pathlib import Path
 from retina.cli import run_main
 from retina.errors import RetinaError
 from study.define.schema import StudyConfig, load_study, study_to_dict
+from study.run.live_report import CPU_SHARE
 from study.run.mlflow_option import DEFAULT_URI as DEFAULT_MLFLOW_URI
 from study.run.mlflow_option import mlflow_callback, require_mlflow, tracking_uri
 
@@ -59,6 +60,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="rewrite results/<study>/report.html at most every S seconds while it runs (0: off)",
     )
     p.add_argument(
+        "--report-cpu",
+        type=float,
+        default=100 * CPU_SHARE,
+        metavar="PCT",
+        help=f"the live renders may use at most PCT %% of this machine's CPU (default "
+        f"{100 * CPU_SHARE:g}; 100 where the trials run on other machines)",
+    )
+    p.add_argument(
         "--mlflow",
         nargs="?",
         const=DEFAULT_MLFLOW_URI,
@@ -82,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     study = load(args)
     if args.report_every < 0:
         raise RetinaError(f"--report-every {args.report_every:g}: give seconds >= 0 (0: off)")
+    if not 0 < args.report_cpu <= 100:
+        raise RetinaError(f"--report-cpu {args.report_cpu:g}: give a percent in (0, 100]")
     if args.mlflow is not None:
         require_mlflow()  # before any work: a missing extra is a one-line fix
     folder = Path(args.results).resolve() / study.name
@@ -130,6 +141,7 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
         args.dashboard_host,
         args.resume,
         report_every=args.report_every,
+        report_cpu_share=args.report_cpu / 100,
         callbacks=callbacks,
     )
     print(f"results: {folder}")

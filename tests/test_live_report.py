@@ -43,7 +43,7 @@ def test_report_is_live_while_the_sweep_runs_and_final_at_the_end(synthetic_data
         sweep = subprocess.Popen(
             [sys.executable, "-m", "study.sweep", "search_spaces/demo.yaml",
              "--data", str(synthetic_data), "--results", str(tmp_path / "results"),
-             "--name", "live", "--report-every", "1", *LIVE_SWEEP],
+             "--name", "live", "--report-every", "1", "--report-cpu", "100", *LIVE_SWEEP],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
         )  # fmt: skip
         live_versions: set[str] = set()
@@ -87,7 +87,7 @@ def test_the_banner_counts_finished_trials_and_reloads_the_page():
     assert "running: 4 of 4 trials finished; confirm stage: 1 runs finished, 2 running" in html
 
 
-def test_a_render_runs_at_the_lowest_priority_from_its_start(tmp_path, monkeypatch):
+def test_the_render_process_runs_at_the_lowest_priority_from_its_start(tmp_path, monkeypatch):
     """Lowered by the sweep right after the start: the render's own imports must not compete."""
     from study.run import live_report
 
@@ -95,9 +95,71 @@ def test_a_render_runs_at_the_lowest_priority_from_its_start(tmp_path, monkeypat
     monkeypatch.setattr(
         live, "command", lambda live: [sys.executable, "-c", "import time; time.sleep(60)"]
     )
-    live._launch(stamp=("t",))  # as `tick` does when the Parquet files changed
+    live._start()  # as `tick` does at the first render
     try:
         assert os.getpriority(os.PRIO_PROCESS, live._proc.pid) == live_report.NICE
     finally:
         live._proc.kill()
         live.stop()
+
+
+class FakeClock:
+    """Seconds that pass only when the test says: the CPU budget, checked without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _touch_epochs(folder) -> None:
+    """A new epoch as the sweep writes one: the same rows, a new mtime and size."""
+    from analyze_fixtures import write_parquet
+
+    epochs = pd.read_parquet(folder / "epochs.parquet")
+    write_parquet(folder / "epochs.parquet", pd.concat([epochs, epochs.tail(1)]))
+
+
+def test_renders_keep_to_their_share_of_the_cpu_in_one_kept_process(tmp_path):
+    """The real render process (python -m study.analyze --serve) on a real results folder."""
+    from analyze_fixtures import make_results
+
+    from study.run.live_report import LiveReport, machine_cores
+
+    folder = make_results(tmp_path)
+    clock, share = FakeClock(), 0.01
+    live = LiveReport(folder, total=6, every_s=1, cpu_share=share, clock=clock)
+    try:
+        live.tick()  # the first render is free: nothing spent yet
+        assert live.renders == 1 and "id='live-banner'" in (folder / "report.html").read_text()
+        first_pid, spent = live._proc.pid, live.cpu_s
+        assert spent > 0.5  # the process's own CPU account, imports included
+
+        _touch_epochs(folder)
+        clock.now += 5  # past every_s, but far inside the CPU the first render took
+        live.tick()
+        assert live.renders == 1
+        due = live._born + spent / (share * machine_cores())
+        clock.now = due - 0.01
+        live.tick()
+        assert live.renders == 1
+        clock.now = due + 0.01
+        live.tick()
+        assert live.renders == 2 and live._proc.pid == first_pid  # the same process, kept
+        assert live.cpu_s - spent < spent  # no second start-up: the imports were paid once
+        assert live.within_budget() is False  # so the next render waits again
+
+        # A render process that dies is said once and started again at the next update.
+        live._proc.kill()
+        live._proc.wait()
+        _touch_epochs(folder)
+        clock.now += 10_000
+        live.tick()
+        assert (live.renders, live.failures, live._proc) == (2, 1, None)
+        clock.now += 10_000
+        live.tick()
+        assert live.renders == 3 and live._proc.pid != first_pid
+    finally:
+        live.stop()
+    assert live._proc is None  # stop() ends the render process

@@ -107,3 +107,18 @@ def test_yaml_python_object_payload_is_refused_not_run(tmp_path):
     assert "python/object/apply:os.system" in proc.stderr  # names the tag it refused
     assert "a tag that builds objects is not allowed" in proc.stderr
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "flag, value, expected",
+    [
+        ("--report-every", "-1", "--report-every -1: give seconds >= 0 (0: off)"),
+        ("--report-cpu", "0", "--report-cpu 0: give a percent in (0, 100]"),
+        ("--report-cpu", "150", "--report-cpu 150: give a percent in (0, 100]"),
+    ],
+)
+def test_bad_live_report_flags_are_refused_before_anything_starts(tmp_path, flag, value, expected):
+    results = tmp_path / "results"
+    space = str(ROOT / "search_spaces" / "demo.yaml")
+    proc = run_cli("study.sweep", space, "--results", str(results), flag, value, timeout=120)
+    refused_without_starting(proc, expected, results)

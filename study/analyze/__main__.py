@@ -5,16 +5,20 @@
     python -m study.analyze results/demo --out /tmp/demo.html --top 5 --open
     python -m study.analyze results/demo --resamples 2000   # a quicker, coarser bootstrap
     python -m study.analyze results/demo --running 8 --nice 19   # a running sweep's live render
+    python -m study.analyze results/demo --running 8 --serve     # renders on request (stdin)
 
 Reads only study.json and the Parquet files (no Ray, no torch), so it works on a copied
 results folder and on a study that is still running. Writes summary.json (the comparison's
 numbers, docs/results.md) beside report.html — with --out, `<out>.summary.json` beside it —
-and prints the path of each report written.
+and prints the path of each report written. With --serve it stays up for a running sweep
+(study/run/live_report.py): each line on stdin asks for one render, each answer is one JSON line
+on stdout, so the imports (~2 CPU-s, more than a render) are paid once per sweep, not per render.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import webbrowser
@@ -78,6 +82,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--nice", type=int, default=0, metavar="N", help="lower this process's priority (os.nice)"
     )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="with --running: render once per line read on stdin, answer each with a JSON line",
+    )
     return parser.parse_args(argv)
 
 
@@ -97,6 +106,22 @@ def analyze_study(
                  summary_text(summary))  # fmt: skip
     write_atomic(target, build_report(study, top_k, summary, live))
     return target
+
+
+def serve(render, requests, replies) -> None:
+    """Answer each request line with one JSON line {"ok", "error", "cpu_s"} until stdin ends.
+
+    `cpu_s` is this process's CPU time so far (imports included): the sweep holds the renders
+    to a share of the machine by it. A failed render is answered, not fatal: the next retries."""
+    while requests.readline():
+        reply: dict[str, object] = {"ok": True}
+        try:
+            render()
+        except Exception as exc:  # e.g. a file replaced mid-read, a full disk: said, retried
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        reply["cpu_s"] = round(sum(os.times()[:2]), 3)  # user + system, of this process
+        replies.write(json.dumps(reply) + "\n")
+        replies.flush()
 
 
 def _analyze_folder(root: Path, studies: list[Path], top_k: int, resamples: int) -> Path:
@@ -126,6 +151,13 @@ def main(argv: list[str] | None = None) -> int:
     studies = find_studies(root)
     single = studies == [root] or (root.is_file() and len(studies) == 1)
     live = LiveStatus(args.running, args.reload) if args.running else None
+    if args.serve:
+        if live is None or not single or args.out is not None:
+            raise RetinaError("--serve renders one running study: give its folder and --running")
+        replies, sys.stdout = sys.stdout, sys.stderr  # a library's print must not break a reply
+        serve(lambda: analyze_study(studies[0], None, args.top, args.resamples, live),
+              sys.stdin, replies)  # fmt: skip
+        return 0
     if single:
         written = analyze_study(studies[0], args.out, args.top, args.resamples, live)
     else:

@@ -5,17 +5,23 @@
     live.final()                                             # the report without banner/reload
 
 A thread of the driver (never Ray's event loop, never a Tune callback) looks every few seconds
-at the Parquet files; when they changed and `every_s` has passed since the last render started,
-it starts `python -m study.analyze FOLDER --running TOTAL --nice 19` as its own process and
-lowers its priority at once (before its imports): at nice 19 it runs on CPU time the trials
-leave idle, and the analysis imports neither torch nor Ray. One render at a time; a render
-that fails is logged on one line and retried at the next update, and never stops the sweep.
-`final()` waits for a render in flight and writes the report once more without the live
-banner and the browser reload.
+at the Parquet files. A render is due when they changed, `every_s` has passed since the last
+one started, and the renders so far used at most `cpu_share` of this machine's CPU time since
+the sweep began. It is asked of one render process, `python -m study.analyze FOLDER --running
+TOTAL --serve`, started at the first render and kept: its imports (pandas, Plotly, SciPy: ~2
+CPU-s, twice a whole render of the demo) are paid once per sweep, not once per render.
+
+That process runs at nice 19 from its start, so it mostly gets CPU the trials leave idle; the
+budget bounds what it can take from them where priority cannot help (shared caches, memory
+bandwidth). A render's cost grows with the study, so a larger study gets rarer renders, not a
+larger share. A failed render is logged on one line and retried at the next update; a render
+process that dies is started again at the next update; neither stops the sweep. `final()`
+writes the report once more, in a process of its own, without the live banner and reload.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -28,7 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 POLL_S = 2.0  # how often the thread looks at the Parquet files (a stat() each)
-NICE = 19  # the lowest priority: a render only gets CPU the trials leave idle
+NICE = 19  # the lowest priority: a render mostly gets CPU the trials leave idle
+CPU_SHARE = 0.01  # the renders' share of this machine's CPU time: trials lose at most ~1 %
 WATCHED = ("trials.parquet", "epochs.parquet")
 FINAL_WAIT_S = 120  # a render in flight at the end is let finish (it writes atomically)
 
@@ -41,27 +48,43 @@ def lower_priority(pid: int) -> None:
         pass
 
 
-class LiveReport:
-    """The background renderer of one study's report; see the module docstring."""
+def machine_cores() -> int:
+    """The cores this process may run on: the trials' and the renders' common CPU."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
-    def __init__(self, folder: Path, total: int, every_s: float, log=None):
-        self.folder, self.total, self.every_s = folder, total, every_s
-        self.log = log or sys.stderr
+
+class LiveReport:
+    """The background renderer of one study's report; see the module docstring.
+
+    `clock` (seconds, monotonic) is the time the budget is measured in; tests pass their own."""
+
+    def __init__(
+        self, folder: Path, total: int, every_s: float, cpu_share: float = CPU_SHARE,
+        log=None, clock=time.monotonic,
+    ):  # fmt: skip
+        self.folder, self.total, self.every_s, self.cpu_share = folder, total, every_s, cpu_share
+        self.log, self.clock = log or sys.stderr, clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._proc: subprocess.Popen | None = None
-        self._errors = None  # the running render's stderr (a temporary file)
-        self._started_at = -float("inf")  # monotonic time the last render started
-        self._launched: tuple | None = None  # Parquet stamp the running render reads
+        self._proc: subprocess.Popen | None = None  # the render process, once started
+        self._errors = None  # its stderr (a temporary file): the reason if it dies
+        self._born = clock()  # the budget accrues from here
+        self._started_at = -float("inf")  # when the last render started
         self._rendered: tuple | None = None  # Parquet stamp of the last render that worked
         self._last_error = ""
         self.renders = self.failures = 0
+        self.cpu_s = 0.0  # CPU time of every render process so far (their own account)
+        self._cpu_ended = 0.0  # that of render processes that have ended
 
     @property
     def path(self) -> Path:
         return self.folder / "report.html"
 
     def __enter__(self) -> LiveReport:
+        self._born = self.clock()
         if self.every_s > 0:
             self._thread = threading.Thread(target=self._loop, name="live-report", daemon=True)
             self._thread.start()
@@ -88,49 +111,80 @@ class LiveReport:
             return None
         return tuple((s.st_mtime_ns, s.st_size) for s in stats)
 
+    def within_budget(self) -> bool:
+        """Whether the renders so far used at most their share of the CPU time since the start."""
+        return self.cpu_s <= self.cpu_share * machine_cores() * (self.clock() - self._born)
+
     def tick(self) -> None:
-        """One step: collect a finished render, start the next one when it is due."""
-        if self._proc is not None:
-            if self._proc.poll() is None:
-                return
-            self._collect()
+        """One step: render once (waiting for it) when the files changed and a render is due."""
         stamp = self._stamp()
         if stamp is None or stamp == self._rendered:
             return
-        if time.monotonic() - self._started_at < self.every_s:
+        if self.clock() - self._started_at < self.every_s or not self.within_budget():
             return
-        self._launch(stamp)
+        self._started_at = self.clock()  # also when the start fails: retried after every_s
+        if self._proc is None:
+            self._start()
+        self._render(stamp)
 
     def command(self, live: bool) -> list[str]:
         cmd = [sys.executable, "-m", "study.analyze", str(self.folder)]
         if live:
             reload_s = str(max(1, round(self.every_s)))
-            cmd += ["--running", str(self.total), "--reload", reload_s, "--nice", str(NICE)]
+            cmd += ["--running", str(self.total), "--reload", reload_s, "--serve"]
         return cmd
 
-    def _launch(self, stamp: tuple) -> None:
-        self._started_at = time.monotonic()  # also when Popen fails: retried after every_s
+    def _start(self) -> None:
         self._errors = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(
-            self.command(live=True), stdout=subprocess.DEVNULL, stderr=self._errors
-        )
-        # Lowered now, not by the render itself: its own `--nice` comes after ~1 CPU-s of
-        # imports (pandas, Plotly, SciPy), which ran at the trials' priority and slowed them.
+            self.command(live=True), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self._errors, text=True,
+        )  # fmt: skip
+        # Lowered now, not by the process itself: its ~2 CPU-s of imports would otherwise run
+        # at the trials' priority and slow them.
         lower_priority(self._proc.pid)
-        self._launched = stamp
 
-    def _collect(self) -> None:
-        proc, errors = self._proc, self._errors
-        self._proc = self._errors = None
-        assert proc is not None and errors is not None
-        errors.seek(0)
-        text = errors.read().decode(errors="replace").strip()
-        errors.close()
-        if proc.returncode == 0:
-            self._rendered = self._launched  # a failed one leaves this: retried next update
+    def _render(self, stamp: tuple) -> None:
+        proc = self._proc
+        assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write("render\n")
+            proc.stdin.flush()
+            line = proc.stdout.readline()  # blocks this thread only, for one render
+        except OSError:  # the process had died: a broken pipe
+            line = ""
+        if not line:
+            self._end_process(died=True)
+            return
+        reply = json.loads(line)
+        self.cpu_s = self._cpu_ended + reply["cpu_s"]
+        if reply["ok"]:
+            self._rendered = stamp  # a failed render leaves this: retried next update
             self.renders += 1
             self._last_error = ""
         else:
+            self.failures += 1
+            self._warn(reply["error"])
+
+    def _end_process(self, died: bool) -> None:
+        """Close the render process (it exits at the end of its input); say why if it died."""
+        proc, errors = self._proc, self._errors
+        self._proc = self._errors = None
+        assert proc is not None and errors is not None
+        self._cpu_ended = self.cpu_s  # a dead process's last, unanswered render is not known
+        try:
+            proc.stdin.close()  # type: ignore[union-attr]
+        except OSError:
+            pass
+        try:
+            proc.wait(timeout=FINAL_WAIT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        errors.seek(0)
+        text = errors.read().decode(errors="replace").strip()
+        errors.close()
+        if died:
             self.failures += 1
             self._warn(text.splitlines()[-1] if text else f"exit status {proc.returncode}")
 
@@ -146,27 +200,28 @@ class LiveReport:
         )
 
     def stop(self) -> None:
-        """Stop the thread; a render in flight is let finish, so no temp file is left behind."""
+        """Stop the thread (a render in flight is let finish) and the render process."""
         self._stop.set()
         if self._thread is not None:
+            self._thread.join(FINAL_WAIT_S)
+            proc = self._proc
+            if self._thread.is_alive() and proc is not None:  # a render that hangs
+                proc.kill()  # its answer ends empty: the thread closes it and returns
             self._thread.join()
             self._thread = None
         if self._proc is not None:
-            try:
-                self._proc.wait(timeout=FINAL_WAIT_S)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._collect()
+            self._end_process(died=False)
 
     def final(self) -> None:
         """The report at the end, without the live banner and reload; a failure is logged."""
         if self.every_s <= 0 or self._stamp() is None:
             return  # live reports off, or nothing to report (no epoch finished)
+        share = self.cpu_s / max(1e-9, machine_cores() * (self.clock() - self._born))
         proc = subprocess.run(self.command(live=False), capture_output=True, text=True)
         if proc.returncode == 0:
             failed = f", {self.failures} failed" if self.failures else ""
-            print(f"report: {self.path} ({self.renders} live updates during the sweep{failed})")
+            print(f"report: {self.path} ({self.renders} live updates during the sweep{failed}; "
+                  f"their CPU {self.cpu_s:.1f} s, {share:.2%} of this machine's)")  # fmt: skip
         else:
             lines = proc.stderr.strip().splitlines()
             reason = lines[-1] if lines else f"exit status {proc.returncode}"

@@ -25,7 +25,7 @@ from study.run.experiment import (
     run_config,
     trainable,
 )
-from study.run.live_report import LiveReport
+from study.run.live_report import CPU_SHARE, LiveReport
 from study.run.ray_token import make_private, token_file, warn_if_shared
 from study.run.snapshot import TUNE_DIR
 
@@ -126,17 +126,20 @@ def run_study(
     dashboard_host: str,
     resume: bool,
     report_every: float = 30,
+    report_cpu_share: float = CPU_SHARE,
     callbacks: list = (),
 ) -> bool:
     """Run the search to its end (True) or until interrupted (False); then conclude it.
 
-    `report_every`: seconds between live renders of report.html (0: none); `callbacks`: more
-    Tune callbacks (e.g. MLflow's), after the one that writes the Parquet files.
+    `report_every`: seconds between live renders of report.html (0: none); `report_cpu_share`:
+    the most of this machine's CPU time they may use; `callbacks`: more Tune callbacks (e.g.
+    MLflow's), after the one that writes the Parquet files.
     """
     start_ray(address, dashboard_host)
-    live = LiveReport(folder, expected_trials(study), report_every)
+    live = LiveReport(folder, expected_trials(study), report_every, report_cpu_share)
     if report_every > 0:
-        print(f"live report: {live.path} (rewritten at most every {report_every:g} s)")
+        print(f"live report: {live.path} (rewritten at most every {report_every:g} s, "
+              f"with at most {report_cpu_share:.1%} of this machine's CPU)")  # fmt: skip
     try:
         with live:  # rewritten through the confirm stage too, until the final report
             grid = fit(build_tuner(study, data, folder, resume, list(callbacks)), folder)
