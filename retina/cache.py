@@ -16,9 +16,7 @@ import logging
 import math
 import multiprocessing
 import os
-import secrets
 import shutil
-import socket
 import sys
 import time
 from collections import Counter
@@ -31,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from retina.errors import RetinaError
+from retina.files import orphaned, temp_tag
 from retina.images import BadImage, decode_fundus, preprocessing_fn
 
 log = logging.getLogger(__name__)
@@ -109,26 +108,15 @@ def pool_context():
 
 
 def _temp_name(final: Path) -> str:
-    # host + pid identify the builder (see _remove_stale_temps); the random part keeps two
-    # builds of one process apart.
-    return f"{_TEMP_PREFIX}{final.name}-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    return f"{_TEMP_PREFIX}{final.name}-{temp_tag()}"  # its writer: see _remove_stale_temps
 
 
 def _remove_stale_temps(root: Path, final: Path) -> None:
     """Delete temporary folders of builders on this host that were killed (pid gone)."""
-    host = socket.gethostname()
     for entry in root.glob(f"{_TEMP_PREFIX}{final.name}-*"):
-        rest = entry.name[len(f"{_TEMP_PREFIX}{final.name}-") :]
-        parts = rest.rsplit("-", 2)  # host may itself contain '-'
-        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
-            continue  # another machine's build, or not ours: leave it alone
-        try:
-            os.kill(int(parts[1]), 0)
-        except ProcessLookupError:
+        if orphaned(entry.name[len(f"{_TEMP_PREFIX}{final.name}-") :]):
             log.info("removing %s, left by a killed build", entry)
             shutil.rmtree(entry, ignore_errors=True)
-        except PermissionError:
-            pass  # alive, another user's process
 
 
 def _fsync(path: Path) -> None:

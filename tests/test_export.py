@@ -6,7 +6,11 @@ Run: .venv/bin/pytest tests/test_export.py  (reuses conftest's real 2-trial swee
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +159,30 @@ def test_an_export_replaces_only_model_folders_and_never_half(tmp_path):
     write_folder_atomic(best, lambda tmp: (tmp / "model.pt").write_text("new"))
     assert (best / "model.pt").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "data"]
+
+
+def test_what_a_killed_export_left_is_removed_or_put_back_by_the_next(tmp_path):
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+    host, dead = socket.gethostname(), int(finished.stdout)
+    best = tmp_path / "best"
+    # Killed between its two renames: the previous export set aside, the new one not yet in.
+    old = tmp_path / f".best.old-{host}-{dead}-0badc0de"
+    half = tmp_path / f".best.tmp-{host}-{dead}-0badc0de"
+    running = tmp_path / f".best.tmp-{host}-{os.getpid()}-0badc0de"  # an export still running
+    elsewhere = tmp_path / f".best.tmp-other-host-{dead}-0badc0de"  # a shared disk's other user
+    for folder, text in ((old, "previous"), (half, "half"), (running, "x"), (elsewhere, "x")):
+        folder.mkdir()
+        (folder / "model.pt").write_text(text)
+    seen = {}
+
+    def fill(tmp: Path) -> None:
+        seen["before"] = (best / "model.pt").read_text()
+        (tmp / "model.pt").write_text("new")
+
+    write_folder_atomic(best, fill)
+    assert seen["before"] == "previous"  # the previous export was put back first
+    assert (best / "model.pt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["best", running.name, elsewhere.name]
+    )

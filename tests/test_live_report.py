@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -145,6 +146,7 @@ def test_renders_keep_to_their_share_of_the_cpu_in_one_kept_process(tmp_path):
         live.tick()
         assert live.renders == 1
         clock.now = due + 0.01
+        os.kill(first_pid, signal.SIGINT)  # Ctrl-C in the sweep's terminal reaches it too
         live.tick()
         assert live.renders == 2 and live._proc.pid == first_pid  # the same process, kept
         assert live.cpu_s - spent < spent  # no second start-up: the imports were paid once

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import webbrowser
 from pathlib import Path
@@ -155,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         if live is None or not single or args.out is not None:
             raise RetinaError("--serve renders one running study: give its folder and --running")
         replies, sys.stdout = sys.stdout, sys.stderr  # a library's print must not break a reply
+        # Ctrl-C in the sweep's terminal reaches this process too: the sweep ends it (closes
+        # its input) once a render in flight is written, rather than it dying mid-render.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         serve(lambda: analyze_study(studies[0], None, args.top, args.resamples, live),
               sys.stdin, replies)  # fmt: skip
         return 0
