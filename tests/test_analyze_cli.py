@@ -193,3 +193,11 @@ def test_unwritable_out(tmp_path):
 def test_bad_top(tmp_path, top):
     result = analyze(make_results(tmp_path), "--top", top)
     assert result.returncode == 2 and "--top must be a whole number" in result.stderr
+
+
+def test_serve_renders_one_running_study_only(tmp_path):
+    folder = make_results(tmp_path)
+    for extra in ([], ["--running", "6", "--out", tmp_path / "r.html"]):
+        assert_fails(analyze(folder, "--serve", *extra), "--serve renders one running study")
+    assert_fails(analyze(tmp_path, "--serve", "--running", "6"), "--serve", "give its folder")
+    assert not (folder / "report.html").exists()
