@@ -86,6 +86,9 @@ def test_the_banner_counts_finished_trials_and_reloads_the_page():
     trials.loc[3, "status"] = "TERMINATED"
     html = running_banner(trials, LiveStatus(total=4, reload_s=30), dt.datetime(2026, 1, 1, 9, 5))
     assert "running: 4 of 4 trials finished; confirm stage: 1 runs finished, 2 running" in html
+    told = LiveStatus(total=4, reload_s=30, confirm_total=6)  # the sweep knows the stage's size
+    html = running_banner(trials, told, dt.datetime(2026, 1, 1, 9, 5))
+    assert "running: 4 of 4 trials finished; confirm stage: 1 of 6 runs finished, 2 running" in html
 
 
 def test_the_render_process_runs_at_the_lowest_priority_from_its_start(tmp_path, monkeypatch):
@@ -147,8 +150,10 @@ def test_renders_keep_to_their_share_of_the_cpu_in_one_kept_process(tmp_path):
         assert live.renders == 1
         clock.now = due + 0.01
         os.kill(first_pid, signal.SIGINT)  # Ctrl-C in the sweep's terminal reaches it too
+        live.expect_confirm(4)  # the search ended: the banner counts the stage out of 4
         live.tick()
         assert live.renders == 2 and live._proc.pid == first_pid  # the same process, kept
+        assert "confirm stage: 0 of 4 runs finished" in (folder / "report.html").read_text()
         assert live.cpu_s - spent < spent  # no second start-up: the imports were paid once
         assert live.within_budget() is False  # so the next render waits again
 

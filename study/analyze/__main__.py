@@ -18,6 +18,7 @@ on stdout, so the imports (~2 CPU-s, more than a render) are paid once per sweep
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -110,14 +111,15 @@ def analyze_study(
 
 
 def serve(render, requests, replies) -> None:
-    """Answer each request line with one JSON line {"ok", "error", "cpu_s"} until stdin ends.
+    """Answer each request line (a JSON object: what the sweep knows now, e.g. {"confirm_total":
+    4}) with one JSON line {"ok", "error", "cpu_s"}, until stdin ends; `render(request)`.
 
     `cpu_s` is this process's CPU time so far (imports included): the sweep holds the renders
     to a share of the machine by it. A failed render is answered, not fatal: the next retries."""
-    while requests.readline():
+    while line := requests.readline():
         reply: dict[str, object] = {"ok": True}
         try:
-            render()
+            render(json.loads(line))
         except Exception as exc:  # e.g. a file replaced mid-read, a full disk: said, retried
             reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         reply["cpu_s"] = round(sum(os.times()[:2]), 3)  # user + system, of this process
@@ -159,8 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         # Ctrl-C in the sweep's terminal reaches this process too: the sweep ends it (closes
         # its input) once a render in flight is written, rather than it dying mid-render.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        serve(lambda: analyze_study(studies[0], None, args.top, args.resamples, live),
-              sys.stdin, replies)  # fmt: skip
+
+        def render(request: dict) -> None:
+            now = dataclasses.replace(live, confirm_total=request.get("confirm_total"))
+            analyze_study(studies[0], None, args.top, args.resamples, now)
+
+        serve(render, sys.stdin, replies)
         return 0
     if single:
         written = analyze_study(studies[0], args.out, args.top, args.resamples, live)

@@ -24,20 +24,23 @@ class LiveStatus:
 
     total: int
     reload_s: int = 30
+    confirm_total: int | None = None  # the confirm stage's runs, told once the search ended
 
 
 def running_banner(trials: pd.DataFrame, live: LiveStatus, now: dt.datetime) -> str:
     """'running: 5 of 8 trials finished, updated 14:02' plus the script that reloads the page;
-    once the confirm stage runs, its runs are counted apart (`total` counts the search's)."""
+    once the confirm stage runs, its runs are counted apart (`total` counts the search's,
+    `confirm_total` the confirm stage's)."""
     status = trials["status"] if "status" in trials else pd.Series(pd.NA, index=trials.index)
     no_stage = pd.Series(False, index=trials.index)  # a study from before the confirm stage
     confirm = trials["stage"].eq("confirm") if "stage" in trials else no_stage
     done = int(status[~confirm].isin(FINISHED).sum())
     text = f"running: {done} of {live.total} trials finished"
-    if confirm.any():  # its size is known only once the search ended: say what has started
+    if confirm.any() or live.confirm_total:  # its size is known once the search ended
         runs = status[confirm]
+        of = f" of {live.confirm_total}" if live.confirm_total else ""
         text += (
-            f"; confirm stage: {int(runs.isin(FINISHED).sum())} runs finished, "
+            f"; confirm stage: {int(runs.isin(FINISHED).sum())}{of} runs finished, "
             f"{int((~runs.isin(FINISHED)).sum())} running"
         )
     text += f", updated {now:%H:%M}"

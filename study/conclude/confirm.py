@@ -147,10 +147,16 @@ def evaluate_confirm_runs(
 
 
 def run_confirm(
-    study: StudyConfig, data: PreparedData, folder: Path, store: ResultsStore, callbacks=()
+    study: StudyConfig,
+    data: PreparedData,
+    folder: Path,
+    store: ResultsStore,
+    callbacks=(),
+    on_plan=None,
 ) -> bool:
     """The whole stage; True when every run finished (False: interrupted, --resume continues).
-    `callbacks`: more Tune callbacks, as the search's (e.g. MLflow's)."""
+    `callbacks`: more Tune callbacks, as the search's (e.g. MLflow's); `on_plan(runs)` is told
+    how many runs it trains, once it knows (the live report's banner)."""
     seeds = confirm_seeds(study)
     if not seeds:
         return True
@@ -160,6 +166,8 @@ def run_confirm(
         print(f"  {line}")
     if not cells:
         return True
+    if on_plan is not None:
+        on_plan(len(cells) * len(seeds))
     grid = fit(build_confirm_tuner(study, data, folder, cells, seeds, callbacks), folder)
     store.load()  # the stage's callback wrote its runs to the results folder
     finished = experiment_finished(grid, len(cells) * len(seeds), store)

@@ -33,9 +33,11 @@ def conclude_study(
     store: ResultsStore,
     results_by_id: dict,
     callbacks=(),
+    on_confirm_plan=None,
 ) -> bool:
     """Steps after a finished search; `results_by_id` maps trial id to Ray's `Result`;
-    `callbacks`: the search's extra Tune callbacks, for the confirm stage's runs too.
+    `callbacks`: the search's extra Tune callbacks, for the confirm stage's runs too;
+    `on_confirm_plan(runs)`: told how many runs the confirm stage trains.
 
     Returns False when a step was interrupted (the study is then continued by --resume).
     """
@@ -47,7 +49,7 @@ def conclude_study(
             print(f"  {line}")
     for line in write_search_predictions(store, results_by_id, data, folder, tested):
         print(line)
-    if not run_confirm(study, data, folder, store, callbacks):
+    if not run_confirm(study, data, folder, store, callbacks, on_confirm_plan):
         return False  # interrupted: --resume continues the confirm stage, then the rest
     # Before the export: the model card states the comparison's intervals.
     print(write_summary(folder, store))

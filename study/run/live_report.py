@@ -77,6 +77,7 @@ class LiveReport:
         self._last_error = ""
         self.renders = self.failures = 0
         self.cpu_s = 0.0  # CPU time of every render process so far (their own account)
+        self.confirm_total: int | None = None  # the confirm stage's runs, once it is planned
         self._cpu_ended = 0.0  # that of render processes that have ended
 
     @property
@@ -127,6 +128,10 @@ class LiveReport:
             self._start()
         self._render(stamp)
 
+    def expect_confirm(self, runs: int) -> None:
+        """The confirm stage will train `runs` runs: the banner counts them out of that."""
+        self.confirm_total = runs
+
     def command(self, live: bool) -> list[str]:
         cmd = [sys.executable, "-m", "study.analyze", str(self.folder)]
         if live:
@@ -148,7 +153,7 @@ class LiveReport:
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
         try:
-            proc.stdin.write("render\n")
+            proc.stdin.write(json.dumps({"confirm_total": self.confirm_total}) + "\n")
             proc.stdin.flush()
             line = proc.stdout.readline()  # blocks this thread only, for one render
         except OSError:  # the process had died: a broken pipe

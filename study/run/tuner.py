@@ -150,7 +150,8 @@ def run_study(
             finished = experiment_finished(grid, expected_trials(study), store)
             if finished:
                 by_id = results_by_trial(grid)
-                finished = conclude_study(study, data, folder, store, by_id, list(callbacks))
+                finished = conclude_study(study, data, folder, store, by_id, list(callbacks),
+                                          on_confirm_plan=live.expect_confirm)  # fmt: skip
         print(leaderboard(store))
         live.final()  # after the test results: the report without the live banner
         return finished
