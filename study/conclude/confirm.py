@@ -17,6 +17,7 @@ that finished are neither trained nor tested again.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -151,8 +152,8 @@ def run_confirm(
     data: PreparedData,
     folder: Path,
     store: ResultsStore,
-    callbacks=(),
-    on_plan=None,
+    callbacks: Sequence = (),
+    on_plan: Callable[[int], None] | None = None,
 ) -> bool:
     """The whole stage; True when every run finished (False: interrupted, --resume continues).
     `callbacks`: more Tune callbacks, as the search's (e.g. MLflow's); `on_plan(runs)` is told
