@@ -82,8 +82,12 @@ def write_folder_atomic(folder: Path, fill: Callable[[Path], None]) -> None:
         fill(tmp)
         if folder.exists():
             old = folder.parent / f".{folder.name}.old-{tag}"
-            os.rename(folder, old)
-            os.rename(tmp, folder)
+            os.rename(folder, old)  # a folder cannot be replaced in one step: set it aside
+            try:
+                os.rename(tmp, folder)
+            except BaseException:
+                os.rename(old, folder)  # put the previous one back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(tmp, folder)

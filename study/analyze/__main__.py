@@ -4,7 +4,7 @@
     python -m study.analyze results/                # every study in it + results/index.html
     python -m study.analyze results/demo --out /tmp/demo.html --top 5 --open
     python -m study.analyze results/demo --resamples 2000   # a quicker, coarser bootstrap
-    python -m study.analyze results/demo --running 8 --nice 19   # a running sweep's live render
+    python -m study.analyze results/demo --running 8 --nice 19   # a live render by hand, at low priority
     python -m study.analyze results/demo --running 8 --serve     # renders on request (stdin)
 
 Reads only study.json and the Parquet files (no Ray, no torch), so it works on a copied

@@ -17,8 +17,6 @@ or the new one, never half of one. `python -m study.analyze` shows it as a repor
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from tqdm import tqdm
 
 from retina.engine import autocast_dtype
 from retina.errors import RetinaError
+from retina.files import write_folder_atomic
 from retina.gradcam import grad_cam, jpeg, overlay_jpeg
 from retina.loader import BatchLoader
 from retina.manifest import read_manifest
@@ -166,14 +165,11 @@ def thumbnails(
 
 
 def write_gallery(folder: Path, index: pd.DataFrame, files: dict[str, bytes]) -> Path:
-    """Write `files` and `index.parquet` into a temp folder, then rename it to `folder/gallery`."""
+    """Write `files` and `index.parquet` into a temp folder, then rename it to `folder/gallery`
+    (`retina.files.write_folder_atomic`: the old gallery stays whole if anything fails)."""
     final = folder / GALLERY_DIR
-    for stale in folder.glob(f".{GALLERY_DIR}.*"):  # left by a killed run; one driver per study
-        shutil.rmtree(stale, ignore_errors=True)
-    token = f"{os.getpid()}-{secrets.token_hex(4)}"
-    tmp, old = folder / f".{GALLERY_DIR}.tmp-{token}", folder / f".{GALLERY_DIR}.old-{token}"
-    try:
-        tmp.mkdir(mode=0o755, parents=True)
+
+    def fill(tmp: Path) -> None:
         for name, blob in files.items():
             (tmp / name).write_bytes(blob)
             os.chmod(tmp / name, 0o644)  # shared read-only, whatever the umask
@@ -181,17 +177,13 @@ def write_gallery(folder: Path, index: pd.DataFrame, files: dict[str, bytes]) ->
             {"true": "int64", "predicted": "int64", "probability": "float64", "epoch": "int64"}
         )
         write_parquet_atomic(tmp / INDEX_FILE, typed)
-        if final.exists():
-            final.rename(old)  # a folder cannot be replaced in one step: set the old one aside
-        tmp.rename(final)
-    except BaseException as exc:  # Ctrl-C too: no temp folder left, the old gallery kept
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not final.exists():
-            old.rename(final)  # put the previous gallery back
-        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+
+    try:
+        write_folder_atomic(final, fill)
+    except OSError as exc:
+        if exc.errno in DISK_FULL:
             raise disk_full_error(folder) from None
         raise
-    shutil.rmtree(old, ignore_errors=True)
     return final
 
 
