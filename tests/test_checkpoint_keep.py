@@ -15,7 +15,7 @@ from ray.train import Checkpoint
 from ray.train._internal.checkpoint_manager import _CheckpointManager
 from ray.train._internal.session import _TrainingResult
 
-from study.conclude.ranking import best_epoch
+from study.record.ranking import best_epoch
 from study.run.keep import KEEP_SCORE, BestSoFar, checkpoint_config
 
 

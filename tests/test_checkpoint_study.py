@@ -21,8 +21,8 @@ from cli_helpers import run_cli
 from PIL import Image
 
 from study.conclude.checkpoints import checkpoint_folders, clean_checkpoints, needed_trials
-from study.conclude.ranking import best_epoch, rank_trials
-from study.run.trainable import CHECKPOINT_FILE
+from study.record.layout import CHECKPOINT_FILE
+from study.record.ranking import best_epoch, rank_trials
 
 TIED_SWEEP = [
     "--set", "num_samples=2", "--set", "space.pretrained=false", "--set", "space.arch=resnet18",

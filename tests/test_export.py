@@ -33,7 +33,7 @@ from study.conclude.export import (
     prepare_study_data,
     write_onnx,
 )
-from study.conclude.ranking import best_trial_ids
+from study.record.ranking import best_trial_ids
 
 CPU = torch.device("cpu")
 

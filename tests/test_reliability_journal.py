@@ -25,7 +25,7 @@ from reliability_helpers import (
     wait_for,
 )
 
-from study.record.journal import JOURNAL_FILE
+from study.record.layout import JOURNAL_FILE
 
 pytestmark = pytest.mark.slow
 
@@ -37,9 +37,9 @@ def journal_epochs(folder) -> dict[tuple[str, int], float]:
     out = {}
     for line in data[: data.rfind(b"\n") + 1].splitlines():
         event = json.loads(line)
-        if event["op"] == "record_epoch":
-            trial_id, result = event["args"]
-            out[(trial_id, int(result["epoch"]))] = result.get("time_total_s")
+        if event["event"] == "epoch":
+            result = event["result"]
+            out[(event["trial"], int(result["epoch"]))] = result.get("time_total_s")
     return out
 
 

@@ -3,14 +3,17 @@ kill, a study folder written before the journal, and `trial_finished` reading th
 
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from retina.errors import RetinaError
 from study.record import results
-from study.record.journal import JOURNAL_FILE, encode, read_events
+from study.record.journal import encode, event, read_events
+from study.record.layout import JOURNAL_FILE
 from study.record.results import ResultsStore, trial_finished
 
 HP = ["arch", "lr", "epochs"]
@@ -61,7 +64,7 @@ def test_a_torn_last_line_is_skipped_and_cut_off_before_the_next_append(tmp_path
     store = fed(tmp_path)
     store.close()
     whole = (tmp_path / JOURNAL_FILE).read_bytes()
-    torn = encode({"op": "record_epoch", "args": ["t2", result(2, 0.9)]})
+    torn = encode(event("epoch", trial="t2", result=result(2, 0.9)))
     (tmp_path / JOURNAL_FILE).write_bytes(whole + torn[: len(torn) // 2])  # SIGKILL mid-write
     assert not trial_finished(tmp_path, "t2")  # a reader skips it
     again = ResultsStore(tmp_path, HP, "val_kappa", "max")
@@ -140,3 +143,36 @@ def test_a_trial_that_starts_or_ends_is_written_before_the_periodic_rebuild(tmp_
     store.flush(force=False, min_interval_s=3600)
     trials = pd.read_parquet(tmp_path / "trials.parquet").set_index("trial_id")
     assert trials.loc["t3", "status"] == "RUNNING"
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_a_journal_of_the_format_before_events_loads_and_is_converted_once(tmp_path, capsys):
+    # Written by the harness of 2026-11 (49955b4), whose records named the store's methods.
+    shutil.copy(FIXTURES / "journal-v0.jsonl", tmp_path / JOURNAL_FILE)
+    reader = ResultsStore(tmp_path, ["arch", "lr"], "val_kappa", "max", journal=False)
+    reader.load()  # a reader converts in memory and leaves the file as it is
+    assert (tmp_path / JOURNAL_FILE).read_bytes() == (FIXTURES / "journal-v0.jsonl").read_bytes()
+    assert trial_finished(tmp_path, "t_00000") and not trial_finished(tmp_path, "t_00001")
+    driver = ResultsStore(tmp_path, ["arch", "lr"], "val_kappa", "max")
+    driver.load()
+    assert "converted 11 records" in capsys.readouterr().out
+    events = read_events(tmp_path / JOURNAL_FILE)
+    assert [e["v"] for e in events] == [1] * 11 and events[1]["event"] == "epoch"
+    for store in (reader, driver):
+        trials = store.trials_frame().set_index("trial_id")
+        assert list(trials["status"]) == ["TERMINATED", "ERROR", "RUNNING"]
+        assert list(trials["stage"]) == ["search", "search", "confirm"]
+        assert trials.loc["t_00000", "best_epoch"] == 2
+        assert trials.loc["t_00000", "test_kappa"] == pytest.approx(0.52)
+        assert trials.loc["t_00001", "error"] == "loss is nan at batch 3"
+        assert len(store.epochs_frame()) == 3 and len(store.confusion_frame()) > 0
+    driver.load()  # again: nothing left to convert
+    assert "converted" not in capsys.readouterr().out
+
+
+def test_a_journal_of_a_newer_version_is_refused_by_name(tmp_path):
+    (tmp_path / JOURNAL_FILE).write_bytes(encode({"v": 2, "event": "epoch", "trial": "t1"}))
+    with pytest.raises(RetinaError, match=r"journal.jsonl: a journal record of version 2"):
+        ResultsStore(tmp_path, HP, "val_kappa", "max").load()

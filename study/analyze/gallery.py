@@ -17,10 +17,9 @@ import pandas as pd
 
 from retina.errors import RetinaError
 from study.analyze.load import read_table
+from study.record.layout import GALLERY_DIR
+from study.record.layout import GALLERY_INDEX as INDEX_FILE
 
-# The results contract (docs/results.md); study.conclude.gallery writes the same names.
-GALLERY_DIR = "gallery"
-INDEX_FILE = "index.parquet"
 REQUIRED = ["image", "split", "true", "predicted", "probability", "kind", "file", "cam_file"]
 GRADES = ("no DR", "mild", "moderate", "severe", "proliferative")  # ICDR grades 0-4
 CSS = """

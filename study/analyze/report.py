@@ -21,7 +21,7 @@ from study.analyze.importance import param_importances, varying
 from study.analyze.load import StudyResults, read_predictions, search_view
 from study.analyze.markup import compact, format_cell, html_table, key_values, page
 from study.analyze.summary import build_summary
-from study.conclude.ranking import rank_trials
+from study.record.ranking import rank_trials
 
 SECTIONS = (
     ("summary", "1 Summary"),

@@ -18,7 +18,7 @@ from study.analyze.comparison import CONFIDENCE, compare_cells, value_label
 from study.analyze.load import StudyResults
 from study.analyze.resample import METRIC_FUNCTIONS
 from study.analyze.tuning import optimism, search_trials, tuning_summary
-from study.conclude.ranking import best_trial_ids
+from study.record.ranking import best_trial_ids
 
 SCHEMA_VERSION = 1
 DEFAULT_COMPARE = ("arch", "pretrained")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from study.analyze.load import STATUSES
-from study.conclude.ranking import rank_trials
+from study.record.ranking import rank_trials
 
 # Test accuracy of the course report's four runs (EyePACS, 512 px; see shared/design.md).
 COURSE_REPORT_TEST_ACC = {

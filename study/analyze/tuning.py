@@ -26,7 +26,7 @@ import pandas as pd
 from opda.nonparametric import EmpiricalDistribution
 
 from study.analyze.comparison import value_label
-from study.conclude.ranking import best_trial_ids
+from study.record.ranking import best_trial_ids
 
 BAND = 0.80
 CLOSE = 0.01  # "the answer": within this much (kappa, or 1 pp of a share) of the N-trial value

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.conclude.ranking import best_trial_ids
 from study.define.schema import StudyConfig
+from study.record.layout import TUNE_DIR
+from study.record.ranking import best_trial_ids
 from study.record.results import ResultsStore
-from study.run.snapshot import TUNE_DIR
 
 CHECKPOINT_GLOB = "checkpoint_*"
 

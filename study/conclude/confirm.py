@@ -4,7 +4,7 @@ seeds and tested once, so a comparison (pretrained vs scratch, ...) rests on sev
     confirm: {compare: [arch, pretrained], seeds: 3}     # in the study's YAML; seeds 0 = off
 
 For every cell of the compared dimensions (e.g. resnet18 x pretrained, resnet18 x scratch) the
-best finished search trial by the one ranking (`study.conclude.ranking`) gives the
+best finished search trial by the one ranking (`study.record.ranking`) gives the
 configuration; it is trained again with `seeds` new training seeds (`study.seed + 1000 + i`),
 all its epochs (no scheduler), as Ray trials of a second Tuner experiment in
 `results/<study>/tune-confirm/` (same resources, retries, checkpoints and results callback as
@@ -30,10 +30,11 @@ from ray.tune.search import BasicVariantGenerator
 from retina.prepare import PreparedData
 from study.conclude.holdout import evaluate_on_test, find_checkpoint, predictions_on_test
 from study.conclude.per_image import val_predictions, write_trial_predictions
-from study.conclude.ranking import best_trial_ids
 from study.define.dimensions import key_text
 from study.define.schema import StudyConfig, finite_values
 from study.define.space import confirm_param_space, confirm_seeds
+from study.record.layout import CONFIRM_DIR
+from study.record.ranking import best_trial_ids
 from study.record.results import ResultsStore
 from study.run.experiment import (
     experiment_finished,
@@ -43,8 +44,6 @@ from study.run.experiment import (
     run_config,
     trainable,
 )
-
-CONFIRM_DIR = "tune-confirm"  # the stage's Tuner experiment, beside the search's tune/
 
 
 def _plain(value: Any) -> Any:

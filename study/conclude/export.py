@@ -3,7 +3,7 @@
     python -m study.export results/<study> [--trial ID] [--out DIR]
 
 Run at the end of every sweep (`study.conclude.pipeline`) and on demand. The trial is the best
-search trial by the study's one ranking (`study.conclude.ranking`) unless `--trial` names one;
+search trial by the study's one ranking (`study.record.ranking`) unless `--trial` names one;
 its weights come from the checkpoint of its best epoch in `tune/`. The ONNX file is checked
 against PyTorch with onnxruntime on real cached images before anything is kept: a logit
 difference above PARITY_TOLERANCE fails the export. The folder is filled under a temporary
@@ -29,10 +29,10 @@ from retina.model_file import CARD_FILE, GRADE_NAMES, MODEL_FILE, ONNX_FILE, mod
 from retina.models import build_model
 from retina.prepare import PreparedData, prepare_data
 from study.conclude.card import CardInputs, render_card
-from study.conclude.holdout import CHECKPOINT_FILE, checkpoint_on_disk
-from study.conclude.ranking import best_trial_ids, rank_trials
+from study.conclude.holdout import checkpoint_on_disk
+from study.record.layout import CHECKPOINT_FILE, TUNE_DIR
+from study.record.ranking import best_trial_ids, rank_trials
 from study.record.study_json import package_versions
-from study.run.snapshot import TUNE_DIR
 
 BEST_DIR = "best"
 OPSET = 18

@@ -1,7 +1,7 @@
 """The gallery of what the best model gets wrong: thumbnails and Grad-CAM of chosen images.
 
 The last step of `python -m study.sweep SPACE.yaml` (see `study.conclude.pipeline`). For the
-best trial of the search (`study.conclude.ranking`), the checkpoint of its best epoch grades
+best trial of the search (`study.record.ranking`), the checkpoint of its best epoch grades
 every image of the test split when that trial was tested (else val), from the decode-once
 cache. Per true grade it keeps the most confident errors and a few correct cases drawn with
 the study's seed, and writes under `results/<study>/gallery/`:
@@ -35,13 +35,12 @@ from retina.metrics import NUM_CLASSES
 from retina.models import build_model
 from retina.prepare import PreparedData
 from study.conclude.holdout import find_checkpoint
-from study.conclude.ranking import best_trial_ids
 from study.define.schema import StudyConfig
+from study.record.layout import CHECKPOINT_FILE, GALLERY_DIR
+from study.record.layout import GALLERY_INDEX as INDEX_FILE
+from study.record.ranking import best_trial_ids
 from study.record.results import DISK_FULL, ResultsStore, disk_full_error, write_parquet_atomic
-from study.run.trainable import CHECKPOINT_FILE
 
-GALLERY_DIR = "gallery"
-INDEX_FILE = "index.parquet"
 ERRORS_PER_GRADE = 4
 CORRECT_PER_GRADE = 2
 THUMB_PX = 160  # 2 JPEGs per case at quality 80: ~4 KB each at 160 px, ~1.6 KB at 64 px

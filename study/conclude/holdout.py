@@ -13,11 +13,11 @@ import torch
 from retina.engine import autocast_dtype, build_loss, evaluate
 from retina.models import build_model
 from retina.prepare import PreparedData
-from study.conclude.ranking import best_trial_ids
 from study.define.schema import StudyConfig
+from study.record.layout import CHECKPOINT_FILE
 from study.record.predictions import SplitPredictions
+from study.record.ranking import best_trial_ids
 from study.record.results import ResultsStore
-from study.run.trainable import CHECKPOINT_FILE
 
 
 def top_trials(store: ResultsStore, k: int) -> list[tuple[str, int]]:

@@ -9,11 +9,15 @@ the study; the Parquet files are a view rebuilt from memory every few seconds
 A driver killed mid-append leaves at most its last line cut short: readers skip it, and the
 next driver (`read_events(..., repair=True)`) cuts it off before appending after it. Only the
 driver writes here; one driver holds a study at a time (`study.run.lock`).
+
+Each line is a versioned event of its own format (`EVENTS`), e.g.
+    {"v": 1, "event": "epoch", "trial": "t_00003", "result": {"epoch": 2, "val_kappa": 0.41}}
+decoupled from the store's method names. A journal of the format before (`{"op": ...}`) is
+read through `upgrade`, and the driver rewrites it once as events.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from collections.abc import Mapping
@@ -23,7 +27,6 @@ from typing import Any
 from retina import files
 from retina.errors import RetinaError
 
-JOURNAL_FILE = "journal.jsonl"
 PLAIN = (str, int, float, bool, type(None))
 
 
@@ -129,38 +132,73 @@ class Journal:
             self._fd = None
 
 
-def journaled(method):
-    """Marks a `ResultsStore` method that changes the results: each call is appended to the
-    store's journal (when it has one) before it changes anything, so a call that fails to
-    reach the disk (a full disk) changes nothing, and replaying the journal redoes them all."""
+VERSION = 1  # of the event records below; a reader refuses a newer one by name
 
-    @functools.wraps(method)
-    def logged(self, *args, **kwargs):
-        if self.journal is not None:
-            event = {"op": method.__name__, "args": list(args)}
-            if kwargs:
-                event["kwargs"] = kwargs
-            self.journal.append(event)
-        self.dirty = True
-        # Every change is about one trial, named first: its parts of the tables are stale.
-        self.touched.add(str(args[0] if args else kwargs["trial_id"]))
-        return method(self, *args, **kwargs)
+# The events of a study, each with the fields it carries (besides "v" and "event"). The names
+# are the journal's own: renaming a Python method or parameter never changes them.
+EVENTS: dict[str, tuple[str, ...]] = {
+    "trial_started": ("trial", "config", "stage", "seed", "at"),
+    "epoch": ("trial", "result"),
+    "trial_failed": ("trial", "reason"),
+    "trial_ended": ("trial", "status", "error"),
+    "test": ("trial", "epoch", "metrics", "confusion"),
+    "trial_running": ("trial",),
+    "restore": ("state",),  # a whole state, e.g. a study loaded from its Parquet files
+}
 
-    logged.journaled = True
-    return logged
+# The format before versioned events (2026-11, frozen): {"op": <store method>, "args": [...],
+# "kwargs": {...}}; each op's parameters in order, and the event it now is.
+_V0 = {
+    "start_trial": ("trial_started", ("trial", "config", "stage", "seed")),
+    "record_epoch": ("epoch", ("trial", "result")),
+    "record_failure": ("trial_failed", ("trial", "reason")),
+    "finish_trial": ("trial_ended", ("trial", "status", "error")),
+    "record_test": ("test", ("trial", "epoch", "metrics", "confusion")),
+    "mark_running": ("trial_running", ("trial",)),
+    "restore": ("restore", ("state",)),
+}
+_V0_KWARGS = {"trial_id": "trial"}  # v0's keyword names where they differ from the fields
 
 
-def replay(store, events: list[dict]) -> None:
-    """Apply journal events to `store` (without journaling them again)."""
-    for event in events:
-        op = event.get("op")
-        if op == "restore":  # a whole state, e.g. a study loaded from its Parquet files
-            store.restore_state(event["state"])
+def event(name: str, **fields: Any) -> dict[str, Any]:
+    """One journal record: `{"v": 1, "event": name, **fields}`; unknown names or fields are a
+    programming error, caught here rather than in a study's journal."""
+    expected = EVENTS[name]
+    unknown = set(fields) - set(expected)
+    if unknown:
+        raise TypeError(f"event {name!r} has no field(s) {sorted(unknown)}")
+    return {"v": VERSION, "event": name, **fields}
+
+
+def _from_v0(record: Mapping[str, Any], where: str) -> dict[str, Any]:
+    op = record.get("op")
+    if op not in _V0:
+        raise RetinaError(
+            f"{where}: unknown journal record {op!r}; resume with the version that wrote it"
+        )
+    name, params = _V0[op]
+    fields = dict(zip(params, record.get("args", []), strict=False))
+    fields.update({_V0_KWARGS.get(k, k): v for k, v in (record.get("kwargs") or {}).items()})
+    return {"v": VERSION, "event": name, **fields}
+
+
+def upgrade(records: list[dict], where: str) -> tuple[list[dict], int]:
+    """(the records as events of this VERSION, how many were in the format before it).
+
+    A record of a newer version is refused, naming the file: it was written by a newer
+    harness, whose events this one cannot apply.
+    """
+    out, old = [], 0
+    for record in records:
+        if "event" not in record:
+            out.append(_from_v0(record, where))
+            old += 1
             continue
-        method = getattr(type(store), str(op), None)
-        if not getattr(method, "journaled", False):
+        version = record.get("v")
+        if not isinstance(version, int) or version > VERSION:
             raise RetinaError(
-                f"{store.folder / JOURNAL_FILE}: unknown event {op!r} (written by a newer "
-                "version of the harness?); resume the study with that version"
+                f"{where}: a journal record of version {version!r} (this harness reads up to "
+                f"{VERSION}): resume the study with the version of the harness that wrote it"
             )
-        method.__wrapped__(store, *event.get("args", []), **event.get("kwargs", {}))
+        out.append(record)
+    return out, old

@@ -27,15 +27,8 @@ import pyarrow.parquet as pq
 
 from retina import files
 from retina.errors import RetinaError
-from study.record.journal import (
-    JOURNAL_FILE,
-    Journal,
-    journaled,
-    plain,
-    read_events,
-    replay,
-    write_events,
-)
+from study.record.journal import Journal, event, plain, read_events, upgrade, write_events
+from study.record.layout import JOURNAL_FILE
 from study.record.tables import (  # noqa: F401 (the tables' columns, for the store's readers)
     CONFUSION_COLUMNS,
     EPOCH_COLUMNS,
@@ -111,7 +104,8 @@ def trial_finished(folder: Path, trial_id: str) -> bool:
         needle = trial_id.encode()  # only this trial's lines are parsed: a cheap scan
         lines = [line for line in _complete_lines(journal) if needle in line]
         store = ResultsStore(Path(folder), [], "", "max", journal=False)
-        replay(store, [e for e in map(json.loads, lines) if _about(e, trial_id)])
+        events, _ = upgrade([json.loads(line) for line in lines], str(journal))
+        store.replay([e for e in events if _about(e, trial_id)])
         return store.trials.get(trial_id, {}).get("status") == "TERMINATED"
     path = Path(folder, "trials.parquet")
     if not path.exists():
@@ -129,7 +123,7 @@ def _complete_lines(path: Path) -> list[bytes]:
 
 
 def _about(event: dict, trial_id: str) -> bool:
-    return event.get("op") == "restore" or (event.get("args") or [None])[0] == trial_id
+    return event["event"] == "restore" or event.get("trial") == trial_id
 
 
 class ResultsStore:
@@ -163,8 +157,7 @@ class ResultsStore:
         self._last_flush, self._last_cost = 0.0, 0.0
         self._created, self._event_cost = time.monotonic(), 0.0  # the EVENT_SHARE budget
 
-    # ---- feeding -------------------------------------------------------------------
-    @journaled
+    # ---- feeding: each change is one journal event, on the disk before it is applied ------
     def start_trial(
         self,
         trial_id: str,
@@ -173,57 +166,93 @@ class ResultsStore:
         seed: int | None = None,
     ) -> None:
         """`stage` is one of STAGES; `seed` the trial's training seed."""
-        info = self.trials.setdefault(trial_id, {"status": "PENDING", "error": None})
-        info["config"] = {k: config.get(k) for k in self.hyperparameters}
-        info["stage"], info["seed"] = stage, seed
-        info.setdefault("started", time.time())
-        self.trials_changed = True
-        if info["status"] in ("PENDING", "ERROR"):
-            # Running again (an errored trial that --resume retries): the old failure no
-            # longer describes it; a trial that fails again says so again.
-            info.update(status="RUNNING", error=None, failed=False)
+        config = {k: config.get(k) for k in self.hyperparameters}
+        self._emit(event("trial_started", trial=trial_id, config=config, stage=stage,
+                         seed=seed, at=time.time()))  # fmt: skip
 
-    @journaled
     def record_epoch(self, trial_id: str, result: Mapping[str, Any]) -> None:
-        epoch = int(result["epoch"])
-        row = {"trial_id": trial_id, "epoch": epoch}
-        for col in EPOCH_COLUMNS[2:]:
-            row[col] = _nan_if_missing(result.get(col))
-        self.epochs[(trial_id, epoch)] = row
-        if result.get("val_confusion") is not None:
-            self.confusion[(trial_id, "val", epoch)] = [int(c) for c in result["val_confusion"]]
-        info = self.trials.setdefault(trial_id, {"status": "RUNNING", "error": None})
-        info["seconds"] = float(result.get("time_total_s") or 0.0)
-        info["device"], info["node"] = result.get("device"), result.get("node")
+        self._emit(event("epoch", trial=trial_id, result=dict(result)))
 
-    @journaled
     def record_failure(self, trial_id: str, reason: str) -> None:
         """A trial that ended itself (e.g. a NaN loss): kept as ERROR with its reason."""
-        info = self.trials.setdefault(trial_id, {"config": {}})
-        info.update(status="ERROR", error=reason, failed=True)
-        self.trials_changed = True
+        self._emit(event("trial_failed", trial=trial_id, reason=reason))
 
-    @journaled
     def finish_trial(self, trial_id: str, status: str, error: str | None = None) -> None:
-        info = self.trials.setdefault(trial_id, {"config": {}})
-        if info.get("failed"):  # the trial's own failure reason wins over Ray's clean exit
-            return
-        info["status"], info["error"] = status, error
-        self.trials_changed = True
+        self._emit(event("trial_ended", trial=trial_id, status=status, error=error))
 
-    @journaled
     def record_test(
         self, trial_id: str, epoch: int, metrics: Mapping[str, float], confusion
     ) -> None:
-        info = self.trials[trial_id]
-        info["test"] = {k: float(metrics[f"test_{k}"]) for k in METRIC_KEYS}
-        self.confusion[(trial_id, "test", int(epoch))] = [int(c) for c in confusion]
+        metrics = {f"test_{k}": float(metrics[f"test_{k}"]) for k in METRIC_KEYS}
+        self._emit(event("test", trial=trial_id, epoch=int(epoch), metrics=metrics,
+                         confusion=[int(c) for c in confusion]))  # fmt: skip
 
-    @journaled
     def mark_running(self, trial_id: str) -> None:
         """Ray retries the trial (its worker died): it runs again from its last checkpoint."""
-        self.trials.setdefault(trial_id, {})["status"] = "RUNNING"
-        self.trials_changed = True
+        self._emit(event("trial_running", trial=trial_id))
+
+    def _emit(self, change: dict[str, Any]) -> None:
+        # Journaled before it is applied: a change that fails to reach the disk (a full
+        # disk) changes nothing, and replaying the journal redoes every change.
+        if self.journal is not None:
+            self.journal.append(change)
+        self.apply(change)
+
+    def replay(self, events: list[dict]) -> None:
+        """Apply journal events (already `upgrade`d) without journaling them again."""
+        for change in events:
+            self.apply(change)
+
+    def apply(self, change: Mapping[str, Any]) -> None:
+        """Apply one event to the rows in memory."""
+        name = change["event"]
+        if name == "restore":
+            self.restore_state(change["state"])
+            return
+        trial_id = str(change["trial"])
+        self.dirty = True
+        self.touched.add(trial_id)  # its parts of the tables are stale
+        if name == "trial_started":
+            info = self.trials.setdefault(trial_id, {"status": "PENDING", "error": None})
+            info["config"] = dict(change["config"])
+            info["stage"], info["seed"] = change.get("stage", "search"), change.get("seed")
+            info.setdefault("started", change.get("at") or time.time())
+            self.trials_changed = True
+            if info["status"] in ("PENDING", "ERROR"):
+                # Running again (an errored trial that --resume retries): the old failure no
+                # longer describes it; a trial that fails again says so again.
+                info.update(status="RUNNING", error=None, failed=False)
+        elif name == "epoch":
+            result = change["result"]
+            epoch = int(result["epoch"])
+            row = {"trial_id": trial_id, "epoch": epoch}
+            for col in EPOCH_COLUMNS[2:]:
+                row[col] = _nan_if_missing(result.get(col))
+            self.epochs[(trial_id, epoch)] = row
+            if result.get("val_confusion") is not None:
+                self.confusion[(trial_id, "val", epoch)] = [int(c) for c in result["val_confusion"]]
+            info = self.trials.setdefault(trial_id, {"status": "RUNNING", "error": None})
+            info["seconds"] = float(result.get("time_total_s") or 0.0)
+            info["device"], info["node"] = result.get("device"), result.get("node")
+        elif name == "trial_failed":
+            info = self.trials.setdefault(trial_id, {"config": {}})
+            info.update(status="ERROR", error=change["reason"], failed=True)
+            self.trials_changed = True
+        elif name == "trial_ended":
+            info = self.trials.setdefault(trial_id, {"config": {}})
+            if info.get("failed"):  # the trial's own failure reason wins over Ray's clean exit
+                return
+            info["status"], info["error"] = change["status"], change.get("error")
+            self.trials_changed = True
+        elif name == "test":
+            metrics = change["metrics"]
+            self.trials[trial_id]["test"] = {k: float(metrics[f"test_{k}"]) for k in METRIC_KEYS}
+            self.confusion[(trial_id, "test", int(change["epoch"]))] = list(change["confusion"])
+        elif name == "trial_running":
+            self.trials.setdefault(trial_id, {})["status"] = "RUNNING"
+            self.trials_changed = True
+        else:  # upgrade() lets through only this version's events
+            raise RetinaError(f"{self.folder / JOURNAL_FILE}: unknown event {name!r}")
 
     # ---- tables --------------------------------------------------------------------
     def _cache(self) -> TableCache:
@@ -239,7 +268,7 @@ class ResultsStore:
         return confusion_frame_of(self.confusion)
 
     def best_epochs(self) -> dict[str, dict]:
-        """The best epoch row per trial, by the study's one ranking (`study.conclude.ranking`)."""
+        """The best epoch row per trial, by the study's one ranking (`study.record.ranking`)."""
         best = self._cache().best_epochs(self.epochs, self.metric, self.mode)
         return {t: dict(row) for t, row in best.items() if row is not None}
 
@@ -281,16 +310,25 @@ class ResultsStore:
         self._tables = TableCache()  # every row may change: its parts are built again
         journal = self.folder / JOURNAL_FILE
         if journal.exists():
-            replay(self, read_events(journal, repair=self.journal is not None))
+            events, old = upgrade(
+                read_events(journal, repair=self.journal is not None), str(journal)
+            )
+            if old and self.journal is not None:  # once: the driver appends events after them
+                self._rewrite(journal, events)
+                print(f"{journal}: converted {old} records to the journal's event format v1")
+            self.replay(events)
             return
         self._load_parquet()
         if self.journal is not None and self.trials:
-            try:
-                write_events(journal, [{"op": "restore", "state": self.state()}])
-            except OSError as exc:
-                if exc.errno in DISK_FULL:
-                    raise disk_full_error(self.folder) from None
-                raise
+            self._rewrite(journal, [event("restore", state=self.state())])
+
+    def _rewrite(self, journal: Path, events: list[dict]) -> None:
+        try:
+            write_events(journal, events)
+        except OSError as exc:
+            if exc.errno in DISK_FULL:
+                raise disk_full_error(self.folder) from None
+            raise
 
     def state(self) -> dict:
         """Everything the store holds, JSON-ready (a journal's `restore` event)."""

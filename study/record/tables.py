@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from study.conclude.ranking import best_epoch
+from study.record.ranking import best_epoch
 
 NUM_CLASSES = 5
 METRIC_KEYS = (

@@ -17,8 +17,9 @@ from ray import tune
 
 from study.define.schema import StudyConfig, hyperparameter_names, resolve_trial_config
 from study.define.space import trial_seed, trial_values
+from study.record.layout import TUNE_DIR
 from study.record.results import ResultsStore
-from study.run.snapshot import TUNE_DIR, SnapshotKeeper
+from study.run.snapshot import SnapshotKeeper
 
 PARQUET_EVERY_S = 5.0  # the Parquet files lag the journal by at most about this much
 

@@ -1,5 +1,5 @@
 """Which checkpoints Ray keeps while a trial runs: its latest, and its best so far by the one
-ranking (`study.conclude.ranking.best_epoch`) when that is another epoch.
+ranking (`study.record.ranking.best_epoch`) when that is another epoch.
 
 Ray's checkpoint manager (ray/train/_internal/checkpoint_manager.py, Ray 2.60) sorts a trial's
 checkpoints by `(score is not NaN, score)` ascending, puts a new checkpoint after those of an
@@ -32,7 +32,7 @@ from typing import Any
 
 from ray import tune
 
-from study.conclude.ranking import best_epoch
+from study.record.ranking import best_epoch
 
 KEEP_SCORE = "checkpoint_keep"  # reported with every checkpoint; Ray ranks checkpoints by it
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from retina.errors import RetinaError
 from study.record.results import DISK_FULL, disk_full_error
 
-TUNE_DIR = "tune"  # results/<study>/tune holds Ray's experiment state and checkpoints
 KEPT = ".kept-state"
 STATE_GLOB = "experiment_state-*.json"
 

@@ -21,11 +21,10 @@ from retina.prepare import PreparedData
 from retina.training import build_training, setup_process
 from study.define.schema import StudyConfig, resolve_trial_config, study_to_dict
 from study.define.space import trial_seed, trial_values
+from study.record.layout import CHECKPOINT_FILE
 from study.record.predictions import SplitPredictions, save_split
 from study.record.results import trial_finished
 from study.run.keep import KEEP_SCORE, BestSoFar
-
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def trial_device() -> torch.device:

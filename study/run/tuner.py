@@ -13,9 +13,10 @@ from ray import tune
 
 from retina.prepare import PreparedData
 from study.conclude.pipeline import conclude_study
-from study.conclude.ranking import rank_trials
 from study.define.schema import StudyConfig, hyperparameter_names
 from study.define.space import tune_config, tune_param_space
+from study.record.layout import TUNE_DIR
+from study.record.ranking import rank_trials
 from study.record.results import ResultsStore
 from study.run.experiment import (
     experiment_finished,
@@ -27,7 +28,6 @@ from study.run.experiment import (
 )
 from study.run.live_report import CPU_SHARE, LiveReport
 from study.run.ray_token import make_private, token_file, warn_if_shared
-from study.run.snapshot import TUNE_DIR
 
 TABLE_PARAMS = {
     "arch": "arch",

@@ -13,7 +13,7 @@ grade 0 only), so the order is total:
 
 Pure Python and pandas: `study.analyze` imports it without torch or Ray.
 
-    from study.conclude.ranking import best_epoch, rank_trials
+    from study.record.ranking import best_epoch, rank_trials
 """
 
 from __future__ import annotations

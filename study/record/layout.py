@@ -1,0 +1,24 @@
+"""The results folder of a study, by name: the contract between the sweep, its conclusion and
+the analysis (docs/results.md). Every floor that reads or writes a part of `results/<study>/`
+takes its name from here, so a folder is named once.
+
+    from study.record.layout import TUNE_DIR, CHECKPOINT_FILE
+    checkpoint = folder / TUNE_DIR / trial_dir / "checkpoint_000003" / CHECKPOINT_FILE
+"""
+
+from __future__ import annotations
+
+STUDY_JSON = "study.json"  # resolved space, dataset hash, versions, seeds
+TRIALS_FILE = "trials.parquet"  # one row per trial
+EPOCHS_FILE = "epochs.parquet"  # one row per (trial, epoch)
+CONFUSION_FILE = "confusion.parquet"  # tidy confusion matrices
+JOURNAL_FILE = "journal.jsonl"  # append-only events: crash recovery, never a hand-over
+PREDICTIONS_DIR = "predictions"  # per-image predictions, one Parquet file per trial
+SUMMARY_FILE = "summary.json"  # the study's conclusions as numbers
+REPORT_FILE = "report.html"  # written by python -m study.analyze
+BEST_DIR = "best"  # the exported winner: model.pt, model.onnx, card.md
+GALLERY_DIR = "gallery"  # thumbnails and Grad-CAM of the best model's errors
+GALLERY_INDEX = "index.parquet"  # the gallery's table of cases
+TUNE_DIR = "tune"  # Ray Tune's experiment of the search: its state and checkpoints
+CONFIRM_DIR = "tune-confirm"  # the confirm stage's Tune experiment, beside tune/
+CHECKPOINT_FILE = "checkpoint.pt"  # the file inside each of a trial's Tune checkpoints
