@@ -28,9 +28,9 @@ from pathlib import Path
 
 from ray import tune
 
-from study.define.schema import StudyConfig, load_study
+from study.define.schema import StudyConfig, hyperparameter_names, load_study
 from study.define.space import tune_config, tune_param_space
-from study.record.results import EPOCH_COLUMNS
+from study.record.results import EPOCH_COLUMNS, ResultsStore
 from study.run.callback import ParquetCallback
 
 DEMO_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "demo.yaml"
@@ -44,8 +44,8 @@ CALLBACK_METHODS = (
 class TimedCallback(ParquetCallback):
     """The sweep's callback with a stopwatch around each of its methods."""
 
-    def __init__(self, folder: Path, study: StudyConfig):
-        super().__init__(folder, study)
+    def __init__(self, store: ResultsStore, study: StudyConfig):
+        super().__init__(store, study)
         self.bench = {"busy_s": 0.0, "results": 0, "loop_started": None, "loop_ended": None}
         self.by_method: dict[str, list] = {}  # name -> [calls, seconds]
 
@@ -113,7 +113,12 @@ def measure(work: Path, trials: int, epochs: int) -> dict:
     cpu = max(0.01, (os.cpu_count() or 1) / CONCURRENT)
     study = driver_study(trials, cpu)
     run = work / f"driver-{trials}x{epochs}"
-    callback = TimedCallback(run / "results", study)
+    callback = TimedCallback(
+        ResultsStore(
+            run / "results", hyperparameter_names(study), study.metric.name, study.metric.mode
+        ),
+        study,
+    )
     tuner = tune.Tuner(
         tune.with_resources(
             tune.with_parameters(noop_trial, epochs=epochs), {"cpu": cpu, "gpu": 0}

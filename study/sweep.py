@@ -1,9 +1,10 @@
 """Run a study: `python -m study.sweep search_spaces/demo.yaml [--set num_samples=2 ...]`.
 
-Validates the space and the data before Ray starts (preflight), builds the decode-once
-cache once, starts or joins Ray with the dashboard on 127.0.0.1, runs the Tune search with
-a live progress table, tests the best trials on the held-out split, and prints a
-leaderboard and the results folder. `--resume` continues an interrupted study. While it runs,
+The study's lifecycle, top to bottom in `sweep`: load the YAML -> preflight (the space, the
+data, the decode-once cache, before Ray starts) -> lock the results folder -> start or join
+Ray (dashboard on 127.0.0.1) -> the Tune search with a live progress table -> the conclusion
+(held-out test, predictions, confirm stage, summary, export, gallery, clean-up;
+study.conclude.pipeline) -> the leaderboard and the report. `--resume` continues an interrupted study. While it runs,
 results/<study>/report.html is rewritten in the background (`--report-every S`, 0: off);
 `--mlflow [URI]` also logs every trial to MLflow.
 """
@@ -17,7 +18,8 @@ from pathlib import Path
 
 from retina.cli import run_main
 from retina.errors import RetinaError
-from study.define.schema import StudyConfig, load_study, study_to_dict
+from study.define.schema import StudyConfig, hyperparameter_names, load_study, study_to_dict
+from study.record.layout import STUDY_JSON
 from study.run.live_report import CPU_SHARE
 from study.run.mlflow_option import DEFAULT_URI as DEFAULT_MLFLOW_URI
 from study.run.mlflow_option import mlflow_callback, require_mlflow, tracking_uri
@@ -105,16 +107,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
-    """The study, with its folder locked: preflight, Ray Tune search, conclusion."""
+    """The study, with its folder locked, top to bottom: preflight -> search -> conclude ->
+    report. One results store is made here and handed to every part that records or reads."""
     # Whatever the user's umask, nothing written here (nor by the Ray processes started from
     # here) is writable by others: Ray unpickles tune/*.pkl on --resume.
     os.umask(os.umask(0) | 0o022)
 
-    from study.record.results import write_json_atomic
+    from study.record.results import ResultsStore, write_json_atomic
     from study.record.study_json import study_record
     from study.run.preflight import preflight  # torch is imported only once the YAML is valid
     from study.run.weights_policy import skip_missing_pretrained
 
+    # 1. preflight: the space, the data and the cache, before Ray starts
     study, skipped = skip_missing_pretrained(study)  # on_missing_weights: skip, offline
     resolved = study_to_dict(study)
     cache_root = Path(args.cache_dir) if args.cache_dir else None
@@ -122,10 +126,19 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     if not args.resume:
         record = study_record(study, resolved, data, args.space)
         record["skipped_pretrained"] = skipped
-        write_json_atomic(folder / "study.json", record)
+        write_json_atomic(folder / STUDY_JSON, record)
     print(f"study {study.name}: {data.class_counts()} images per split and grade -> {folder}")
+    store = ResultsStore(folder, hyperparameter_names(study), study.metric.name, study.metric.mode)
+    store.load()  # a resumed study keeps every epoch it already finished
 
-    from study.run.tuner import run_study  # Ray is imported only after the preflight passed
+    # 2. Ray: imported only after the preflight passed
+    import ray
+
+    from study.conclude.leaderboard import leaderboard
+    from study.conclude.pipeline import StudyRun, conclude_study
+    from study.run.experiment import experiment_finished, fit, results_by_trial
+    from study.run.live_report import LiveReport
+    from study.run.tuner import build_search_tuner, expected_trials, start_ray
 
     if args.dashboard_host != LOCAL_DASHBOARD_HOST:
         print(EXPOSED_WARNING.format(host=args.dashboard_host), file=sys.stderr)
@@ -133,17 +146,27 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     callbacks = []  # Ray Tune's own MLflowLoggerCallback; imports Ray, so only now
     if args.mlflow is not None:
         callbacks.append(mlflow_callback(tracking_uri(args.mlflow), study.name))
-    finished = run_study(
-        study,
-        data,
-        folder,
-        args.address,
-        args.dashboard_host,
-        args.resume,
-        report_every=args.report_every,
-        report_cpu_share=args.report_cpu / 100,
-        callbacks=callbacks,
-    )
+    start_ray(args.address, args.dashboard_host)
+    live = LiveReport(folder, expected_trials(study), args.report_every, args.report_cpu / 100)
+    if args.report_every > 0:
+        print(f"live report: {live.path} (rewritten at most every {args.report_every:g} s, "
+              f"with at most {args.report_cpu / 100:.1%} of this machine's CPU)")  # fmt: skip
+    try:
+        with live:  # rewritten through the confirm stage too, until the final report
+            # 3. the search
+            grid = fit(build_search_tuner(study, data, store, args.resume, callbacks), folder)
+            finished = experiment_finished(grid, expected_trials(study), store)
+            # 4. the conclusion: test, predictions, confirm, summary, export, gallery, clean-up
+            if finished:
+                run = StudyRun(study, data, folder, store, results_by_trial(grid), callbacks,
+                               on_confirm_plan=live.expect_confirm)  # fmt: skip
+                finished = conclude_study(run)
+        print(leaderboard(store))
+        # 5. the report, after the test results: without the live banner
+        live.final()
+    finally:
+        store.close()
+        ray.shutdown()
     print(f"results: {folder}")
     if not finished:
         print(

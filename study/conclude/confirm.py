@@ -23,27 +23,17 @@ from typing import Any
 
 import pandas as pd
 import torch
-from ray import tune
-from ray.tune.schedulers import FIFOScheduler
-from ray.tune.search import BasicVariantGenerator
 
 from retina.prepare import PreparedData
 from study.conclude.holdout import evaluate_on_test, find_checkpoint, predictions_on_test
 from study.conclude.per_image import val_predictions, write_trial_predictions
 from study.define.dimensions import key_text
 from study.define.schema import StudyConfig, finite_values
-from study.define.space import confirm_param_space, confirm_seeds
-from study.record.layout import CONFIRM_DIR
+from study.define.space import confirm_seeds
 from study.record.ranking import best_trial_ids
 from study.record.results import ResultsStore
-from study.run.experiment import (
-    experiment_finished,
-    fit,
-    restore,
-    results_by_trial,
-    run_config,
-    trainable,
-)
+from study.run.experiment import experiment_finished, fit, results_by_trial
+from study.run.tuner import build_confirm_tuner
 
 
 def _plain(value: Any) -> Any:
@@ -83,35 +73,6 @@ def confirm_cells(
         cells.append({name: _plain(best[name]) for name in hyperparameters})
         notes.append(f"{cell_name(key)}: best search trial {chosen.index[0]}")
     return cells, notes
-
-
-def build_confirm_tuner(
-    study: StudyConfig,
-    data: PreparedData,
-    folder: Path,
-    cells: list[dict],
-    seeds: list[int],
-    callbacks=(),
-) -> tune.Tuner:
-    """A new Tuner over (cell, seed), or the interrupted one of this study (`--resume`);
-    `callbacks` (e.g. MLflow's) log its runs as they log the search's."""
-    train, space = trainable(study, data, folder), confirm_param_space(cells, seeds)
-    restored = restore(folder / CONFIRM_DIR, train, space, callbacks)
-    if restored is not None:
-        return restored
-    return tune.Tuner(
-        train,
-        param_space=space,
-        tune_config=tune.TuneConfig(
-            metric=study.metric.name,
-            mode=study.metric.mode,
-            num_samples=1,  # the grid is every run
-            search_alg=BasicVariantGenerator(max_concurrent=study.max_concurrent or 0),
-            scheduler=FIFOScheduler(),  # all epochs: no early stopping
-            reuse_actors=True,
-        ),
-        run_config=run_config(study, folder, CONFIRM_DIR, "confirm", callbacks=callbacks),
-    )
 
 
 def evaluate_confirm_runs(
@@ -168,8 +129,7 @@ def run_confirm(
         return True
     if on_plan is not None:
         on_plan(len(cells) * len(seeds))
-    grid = fit(build_confirm_tuner(study, data, folder, cells, seeds, callbacks), folder)
-    store.load()  # the stage's callback wrote its runs to the results folder
+    grid = fit(build_confirm_tuner(study, data, store, cells, seeds, callbacks), folder)
     finished = experiment_finished(grid, len(cells) * len(seeds), store)
     if not finished:
         return False

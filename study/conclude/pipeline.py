@@ -1,17 +1,23 @@
 """What a study does after its search, in order, in the driver (Ray still up).
 
-    search (study.run.tuner) -> held-out test of the best K on val -> per-image predictions
+    held-out test of the best K on val -> per-image predictions
     -> confirmation runs (study.conclude.confirm) -> summary.json (the comparison)
     -> export the best (results/<study>/best/)
     -> gallery of the best trial's errors -> delete the checkpoints no longer needed (last)
-    -> leaderboard
 
-Each step is one call here, so the flow of the end of a study reads top to bottom. Every step
-takes the study's objects (no YAML, no argv) and may be rerun by `--resume` after a kill.
+Every step takes the one `StudyRun` (the study, its data and folder, the driver's results
+store, Ray's results of the search by trial) and returns the lines it prints, so the flow of
+the end of a study reads top to bottom in `STEPS`. Every step may be rerun by `--resume` after
+a kill; the confirm step is the one that can be interrupted (a Ctrl-C in its fit).
+
+    run = StudyRun(study, data, folder, store, results_by_trial(grid))
+    finished = conclude_study(run)
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from retina.prepare import PreparedData
@@ -26,38 +32,86 @@ from study.define.schema import StudyConfig
 from study.record.results import ResultsStore
 
 
-def conclude_study(
-    study: StudyConfig,
-    data: PreparedData,
-    folder: Path,
-    store: ResultsStore,
-    results_by_id: dict,
-    callbacks=(),
-    on_confirm_plan=None,
-) -> bool:
-    """Steps after a finished search; `results_by_id` maps trial id to Ray's `Result`;
-    `callbacks`: the search's extra Tune callbacks, for the confirm stage's runs too;
-    `on_confirm_plan(runs)`: told how many runs the confirm stage trains.
+@dataclass
+class StudyRun:
+    """One study's conclusion context, made once by the lifecycle (study.sweep)."""
 
-    Returns False when a step was interrupted (the study is then continued by --resume).
-    """
-    tested = {}
-    if study.test_top_k > 0:
-        print("held-out test of the best trials (chosen on val):")
-        lines, tested = evaluate_best_trials(store, results_by_id, data, study)
-        for line in lines:
-            print(f"  {line}")
-    for line in write_search_predictions(store, results_by_id, data, folder, tested):
-        print(line)
-    if not run_confirm(study, data, folder, store, callbacks, on_confirm_plan):
-        return False  # interrupted: --resume continues the confirm stage, then the rest
+    study: StudyConfig
+    data: PreparedData
+    folder: Path
+    store: ResultsStore  # the driver's one store: every step records and reads here
+    results_by_id: dict  # trial id -> Ray's `Result` of the search
+    callbacks: Sequence = ()  # the search's extra Tune callbacks, for the confirm runs too
+    on_confirm_plan: Callable[[int], None] | None = None  # told how many confirm runs
+    tested: dict = field(default_factory=dict)  # trial id -> test metrics, by the held-out test
+    interrupted: bool = False  # a step was stopped (Ctrl-C): the rest waits for --resume
+
+
+class Interrupted(Exception):
+    """A step was stopped before its end; `--resume` continues it."""
+
+
+def held_out_test(run: StudyRun) -> Iterable[str]:
+    if run.study.test_top_k <= 0:
+        return []
+    lines, run.tested = evaluate_best_trials(run.store, run.results_by_id, run.data, run.study)
+    return ["held-out test of the best trials (chosen on val):", *(f"  {x}" for x in lines)]
+
+
+def search_predictions(run: StudyRun) -> Iterable[str]:
+    return write_search_predictions(run.store, run.results_by_id, run.data, run.folder, run.tested)
+
+
+def confirm(run: StudyRun) -> Iterable[str]:
+    # Prints as it goes (its Tune table comes in between); a stop leaves the rest to --resume.
+    if not run_confirm(
+        run.study, run.data, run.folder, run.store, run.callbacks, run.on_confirm_plan
+    ):
+        raise Interrupted
+    return []
+
+
+def summary(run: StudyRun) -> Iterable[str]:
     # Before the export: the model card states the comparison's intervals.
-    print(write_summary(folder, store))
-    print("export of the best trial:")
-    for line in export_winner(folder, data, store.trials_frame()):
-        print(f"  {line}")
+    return [write_summary(run.folder, run.store)]
+
+
+def export(run: StudyRun) -> Iterable[str]:
+    lines = export_winner(run.folder, run.data, run.store.trials_frame())
+    return ["export of the best trial:", *(f"  {x}" for x in lines)]
+
+
+def gallery(run: StudyRun) -> Iterable[str]:
     # After the held-out test: the gallery shows test images when the best trial was tested.
-    print(make_gallery(study, data, folder, store, results_by_id))
+    return [make_gallery(run.study, run.data, run.folder, run.store, run.results_by_id)]
+
+
+def checkpoints(run: StudyRun) -> Iterable[str]:
     # Last: every step before may read checkpoints.
-    print(drop_unneeded_checkpoints(study, folder, store, results_by_id).line())
+    result = drop_unneeded_checkpoints(run.study, run.folder, run.store, run.results_by_id)
+    return [result.line()]
+
+
+STEPS: tuple[Callable[[StudyRun], Iterable[str]], ...] = (
+    held_out_test,
+    search_predictions,
+    confirm,
+    summary,
+    export,
+    gallery,
+    checkpoints,
+)
+
+
+def conclude_study(run: StudyRun) -> bool:
+    """Every step after a finished search, in order; False when one was interrupted (the
+    study is then continued by --resume)."""
+    for step in STEPS:
+        try:
+            lines = step(run)
+        except Interrupted:
+            run.interrupted = True
+            return False
+        for line in lines:
+            print(line)
     return True

@@ -1,6 +1,8 @@
 """Driver-side Ray Tune callback that records every trial result in the results folder.
 
-Runs in the driver process (never in a trial), so one writer owns `results/<study>/`. Each
+Runs in the driver process (never in a trial), so one writer owns `results/<study>/`: the
+driver's one `ResultsStore`, made by the sweep and handed to the callback of each experiment
+(search, then confirm) and to the conclusion, so nothing is re-read from the disk. Each
 result is appended to the study's journal within the call that receives it (one small durable
 write); the Parquet files are rebuilt from memory every few seconds and when the study ends.
 The callback times itself (`busy_s`, `results`) for the sweep's last lines: the driver's own
@@ -15,10 +17,11 @@ from pathlib import Path
 
 from ray import tune
 
-from study.define.schema import StudyConfig, hyperparameter_names, resolve_trial_config
+from study.define.schema import StudyConfig, resolve_trial_config
 from study.define.space import trial_seed, trial_values
 from study.record.layout import TUNE_DIR
 from study.record.results import ResultsStore
+from study.run.ray_private import driver_staging_path
 from study.run.snapshot import SnapshotKeeper
 
 PARQUET_EVERY_S = 5.0  # the Parquet files lag the journal by at most about this much
@@ -47,16 +50,21 @@ def _error_text(trial) -> str:
 
 
 class ParquetCallback(tune.Callback):
-    """`stage` (search or confirm) is recorded with each trial; `experiment` is the folder
-    under `folder` that holds that Tuner's state."""
+    """Feeds the driver's `store`; `stage` (search or confirm) is recorded with each trial;
+    `experiment` is the folder under the store's folder that holds that Tuner's state."""
 
     def __init__(
-        self, folder: Path, study: StudyConfig, stage: str = "search", experiment: str = TUNE_DIR
+        self,
+        store: ResultsStore | None,
+        study: StudyConfig,
+        stage: str = "search",
+        experiment: str = TUNE_DIR,
+        folder: Path | None = None,
     ):
-        self.folder = Path(folder)
+        self.store = store
+        self.folder = Path(folder) if folder is not None else store.folder
         self.study = study
         self.stage, self.experiment = stage, experiment
-        self.store: ResultsStore | None = None
         # Epochs reported with a checkpoint that Ray has not registered yet, by trial id.
         self.unsaved: dict[str, dict] = {}
         # Trials started that Ray's saved state may not know yet: (config, seed) by trial id.
@@ -66,17 +74,15 @@ class ParquetCallback(tune.Callback):
         self.started = time.perf_counter()
 
     def __getstate__(self):
-        # Ray pickles callbacks with the experiment; the rows live on disk, not in the pickle.
-        fresh = ParquetCallback(self.folder, self.study, self.stage, self.experiment)
+        # Ray pickles callbacks with the experiment; the rows live in the driver's store and
+        # its journal, not in the pickle. A resumed Tuner gets this session's callback instead
+        # (study.run.experiment.restore), so a pickled one never records anything.
+        fresh = ParquetCallback(None, self.study, self.stage, self.experiment, self.folder)
         return fresh.__dict__
 
     def _store(self) -> ResultsStore:
         if self.store is None:
-            metric = self.study.metric
-            self.store = ResultsStore(
-                self.folder, hyperparameter_names(self.study), metric.name, metric.mode
-            )
-            self.store.load()  # a resumed study keeps every epoch it already finished
+            raise RuntimeError("ParquetCallback restored from Ray's pickle without a store")
         return self.store
 
     @timed
@@ -156,8 +162,7 @@ class ParquetCallback(tune.Callback):
     def on_step_end(self, iteration, trials, **info):
         # Tune wrote its snapshot to its staging folder in this step, in this thread: keep a
         # whole copy, since its copy in tune/ is overwritten in place (see study.run.snapshot).
-        storage = getattr(trials[0], "storage", None) if trials else None
-        staging = getattr(storage, "experiment_driver_staging_path", None)
+        staging = driver_staging_path(trials[0]) if trials else None
         if staging and self.keeper.keep(Path(staging)):
             for trial_id in list(self.starting):  # Ray saved its state in this step: it knows them
                 self._started(trial_id)
@@ -177,7 +182,6 @@ class ParquetCallback(tune.Callback):
                     trial_id, "lost: the sweep was killed before Ray saved this trial's state"
                 )
         store.flush()  # whatever ended the search (its end, Ctrl-C, an error): up to date
-        store.close()
         print(self.cost_line(time.perf_counter() - self.started))
 
     def cost_line(self, wall_s: float) -> str:

@@ -2,7 +2,8 @@
 
 The search (`study.run.tuner`, in `results/<study>/tune/`) and the confirmation stage
 (`study.conclude.confirm`, in `results/<study>/tune-confirm/`) are two Tuner experiments with
-the same resources, checkpoints, retries and results callback, built here.
+the same resources, checkpoints, retries and results callback, built here; both feed the
+driver's one results store.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from ray import tune
 from retina.prepare import PreparedData
 from study.define.schema import StudyConfig
 from study.define.space import resolve_gpu
-from study.record.results import DISK_FULL, disk_full_error
+from study.record.results import DISK_FULL, ResultsStore, disk_full_error
 from study.run.callback import ParquetCallback
 from study.run.keep import checkpoint_config
+from study.run.ray_private import run_config_of, trials_of
 from study.run.snapshot import repair
 from study.run.trainable import train_trial
 
@@ -32,15 +34,20 @@ def trainable(study: StudyConfig, data: PreparedData, folder: Path):
     )
 
 
+def callbacks_for(study: StudyConfig, store: ResultsStore, name: str, stage: str, extra=()) -> list:
+    """The results callback feeding the driver's `store`, then the `extra` ones (MLflow's)."""
+    return [ParquetCallback(store, study, stage=stage, experiment=name), *extra]
+
+
 def run_config(
-    study: StudyConfig, folder: Path, name: str, stage: str, reporter=None, callbacks=()
+    study: StudyConfig, store: ResultsStore, name: str, stage: str, reporter=None, callbacks=()
 ) -> tune.RunConfig:
-    """Experiment `name` under `folder`, its trials recorded with `stage` in the results;
+    """Experiment `name` in the store's folder, its trials recorded in `store` with `stage`;
     `callbacks` run after the results callback (e.g. MLflow's)."""
     return tune.RunConfig(
         name=name,
-        storage_path=str(folder),
-        callbacks=[ParquetCallback(folder, study, stage=stage, experiment=name), *callbacks],
+        storage_path=str(store.folder),
+        callbacks=callbacks_for(study, store, name, stage, callbacks),
         checkpoint_config=checkpoint_config(),  # the latest + the best so far (study.run.keep)
         failure_config=tune.FailureConfig(max_failures=study.max_failures),
         progress_reporter=reporter,
@@ -48,11 +55,12 @@ def run_config(
     )
 
 
-def restore(experiment: Path, trainable, param_space: dict, callbacks=()) -> tune.Tuner | None:
+def restore(experiment: Path, trainable, param_space: dict, callbacks: list) -> tune.Tuner | None:
     """The Tuner of an interrupted experiment, to continue it; None when there is none.
 
-    Its extra callbacks are this session's `callbacks` (e.g. MLflow's, given with --resume),
-    not those the interrupted session was started with.
+    Its callbacks are this session's `callbacks` (`callbacks_for`: the results callback on
+    this driver's store, then e.g. MLflow's, given with --resume), not the pickled ones of the
+    session that was interrupted.
     """
     if not tune.Tuner.can_restore(str(experiment)):
         return None
@@ -68,10 +76,8 @@ def restore(experiment: Path, trainable, param_space: dict, callbacks=()) -> tun
         param_space=param_space,
     )
     # Tune restores the pickled callbacks and has no public way to change them; `fit` reads
-    # this list, so the flags of the session that resumes apply.
-    config = tuner._local_tuner.get_run_config()
-    ours = [c for c in config.callbacks or [] if isinstance(c, ParquetCallback)]
-    config.callbacks = [*ours, *callbacks]
+    # this list, so this session's store and flags apply.
+    run_config_of(tuner).callbacks = list(callbacks)
     return tuner
 
 
@@ -89,10 +95,10 @@ def experiment_finished(grid, expected: int, store) -> bool:
     """Whether a fitted experiment ran all of its `expected` trials to their end.
 
     After Ctrl-C, Tune returns normally and marks the trials it stopped TERMINATED, as if they
-    had finished; only the results `store` (reloaded after the fit) knows they did not, since
+    had finished; only the driver's results `store` knows they did not, since
     our callback records a trial's end only when Tune reports one.
     """
-    trials = grid._experiment_analysis.trials  # statuses are not on the public ResultGrid
+    trials = trials_of(grid)
     ended = ("TERMINATED", "ERROR")
     return len(trials) >= expected and all(
         t.status in ended and store.trials.get(t.trial_id, {}).get("status") in ended
@@ -103,5 +109,5 @@ def experiment_finished(grid, expected: int, store) -> bool:
 def results_by_trial(grid) -> dict:
     """Trial id -> Ray's `Result`, for every trial, also one with no metrics in this session
     (a finished trial that --resume skipped): its checkpoints are still found on disk."""
-    trials = grid._experiment_analysis.trials  # the ResultGrid lists them in this order
+    trials = trials_of(grid)  # the ResultGrid lists them in this order
     return {trial.trial_id: grid[i] for i, trial in enumerate(trials)}

@@ -1,6 +1,6 @@
 """Keep results/<study>/report.html current while a sweep runs, at a cost the trials do not feel.
 
-    with LiveReport(folder, total=8, every_s=30) as live:   # study.run.tuner.run_study
+    with LiveReport(folder, total=8, every_s=30) as live:   # study.sweep.sweep
         tuner.fit()
     live.final()                                             # the report without banner/reload
 

@@ -1,32 +1,28 @@
-"""The Ray side of a sweep: start or join Ray, run (or restore) the Tuner, test the best.
+"""The Ray side of a study: start or join Ray, and build the Tuners of its two experiments,
+the search (`results/<study>/tune/`) and the confirm stage (`results/<study>/tune-confirm/`),
+new or restored by `--resume`. Both record into the driver's one results store.
 
-Called by `study.sweep` after the preflight has validated the space and built the cache.
+    start_ray(None, "127.0.0.1")
+    grid = fit(build_search_tuner(study, data, store, resume=False), folder)
+
+Called by `study.sweep` (the lifecycle) after the preflight has validated the space and built
+the cache, and by the confirm stage (`study.conclude.confirm`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pandas as pd
 import ray
 from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+from ray.tune.search import BasicVariantGenerator
 
 from retina.prepare import PreparedData
-from study.conclude.pipeline import conclude_study
-from study.define.schema import StudyConfig, hyperparameter_names
-from study.define.space import tune_config, tune_param_space
-from study.record.layout import TUNE_DIR
-from study.record.ranking import rank_trials
+from study.define.schema import StudyConfig
+from study.define.space import confirm_param_space, tune_config, tune_param_space
+from study.record.layout import CONFIRM_DIR, TUNE_DIR
 from study.record.results import ResultsStore
-from study.run.experiment import (
-    experiment_finished,
-    fit,
-    restore,
-    results_by_trial,
-    run_config,
-    trainable,
-)
-from study.run.live_report import CPU_SHARE, LiveReport
+from study.run.experiment import callbacks_for, restore, run_config, trainable
+from study.run.ray_private import check_ray_version
 from study.run.ray_token import make_private, token_file, warn_if_shared
 
 TABLE_PARAMS = {
@@ -40,6 +36,7 @@ TABLE_METRICS = {"epoch": "epoch", "val_acc": "val acc", "val_kappa": "val kappa
 
 
 def start_ray(address: str | None, dashboard_host: str) -> None:
+    check_ray_version()  # the private uses in study.run.ray_private were read against it
     token = token_file()
     if address:  # join a cluster; its dashboard was configured by whoever started it
         ctx = ray.init(address=address, log_to_driver=True)
@@ -60,13 +57,16 @@ def start_ray(address: str | None, dashboard_host: str) -> None:
         print("Ray dashboard: not available (install ray[default])")
 
 
-def build_tuner(
-    study: StudyConfig, data: PreparedData, folder: Path, resume: bool, callbacks: list = ()
+def build_search_tuner(
+    study: StudyConfig, data: PreparedData, store: ResultsStore, resume: bool, callbacks=()
 ) -> tune.Tuner:
-    """`callbacks`: more Tune callbacks (e.g. MLflow's) after the one that records results."""
+    """The search: a new Tuner, or the interrupted one with `resume`. `callbacks`: more Tune
+    callbacks (e.g. MLflow's) after the one that records results in `store`."""
+    folder = store.folder
     train = trainable(study, data, folder)
     if resume:
-        restored = restore(folder / TUNE_DIR, train, tune_param_space(study), callbacks)
+        ours = callbacks_for(study, store, TUNE_DIR, "search", callbacks)
+        restored = restore(folder / TUNE_DIR, train, tune_param_space(study), ours)
         if restored is not None:
             return restored
     reporter = tune.CLIReporter(
@@ -79,34 +79,39 @@ def build_tuner(
         train,
         param_space=tune_param_space(study),
         tune_config=tune_config(study),
-        run_config=run_config(study, folder, TUNE_DIR, "search", reporter, list(callbacks)),
+        run_config=run_config(study, store, TUNE_DIR, "search", reporter, list(callbacks)),
     )
 
 
-def leaderboard(store: ResultsStore, top: int = 10) -> str:
-    df = store.trials_frame()
-    df = df[df["stage"] == "search"]  # the search's ranking; confirm runs are summarised apart
-    if df.empty:
-        return "no trial finished an epoch"
-    df = rank_trials(df, f"best_{store.metric}", store.mode).head(top)
-    cols = [
-        "trial_id",
-        "status",
-        *hyperparameter_names_in(df, store),
-        "epochs_run",
-        "best_val_acc",
-        "best_val_kappa",
-        "test_acc",
-        "test_kappa",
-    ]
-    with pd.option_context(
-        "display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format
-    ):
-        return df[cols].to_string(index=False)
-
-
-def hyperparameter_names_in(df: pd.DataFrame, store: ResultsStore) -> list[str]:
-    return [h for h in store.hyperparameters if h in df.columns]
+def build_confirm_tuner(
+    study: StudyConfig,
+    data: PreparedData,
+    store: ResultsStore,
+    cells: list[dict],
+    seeds: list[int],
+    callbacks=(),
+) -> tune.Tuner:
+    """The confirm stage: a new Tuner over (cell, seed), or the interrupted one of this study
+    (`--resume`); `callbacks` (e.g. MLflow's) log its runs as they log the search's."""
+    folder = store.folder
+    train, space = trainable(study, data, folder), confirm_param_space(cells, seeds)
+    ours = callbacks_for(study, store, CONFIRM_DIR, "confirm", callbacks)
+    restored = restore(folder / CONFIRM_DIR, train, space, ours)
+    if restored is not None:
+        return restored
+    return tune.Tuner(
+        train,
+        param_space=space,
+        tune_config=tune.TuneConfig(
+            metric=study.metric.name,
+            mode=study.metric.mode,
+            num_samples=1,  # the grid is every run
+            search_alg=BasicVariantGenerator(max_concurrent=study.max_concurrent or 0),
+            scheduler=FIFOScheduler(),  # all epochs: no early stopping
+            reuse_actors=True,
+        ),
+        run_config=run_config(study, store, CONFIRM_DIR, "confirm", callbacks=callbacks),
+    )
 
 
 def expected_trials(study: StudyConfig) -> int:
@@ -116,44 +121,3 @@ def expected_trials(study: StudyConfig) -> int:
         if dim.kind == "grid":
             count *= len(dim.values)
     return count
-
-
-def run_study(
-    study: StudyConfig,
-    data: PreparedData,
-    folder: Path,
-    address: str | None,
-    dashboard_host: str,
-    resume: bool,
-    report_every: float = 30,
-    report_cpu_share: float = CPU_SHARE,
-    callbacks: list = (),
-) -> bool:
-    """Run the search to its end (True) or until interrupted (False); then conclude it.
-
-    `report_every`: seconds between live renders of report.html (0: none); `report_cpu_share`:
-    the most of this machine's CPU time they may use; `callbacks`: more Tune callbacks (e.g.
-    MLflow's), after the one that writes the Parquet files.
-    """
-    start_ray(address, dashboard_host)
-    live = LiveReport(folder, expected_trials(study), report_every, report_cpu_share)
-    if report_every > 0:
-        print(f"live report: {live.path} (rewritten at most every {report_every:g} s, "
-              f"with at most {report_cpu_share:.1%} of this machine's CPU)")  # fmt: skip
-    try:
-        with live:  # rewritten through the confirm stage too, until the final report
-            grid = fit(build_tuner(study, data, folder, resume, list(callbacks)), folder)
-            store = ResultsStore(
-                folder, hyperparameter_names(study), study.metric.name, study.metric.mode
-            )
-            store.load()
-            finished = experiment_finished(grid, expected_trials(study), store)
-            if finished:
-                by_id = results_by_trial(grid)
-                finished = conclude_study(study, data, folder, store, by_id, list(callbacks),
-                                          on_confirm_plan=live.expect_confirm)  # fmt: skip
-        print(leaderboard(store))
-        live.final()  # after the test results: the report without the live banner
-        return finished
-    finally:
-        ray.shutdown()
