@@ -9,15 +9,25 @@ RESULTS ?= results
 ARGS ?=
 DEMO_DATA := data/demo
 
-.PHONY: install sweep demo-data test lint format weights report analyze dashboard bench bench-gpu clean-results
+LOCK := requirements.lock
 
-# Idempotent: reinstalls only when pyproject.toml changed since the last install.
+.PHONY: install lock sweep demo-data test test-quick lint format weights report analyze dashboard bench bench-gpu clean-results
+
+# Idempotent: reinstalls only when pyproject.toml or the lock changed since the last install.
+# The lock pins every package to the version the suite passed with (pip constraints).
 install: $(STAMP)
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,mlflow]'
+	$(PY) -m pip install --quiet -c $(LOCK) -e '.[dev,mlflow]'
 	@touch $(STAMP)
+
+# Refresh the lock from pyproject.toml's ranges in a fresh venv; then `make test` and commit both.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet -e '.[dev,mlflow]'
+	@{ head -n 2 $(LOCK); .venv-lock/bin/pip freeze --exclude-editable | grep -v '^#'; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK) && rm -rf .venv-lock
 
 demo-data: $(STAMP)
 	@test -f $(DEMO_DATA)/trainLabels.csv || $(PY) -m retina.synthetic --out $(DEMO_DATA) --n 1000 --size 256 --seed 0
@@ -39,12 +49,18 @@ dashboard:
 weights: $(STAMP)
 	$(PY) -m retina.weights
 
+# Everything (~12 min on 2 cores): before a commit that lands.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
+
+# The edit loop (~2 min): no Ray start, no sweep (tests marked slow are left out).
+test-quick: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check retina study tests
 	$(VENV)/bin/ruff format --check retina study tests
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format retina study tests

@@ -31,6 +31,18 @@ SMALL_SWEEP = [
 ]  # fmt: skip  (the confirmation stage has its own sweep: tests/test_confirm_sweep.py)
 
 
+# `make test-quick` runs `-m "not slow"`: no Ray start, no sweep. A test that uses one of these
+# fixtures (each a real sweep) is slow whatever its module says; the tests that start a sweep
+# or Ray themselves carry the mark in their module or on their function.
+SWEEP_FIXTURES = frozenset({"small_study", "model_dir", "mlflow_sweep"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SWEEP_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_cache(tmp_path_factory):
     """Every test (and every subprocess it starts) builds caches in a temporary folder."""

@@ -49,6 +49,7 @@ def leaderboard_first(stdout: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_tied_epochs_and_trials_keep_the_ranked_best(tmp_path, synthetic_data):
     data = flat_copy(synthetic_data, tmp_path / "flat")
     results = tmp_path / "results"

@@ -33,6 +33,7 @@ def _read(path):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_report_is_live_while_the_sweep_runs_and_final_at_the_end(synthetic_data, tmp_path):
     folder = tmp_path / "results" / "live"
     # A render that fails: report.html is a folder, so writing it raises. The sweep must go on,

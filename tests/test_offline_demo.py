@@ -51,6 +51,7 @@ def _write_fake_weights(torch_home, monkeypatch, arch="resnet18"):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_demo_runs_offline_without_weights_and_says_so(synthetic_data, tmp_path):
     torch_home = tmp_path / "empty-torch-home"
     proc = _sweep(synthetic_data, tmp_path / "results", "offline", _offline_env(torch_home))
@@ -74,6 +75,7 @@ def test_demo_runs_offline_without_weights_and_says_so(synthetic_data, tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_with_weights_in_torch_home_the_pretrained_trials_run(
     synthetic_data, tmp_path, monkeypatch
 ):
@@ -92,6 +94,7 @@ def test_with_weights_in_torch_home_the_pretrained_trials_run(
     assert "id='skipped-pretrained'" not in (folder / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_a_fixed_true_is_an_error_even_with_skip(synthetic_data, tmp_path):
     env = _offline_env(tmp_path / "empty-torch-home")
     proc = run_cli(
@@ -103,6 +106,7 @@ def test_a_fixed_true_is_an_error_even_with_skip(synthetic_data, tmp_path):
     assert not (tmp_path / "demo" / "study.json").exists()
 
 
+@pytest.mark.slow
 def test_fail_is_the_default_and_keeps_stopping(synthetic_data, tmp_path):
     env = _offline_env(tmp_path / "empty-torch-home")
     proc = run_cli(

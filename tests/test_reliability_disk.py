@@ -101,6 +101,7 @@ def test_another_study_in_the_folder_and_a_changed_space_on_resume(small_study):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_disk_filling_mid_run_stops_cleanly_and_resume_finishes(tmp_path, synthetic_data):
     """The disk fills while a trial trains: a clear stop, readable files, then --resume."""
     mount, log = tmp_path / "disk", tmp_path / "sweep.log"
