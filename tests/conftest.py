@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-from cli_helpers import run_cli
+
+from tests.helpers.cli import run_cli
 
 # A sweep small enough for 2 cores: 2 trials of resnet18 at 32 px, scratch (no weights offline).
 SMALL_SWEEP = [
@@ -68,9 +69,11 @@ def synthetic_data(tmp_path_factory) -> Path:
 def small_study(tmp_path_factory, synthetic_data) -> Path:
     """One real 2-trial Ray Tune sweep per pytest run; returns results/<study>."""
     results = tmp_path_factory.mktemp("results")
+    # The real sweep, counting the results stores its driver makes (tests/test_sweep.py).
     proc = run_cli(
-        "study.sweep", "search_spaces/demo.yaml", "--data", str(synthetic_data),
+        "tests.helpers.count_stores", "search_spaces/demo.yaml", "--data", str(synthetic_data),
         "--results", str(results), "--name", "small", *SMALL_SWEEP,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (results.parent / "small-sweep.log").write_text(proc.stdout)  # outside results/
     return results / "small"

@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from analyze_fixtures import make_results
-from confirm_fixtures import add_confirm
 from PIL import Image
 
 from study.analyze.load import load_study
 from study.analyze.report import build_report, write_atomic
+from tests.helpers.analyze_fixtures import make_results
+from tests.helpers.confirm_fixtures import add_confirm
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from analyze_fixtures import DEFAULT_TRIALS, TrialSpec, make_results, write_parquet
 from plotly.offline import get_plotlyjs
+
+from tests.helpers.analyze_fixtures import DEFAULT_TRIALS, TrialSpec, make_results, write_parquet
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION_IDS = ["summary", "course", "leaderboard", "curves", "init", "hparams", "confusion"]

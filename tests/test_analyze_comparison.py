@@ -13,10 +13,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from confirm_fixtures import simulate_test
 
 from study.analyze.comparison import Cell, compare_cells, p_beats, sentence
 from study.analyze.tuning import needed_trials, optimism, tuning_curve, tuning_summary
+from tests.helpers.confirm_fixtures import simulate_test
 
 DIMS = ["arch", "pretrained"]
 RESAMPLES = 400

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 
-from analyze_fixtures import CLASS_COUNTS, confusion_counts, study_json
-
 from study.analyze import tables
 from study.analyze.load import load_study
 from study.analyze.report import build_report
 from study.record.results import ResultsStore
+from tests.helpers.analyze_fixtures import CLASS_COUNTS, confusion_counts, study_json
 
 HP = ["arch", "pretrained", "lr", "batch_size", "epochs", "weight_decay"]
 

@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 import pytest
-from analyze_fixtures import DEFAULT_TRIALS, HYPERPARAMETERS, TrialSpec, make_results
 
 from study.analyze import figures, figures_hparams, tables
 from study.analyze.importance import METHOD, param_importances
 from study.analyze.load import load_study
+from tests.helpers.analyze_fixtures import DEFAULT_TRIALS, HYPERPARAMETERS, TrialSpec, make_results
 
 BASELINES = {"train": 0.7, "val": 0.7, "test": 0.72}
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 
-from analyze_fixtures import make_results
-from confirm_fixtures import add_confirm
-from test_analyze_cli import analyze, assert_fails
+from tests.helpers.analyze_fixtures import make_results
+from tests.helpers.confirm_fixtures import add_confirm
+from tests.test_analyze_cli import analyze, assert_fails
 
 TOP_KEYS = {
     "schema_version", "study", "metric", "primary_metric", "confirm", "bootstrap", "cells",

@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 
 import pandas as pd
-from cli_helpers import run_cli
 
 from study.analyze import tables
 from study.analyze.load import load_study
+from tests.helpers.cli import run_cli
 
 
 def test_report_of_a_real_sweep(small_study, tmp_path):

@@ -6,16 +6,16 @@ import math
 
 import pandas as pd
 import pytest
-from analyze_fixtures import (
+
+from study.analyze import tables
+from study.analyze.load import load_study
+from tests.helpers.analyze_fixtures import (
     CLASS_COUNTS,
     DEFAULT_TRIALS,
     HYPERPARAMETERS,
     TrialSpec,
     make_results,
 )
-
-from study.analyze import tables
-from study.analyze.load import load_study
 
 
 @pytest.fixture()

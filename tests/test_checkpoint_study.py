@@ -17,12 +17,12 @@ import shutil
 import pandas as pd
 import pytest
 import torch
-from cli_helpers import run_cli
 from PIL import Image
 
 from study.conclude.checkpoints import checkpoint_folders, clean_checkpoints, needed_trials
 from study.record.layout import CHECKPOINT_FILE
 from study.record.ranking import best_epoch, rank_trials
+from tests.helpers.cli import run_cli
 
 TIED_SWEEP = [
     "--set", "num_samples=2", "--set", "space.pretrained=false", "--set", "space.arch=resnet18",

@@ -7,15 +7,14 @@ killed during it that `--resume` finishes with every (trial, epoch) exactly once
 from __future__ import annotations
 
 import json
-import signal
 
 import pandas as pd
 import pytest
-from cli_helpers import run_cli
-from reliability_helpers import descendants, kill_tree, read_frame, start_sweep, wait_for
-from reliability_helpers import sweep_args as tiny_sweep_args
 
 from study.record.predictions import COLUMNS
+from tests.helpers.cli import run_cli
+from tests.helpers.processes import kill_driver_when, read_frame
+from tests.helpers.processes import sweep_args as tiny_sweep_args
 
 pytestmark = pytest.mark.slow
 
@@ -99,24 +98,14 @@ def test_driver_killed_during_confirmation_then_resume(tmp_path, synthetic_data,
     folder, log = tmp_path / "killed", tmp_path / "sweep.log"
     args = sweep_args(synthetic_data, tmp_path, "killed", "--set", "num_samples=1",
                       "--set", "space.epochs=2", "--set", "max_concurrent=1")  # fmt: skip
-    driver = start_sweep(args, log)
-    tree: dict[int, str] = {}
 
     def first_confirm_run_done():
-        tree.update(descendants(driver.pid))  # Ray's processes, to clean up after the kill
         trials = read_frame(folder, "trials.parquet")
         if trials is None or "stage" not in trials:
             return False
         return ((trials["stage"] == "confirm") & (trials["status"] == "TERMINATED")).any()
 
-    try:
-        wait_for(first_confirm_run_done, 500, "a finished confirm run", driver, log)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        driver.kill()
-        kill_tree(list(tree | descendants(driver.pid)))
-    assert driver.returncode == -signal.SIGKILL
+    kill_driver_when(args, log, first_confirm_run_done, 500, "a finished confirm run")
     before = read_frame(folder, "trials.parquet").set_index("trial_id")
     done = before.index[(before["stage"] == "confirm") & (before["status"] == "TERMINATED")]
     assert len(done) == 1

@@ -19,7 +19,6 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 import torch
-from cli_helpers import run_cli
 
 from retina.engine import build_loss, evaluate
 from retina.errors import RetinaError
@@ -34,6 +33,7 @@ from study.conclude.export import (
     write_onnx,
 )
 from study.record.ranking import best_trial_ids
+from tests.helpers.cli import run_cli
 
 CPU = torch.device("cpu")
 

@@ -12,7 +12,8 @@ import time
 
 import pandas as pd
 import pytest
-from cli_helpers import ROOT
+
+from tests.helpers.cli import ROOT
 
 # 4 scratch trials of resnet18 at 32 px, one at a time: the sweep lasts long enough for several
 # live renders (every second at most), even on a busy machine.
@@ -120,7 +121,7 @@ class FakeClock:
 
 def _touch_epochs(folder) -> None:
     """A new epoch as the sweep writes one: the same rows, a new mtime and size."""
-    from analyze_fixtures import write_parquet
+    from tests.helpers.analyze_fixtures import write_parquet
 
     epochs = pd.read_parquet(folder / "epochs.parquet")
     write_parquet(folder / "epochs.parquet", pd.concat([epochs, epochs.tail(1)]))
@@ -128,9 +129,8 @@ def _touch_epochs(folder) -> None:
 
 def test_renders_keep_to_their_share_of_the_cpu_in_one_kept_process(tmp_path):
     """The real render process (python -m study.analyze --serve) on a real results folder."""
-    from analyze_fixtures import make_results
-
     from study.run.live_report import LiveReport, machine_cores
+    from tests.helpers.analyze_fixtures import make_results
 
     folder = make_results(tmp_path)
     clock, share = FakeClock(), 0.01

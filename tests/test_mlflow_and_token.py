@@ -10,10 +10,10 @@ import sys
 
 import pandas as pd
 import pytest
-from cli_helpers import ROOT, run_cli
-from conftest import SMALL_SWEEP
 
 from study.run.ray_token import make_private, token_file, warn_if_shared
+from tests.conftest import SMALL_SWEEP
+from tests.helpers.cli import ROOT, run_cli
 
 
 @pytest.fixture(scope="module")

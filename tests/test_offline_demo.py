@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
-from cli_helpers import run_cli
 
 from retina.errors import RetinaError
 from retina.models import weights_path
 from study.define.schema import load_study, study_to_dict
 from study.run.weights_policy import skip_missing_pretrained
+from tests.helpers.cli import run_cli
 
 UNREACHABLE_MIRROR = "http://127.0.0.1:9/models"  # a closed port: "offline", at once
 # The demo space, small: one pretrained and one scratch trial of resnet18 at 32 px, one epoch,

@@ -13,9 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from cli_helpers import run_cli
 from PIL import Image
-from test_images import png_claiming_size
 
 from retina.cache import build_cache
 from retina.cli import run_main
@@ -24,6 +22,8 @@ from retina.loader import BatchLoader
 from retina.manifest import read_manifest
 from retina.model_file import LoadedModel, load_model
 from retina.predict import main
+from tests.helpers.cli import run_cli
+from tests.test_images import png_claiming_size
 
 PROB_COLUMNS = [f"p{g}" for g in range(5)]
 

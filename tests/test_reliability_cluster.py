@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from reliability_helpers import (
+
+from tests.helpers.processes import (
     descendants,
     kill_tree,
     read_frame,

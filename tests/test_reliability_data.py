@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import ROOT
 from PIL import Image
 
 from retina.images import MAX_PIXELS
 from retina.synthetic import generate
+from tests.helpers.cli import ROOT
 
 CSV = "trainLabels.csv"
 TIMEOUT = 180  # far above a run's few seconds: reaching it means a hang

@@ -16,9 +16,12 @@ import shutil
 
 import pandas as pd
 import pytest
-from cli_helpers import run_cli
-from conftest import SMALL_SWEEP
-from reliability_helpers import (
+
+from retina.errors import RetinaError
+from study.run.snapshot import SnapshotKeeper, repair
+from tests.conftest import SMALL_SWEEP
+from tests.helpers.cli import run_cli
+from tests.helpers.processes import (
     PARQUET_FILES,
     descendants,
     fill,
@@ -29,9 +32,6 @@ from reliability_helpers import (
     tmpfs,
     wait_for,
 )
-
-from retina.errors import RetinaError
-from study.run.snapshot import SnapshotKeeper, repair
 
 
 def refused_before_work(proc, *phrases: str) -> str:

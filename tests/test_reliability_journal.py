@@ -9,15 +9,18 @@ part-way, nothing is mocked.
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 
 import pytest
-from cli_helpers import run_cli
-from reliability_helpers import (
+
+from study.record.layout import JOURNAL_FILE
+from tests.helpers.cli import run_cli
+from tests.helpers.processes import (
     PARQUET_FILES,
     descendants,
+    journal_epochs,
+    kill_driver_when,
     kill_tree,
     read_frame,
     start_sweep,
@@ -25,22 +28,7 @@ from reliability_helpers import (
     wait_for,
 )
 
-from study.record.layout import JOURNAL_FILE
-
 pytestmark = pytest.mark.slow
-
-
-def journal_epochs(folder) -> dict[tuple[str, int], float]:
-    """(trial, epoch) -> time_total_s of each epoch the journal holds (whole lines only)."""
-    path = folder / JOURNAL_FILE
-    data = path.read_bytes() if path.exists() else b""
-    out = {}
-    for line in data[: data.rfind(b"\n") + 1].splitlines():
-        event = json.loads(line)
-        if event["event"] == "epoch":
-            result = event["result"]
-            out[(event["trial"], int(result["epoch"]))] = result.get("time_total_s")
-    return out
 
 
 def parquet_epochs(folder) -> set[tuple[str, int]]:
@@ -54,23 +42,14 @@ def test_driver_killed_before_the_parquet_rebuild_loses_nothing_on_resume(tmp_pa
         synthetic_data, tmp_path, "journal", "--set", "num_samples=2", "--set", "space.epochs=3",
         "--set", "max_concurrent=1",
     )  # fmt: skip
-    driver = start_sweep(args, log)
-    tree: dict[int, str] = {}
 
     def journal_ahead():
-        tree.update(descendants(driver.pid))
         journaled = journal_epochs(folder)
         # An epoch is on the disk in the journal, not yet in the Parquet files (rebuilt
         # every ~5 s): kill now.
         return len(journaled) >= 2 and set(journaled) - parquet_epochs(folder)
 
-    try:
-        wait_for(journal_ahead, 300, "an epoch journaled but not yet in Parquet", driver, log)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        driver.kill()
-        kill_tree(list(tree | descendants(driver.pid)))
+    kill_driver_when(args, log, journal_ahead, 300, "an epoch journaled but not yet in Parquet")
     journaled = journal_epochs(folder)
     only_journaled = set(journaled) - parquet_epochs(folder)
     assert only_journaled, "the Parquet files caught up before the kill"

@@ -8,21 +8,22 @@ SIGKILLs one of its processes part-way; nothing is mocked.
 
 from __future__ import annotations
 
-import signal
 import time
 
 import pandas as pd
 import pytest
-from cli_helpers import run_cli
-from reliability_helpers import (
+
+from tests.helpers.cli import run_cli
+from tests.helpers.processes import (
     ParquetPoller,
-    descendants,
+    journal_epochs,
+    journal_events,
+    kill_driver_when,
     kill_tree,
     read_frame,
-    start_sweep,
+    running_sweep,
     sweep_args,
     trial_workers,
-    wait_for,
 )
 
 pytestmark = pytest.mark.slow
@@ -37,32 +38,29 @@ def epochs_of(folder, trial_id=None) -> pd.DataFrame:
 
 def test_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, synthetic_data):
     """SIGKILL the trial's Ray worker mid-run: Ray retries it from its last checkpoint."""
-    folder, log = tmp_path / "worker", tmp_path / "sweep.log"
+    folder, log, hold = tmp_path / "worker", tmp_path / "sweep.log", tmp_path / "hold"
     args = sweep_args(
         synthetic_data, tmp_path, "worker", "--set", "num_samples=1", "--set", "space.epochs=6",
         "--set", "max_failures=2",
     )  # fmt: skip
-    driver = start_sweep(args, log)
-    try:
-        # Kill once epoch 1 is in the results: an epoch is written there only once Ray has
-        # registered its checkpoint, so the retry must continue after it (epoch 2 runs).
-        first = wait_for(lambda: len(epochs_of(folder)) >= 1, 240, "epoch 1", driver, log)
-        assert first
-        seen = epochs_of(folder)
-        trial_id = seen["trial_id"].iloc[0]
-        workers = wait_for(lambda: trial_workers(driver.pid), 30, "the trial's worker", driver, log)
-        assert len(workers) == 1, workers
-        kill_tree(workers)
+    # The trial is held after epoch 1 (its checkpoint registered, the epoch journaled), so the
+    # kill lands mid-run on a fast idle machine and a slow loaded one alike.
+    with running_sweep(args, log, hold=(1, hold)) as sweep:
+        sweep.wait_for(lambda: hold.with_suffix(".held").exists(), 300, "the held trial")
+        sweep.wait_for(lambda: journal_epochs(folder), 60, "epoch 1 in the journal")
+        worker = int(hold.with_suffix(".held").read_text())
+        assert worker in trial_workers(sweep.driver.pid)
+        kill_tree([worker])
+        hold.unlink()  # the retry runs on (it starts at epoch 2: never held again)
         killed_at = time.monotonic()
-        driver.wait(timeout=300)
-    finally:
-        kill_tree(list(descendants(driver.pid)))
-        driver.kill()
+        sweep.driver.wait(timeout=300)
+    driver, workers = sweep.driver, [worker]
     out = log.read_text(errors="replace")
     assert driver.returncode == 0, out[-4000:]
     assert time.monotonic() - killed_at < 300
 
     trials = read_frame(folder, "trials.parquet").set_index("trial_id")
+    trial_id = trials.index[0]
     assert list(trials.index) == [trial_id]
     assert trials.loc[trial_id, "status"] == "TERMINATED", trials.loc[trial_id].to_dict()
     assert trials.loc[trial_id, "epochs_run"] == 6
@@ -71,11 +69,10 @@ def test_killed_trial_worker_is_retried_from_its_checkpoint(tmp_path, synthetic_
     epochs = epochs_of(folder)
     assert not epochs.duplicated(["trial_id", "epoch"]).any()  # every epoch exactly once
     assert sorted(epochs["epoch"]) == [1, 2, 3, 4, 5, 6]
-    # Retried from the checkpoint, not from scratch: the epochs finished before the kill keep
-    # their rows untouched (a rerun would rewrite them with new timings).
-    before = seen.set_index("epoch").sort_index()
-    after = epochs.set_index("epoch").loc[before.index]
-    pd.testing.assert_frame_equal(before, after, check_dtype=False)
+    # Retried from the checkpoint, not from scratch: epoch 1, finished before the kill, was
+    # recorded once (a rerun would report it again) and epoch 2 ran after the kill, once.
+    reported = [int(e["result"]["epoch"]) for e in journal_events(folder)]
+    assert sorted(reported) == [1, 2, 3, 4, 5, 6], reported
     # ...and Ray did see the worker we killed die (one failure, then the retry finished).
     errors = list((folder / "tune").glob(f"train_trial_{trial_id}_*/error.txt"))
     assert len(errors) == 1, out[-4000:]
@@ -94,24 +91,14 @@ def test_killed_driver_then_resume_finishes_and_readers_never_fail(tmp_path, syn
     poller = ParquetPoller(folder)
     poller.start()
     try:
-        driver = start_sweep(args, log)
-        tree: dict[int, str] = {}
 
         def first_trial_done():
-            tree.update(descendants(driver.pid))  # Ray's processes, to clean up after the kill
             trials = read_frame(folder, "trials.parquet")
             return trials is not None and (trials["status"] == "TERMINATED").any()
 
-        try:
-            # Kill the moment a trial has finished: Ray's own experiment snapshot (every ~10 s)
-            # most likely still calls it RUNNING, the hardest case for "not run again".
-            wait_for(first_trial_done, 300, "one finished trial", driver, log)
-            driver.send_signal(signal.SIGKILL)  # no handler, no cleanup: a crash or an OOM kill
-            driver.wait(timeout=30)
-        finally:
-            driver.kill()
-            kill_tree(list(tree | descendants(driver.pid)))
-        assert driver.returncode == -signal.SIGKILL
+        # Kill the moment a trial has finished: Ray's own experiment snapshot (every ~10 s)
+        # most likely still calls it RUNNING, the hardest case for "not run again".
+        kill_driver_when(args, log, first_trial_done, 300, "one finished trial")
         before = read_frame(folder, "trials.parquet").set_index("trial_id")
         finished = before.index[before["status"] == "TERMINATED"]
         assert 1 <= len(finished) < 3
@@ -148,21 +135,12 @@ def test_driver_killed_as_a_trial_starts_leaves_no_trial_running_forever(tmp_pat
         synthetic_data, tmp_path, "starts", "--set", "num_samples=2", "--set", "space.epochs=2",
         "--set", "max_concurrent=1",
     )  # fmt: skip
-    driver = start_sweep(args, log)
-    tree: dict[int, str] = {}
 
     def second_trial_started():
-        tree.update(descendants(driver.pid))
         trials = read_frame(folder, "trials.parquet")
         return trials is not None and len(trials) == 2 and (trials["status"] == "RUNNING").any()
 
-    try:
-        wait_for(second_trial_started, 300, "the second trial", driver, log)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        driver.kill()
-        kill_tree(list(tree | descendants(driver.pid)))
+    kill_driver_when(args, log, second_trial_started, 300, "the second trial")
     started = read_frame(folder, "trials.parquet")
     running = started.loc[started["status"] == "RUNNING", "trial_id"].item()
 

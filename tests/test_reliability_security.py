@@ -22,8 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from cli_helpers import ROOT
-from reliability_helpers import (
+
+from study.record.results import EPOCH_COLUMNS
+from tests.helpers.cli import ROOT
+from tests.helpers.processes import (
     descendants,
     kill_tree,
     listening_addresses,
@@ -32,8 +34,6 @@ from reliability_helpers import (
     sweep_args,
     wait_for,
 )
-
-from study.record.results import EPOCH_COLUMNS
 
 pytestmark = pytest.mark.slow
 HARNESS = sorted([*(ROOT / "retina").rglob("*.py"), *(ROOT / "study").rglob("*.py")])

@@ -15,12 +15,12 @@ import copy
 
 import pytest
 import yaml
-from cli_helpers import ROOT, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from retina.errors import RetinaError
 from study.define.schema import load_study
+from tests.helpers.cli import ROOT, run_cli
 
 CLI = settings(
     max_examples=4,  # each example is a process (torch import): a few seconds

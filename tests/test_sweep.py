@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-from cli_helpers import run_cli
 
 from study.record.results import CONFUSION_COLUMNS, EPOCH_COLUMNS, TRIAL_TAIL_COLUMNS
+from tests.helpers.cli import run_cli
 
 
 def test_small_sweep_writes_the_results_contract(small_study):
@@ -47,6 +47,13 @@ def test_small_sweep_writes_the_results_contract(small_study):
     val_conf = conf[(conf["split"] == "val") & (conf["trial_id"] == best["trial_id"])]
     per_epoch = val_conf.groupby("epoch")["count"].sum()
     assert (per_epoch == record["data"]["n_images"]["val"]).all()
+
+
+def test_the_driver_makes_one_results_store_and_hands_it_on(small_study):
+    # The lifecycle (study.sweep) makes the store; the search's callback, the held-out test,
+    # the predictions, the summary and the export use it: nothing re-reads the journal.
+    log = (small_study.parent.parent / "small-sweep.log").read_text()
+    assert log.strip().splitlines()[-1] == "results stores made by the driver: 1", log[-2000:]
 
 
 def test_existing_study_is_not_overwritten_without_resume(small_study):

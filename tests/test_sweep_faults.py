@@ -9,7 +9,8 @@ import time
 
 import pandas as pd
 import pytest
-from cli_helpers import ROOT, run_cli
+
+from tests.helpers.cli import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 

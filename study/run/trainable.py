@@ -8,6 +8,7 @@ trial decodes images or re-splits the data.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +26,23 @@ from study.record.layout import CHECKPOINT_FILE
 from study.record.predictions import SplitPredictions, save_split
 from study.record.results import trial_finished
 from study.run.keep import KEEP_SCORE, BestSoFar
+
+# For the kill tests only (tests/helpers/processes.py): "<epoch>:<file>" holds each trial
+# after it reported that epoch, for as long as <file> exists, and says so in <file>.held; a
+# test then kills at a known point, whatever the machine's speed. Unset in every real study.
+HOLD_ENV = "RETINA_TEST_HOLD"
+
+
+def hold_if_asked(epoch: int) -> None:
+    spec = os.environ.get(HOLD_ENV)
+    if not spec:
+        return
+    at, path = spec.split(":", 1)
+    if int(at) != epoch:
+        return
+    Path(f"{path}.held").write_text(str(os.getpid()))  # which worker holds (the one to kill)
+    while Path(path).exists():
+        time.sleep(0.05)
 
 
 def trial_device() -> torch.device:
@@ -101,3 +119,5 @@ def train_trial(
             # The driver writes the best epoch's per-image val rows from this file.
             save_split(folder, SplitPredictions("val", val_index, val_metrics.probabilities))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        # report() returned: the driver took this epoch and its checkpoint is registered.
+        hold_if_asked(epoch)

@@ -1,6 +1,6 @@
 """Per-image predictions of known truth, and a study with a confirm stage built by hand.
 
-    from confirm_fixtures import simulate_test, add_confirm   # tests/ is on sys.path
+    from tests.helpers.confirm_fixtures import simulate_test, add_confirm
 
 The simulated world: each patient has two eyes with grades drawn from GRADE_SHARES and a
 difficulty d in {-0.15, 0, +0.15} (shared by both eyes: eyes of a patient are correlated).
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from analyze_fixtures import write_parquet
+
+from tests.helpers.analyze_fixtures import write_parquet
 
 GRADE_SHARES = [0.6, 0.12, 0.15, 0.08, 0.05]
 DIFFICULTY = (-0.15, 0.0, 0.15)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
-from cli_helpers import ROOT
+
+from tests.helpers.cli import ROOT
 
 # A sweep small enough for 2 cores: resnet18 from scratch at 32 px, no ASHA (every trial runs
 # all its epochs), random search (configs fixed by the seed, whatever order trials finish in).
@@ -55,6 +57,65 @@ def start_sweep(args: list[str], log: Path, **kwargs) -> subprocess.Popen:
             [sys.executable, "-m", *args], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True, **kwargs,
         )  # fmt: skip
+
+
+class Sweep:
+    """A sweep started by `running_sweep`: its driver, its log, and every process it started
+    (gathered at each poll, so they can be killed after the driver is)."""
+
+    def __init__(self, driver: subprocess.Popen, log: Path):
+        self.driver, self.log = driver, Path(log)
+        self.tree: dict[int, str] = {}
+
+    def wait_for(self, condition: Callable[[], object], timeout: float, what: str):
+        def polled():
+            self.tree.update(descendants(self.driver.pid))  # Ray's processes, for the clean-up
+            return condition()
+
+        return wait_for(polled, timeout, what, self.driver, self.log)
+
+    def kill(self) -> None:
+        """SIGKILL the driver: no handler, no clean-up (a crash or an OOM kill)."""
+        self.driver.send_signal(signal.SIGKILL)
+        self.driver.wait(timeout=30)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def running_sweep(args: list[str], log: Path, hold: tuple[int, Path] | None = None, **kwargs):
+    """`python -m <args>` in the background (`start_sweep`); on leaving, the driver and every
+    process it started are killed, whatever the test did.
+
+    `hold=(epoch, file)`: each trial stops after it reported `epoch` until `file` is deleted
+    (study.run.trainable.HOLD_ENV), so a test acts at a known point on any machine.
+    """
+    if hold is not None:
+        epoch, file = hold
+        Path(file).touch()
+        env = {**os.environ, **kwargs.pop("env", {}), "RETINA_TEST_HOLD": f"{epoch}:{file}"}
+        kwargs["env"] = env
+    sweep = Sweep(start_sweep(args, log, **kwargs), log)
+    try:
+        yield sweep
+    finally:
+        if hold is not None:
+            Path(hold[1]).unlink(missing_ok=True)
+        sweep.driver.kill()
+        kill_tree(list(sweep.tree | descendants(sweep.driver.pid)))
+
+
+def kill_driver_when(
+    args: list[str], log: Path, condition: Callable[[], object], timeout: float, what: str
+) -> subprocess.Popen:
+    """Start a sweep, SIGKILL its driver once `condition()` holds, clean up every process it
+    started; returns the killed driver (its returncode is -SIGKILL)."""
+    with running_sweep(args, log) as sweep:
+        sweep.wait_for(condition, timeout, what)
+        sweep.kill()
+    assert sweep.driver.returncode == -signal.SIGKILL, sweep.output()[-3000:]
+    return sweep.driver
 
 
 # ---- processes ---------------------------------------------------------------------------
@@ -110,6 +171,22 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, proc=No
 
 
 # ---- results -----------------------------------------------------------------------------
+def journal_events(folder: Path, name: str = "epoch") -> list[dict]:
+    """The journal's whole lines of one kind of event (the driver writes it before Parquet)."""
+    path = Path(folder) / "journal.jsonl"
+    data = path.read_bytes() if path.exists() else b""
+    events = [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines()]
+    return [e for e in events if e.get("event") == name]
+
+
+def journal_epochs(folder: Path) -> dict[tuple[str, int], float]:
+    """(trial, epoch) -> time_total_s of each epoch the journal holds (whole lines only)."""
+    return {
+        (e["trial"], int(e["result"]["epoch"])): e["result"].get("time_total_s")
+        for e in journal_events(folder)
+    }
+
+
 def read_frame(folder: Path, name: str) -> pd.DataFrame | None:
     """A results table, or None while the sweep has not written it yet. Read in one open, as
     a poller would: the sweep may replace the file between a check and a second open."""

@@ -1,6 +1,6 @@
 """Hand-built results folders with known values (docs/results.md), for the analysis tests.
 
-    from analyze_fixtures import make_results, DEFAULT_TRIALS   # tests/ is on sys.path
+    from tests.helpers.analyze_fixtures import make_results, DEFAULT_TRIALS
     folder = make_results(tmp_path)          # 6 trials x 3 epochs, see DEFAULT_TRIALS
 
 Each trial is a `TrialSpec` (config, status and its val accuracy/kappa per epoch); the other
