@@ -4,9 +4,14 @@ takes its name from here, so a folder is named once.
 
     from study.record.layout import TUNE_DIR, CHECKPOINT_FILE
     checkpoint = folder / TUNE_DIR / trial_dir / "checkpoint_000003" / CHECKPOINT_FILE
+
+The names that cross modules (a trial's stage and status) are typed here too: `Stage`,
+`Status` (StrEnums, equal to the strings written in the tables).
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 STUDY_JSON = "study.json"  # resolved space, dataset hash, versions, seeds
 TRIALS_FILE = "trials.parquet"  # one row per trial
@@ -22,3 +27,22 @@ GALLERY_INDEX = "index.parquet"  # the gallery's table of cases
 TUNE_DIR = "tune"  # Ray Tune's experiment of the search: its state and checkpoints
 CONFIRM_DIR = "tune-confirm"  # the confirm stage's Tune experiment, beside tune/
 CHECKPOINT_FILE = "checkpoint.pt"  # the file inside each of a trial's Tune checkpoints
+
+
+class Stage(StrEnum):
+    """`stage` of a trial in trials.parquet: found by the search, or a confirm rerun."""
+
+    SEARCH = "search"
+    CONFIRM = "confirm"
+
+
+class Status(StrEnum):
+    """`status` of a trial in trials.parquet (Ray Tune's names for the same states)."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    TERMINATED = "TERMINATED"
+    ERROR = "ERROR"
+
+
+ENDED = (Status.TERMINATED, Status.ERROR)  # a trial in one of these runs no more

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from retina import files
 from retina.errors import RetinaError
 from study.record.journal import Journal, event, plain, read_events, upgrade, write_events
-from study.record.layout import JOURNAL_FILE
+from study.record.layout import JOURNAL_FILE, Stage, Status
 from study.record.tables import (  # noqa: F401 (the tables' columns, for the store's readers)
     CONFUSION_COLUMNS,
     EPOCH_COLUMNS,
@@ -106,13 +106,13 @@ def trial_finished(folder: Path, trial_id: str) -> bool:
         store = ResultsStore(Path(folder), [], "", "max", journal=False)
         events, _ = upgrade([json.loads(line) for line in lines], str(journal))
         store.replay([e for e in events if _about(e, trial_id)])
-        return store.trials.get(trial_id, {}).get("status") == "TERMINATED"
+        return store.trials.get(trial_id, {}).get("status") == Status.TERMINATED
     path = Path(folder, "trials.parquet")
     if not path.exists():
         return False
     table = pq.read_table(path, columns=["trial_id", "status"]).to_pydict()
     return any(
-        t == trial_id and s == "TERMINATED"
+        t == trial_id and s == Status.TERMINATED
         for t, s in zip(table["trial_id"], table["status"], strict=True)
     )
 
@@ -162,7 +162,7 @@ class ResultsStore:
         self,
         trial_id: str,
         config: Mapping[str, Any],
-        stage: str = "search",
+        stage: Stage = Stage.SEARCH,
         seed: int | None = None,
     ) -> None:
         """`stage` is one of STAGES; `seed` the trial's training seed."""
@@ -213,15 +213,15 @@ class ResultsStore:
         self.dirty = True
         self.touched.add(trial_id)  # its parts of the tables are stale
         if name == "trial_started":
-            info = self.trials.setdefault(trial_id, {"status": "PENDING", "error": None})
+            info = self.trials.setdefault(trial_id, {"status": Status.PENDING, "error": None})
             info["config"] = dict(change["config"])
-            info["stage"], info["seed"] = change.get("stage", "search"), change.get("seed")
+            info["stage"], info["seed"] = change.get("stage", Stage.SEARCH), change.get("seed")
             info.setdefault("started", change.get("at") or time.time())
             self.trials_changed = True
-            if info["status"] in ("PENDING", "ERROR"):
+            if info["status"] in (Status.PENDING, Status.ERROR):
                 # Running again (an errored trial that --resume retries): the old failure no
                 # longer describes it; a trial that fails again says so again.
-                info.update(status="RUNNING", error=None, failed=False)
+                info.update(status=Status.RUNNING, error=None, failed=False)
         elif name == "epoch":
             result = change["result"]
             epoch = int(result["epoch"])
@@ -231,12 +231,12 @@ class ResultsStore:
             self.epochs[(trial_id, epoch)] = row
             if result.get("val_confusion") is not None:
                 self.confusion[(trial_id, "val", epoch)] = [int(c) for c in result["val_confusion"]]
-            info = self.trials.setdefault(trial_id, {"status": "RUNNING", "error": None})
+            info = self.trials.setdefault(trial_id, {"status": Status.RUNNING, "error": None})
             info["seconds"] = float(result.get("time_total_s") or 0.0)
             info["device"], info["node"] = result.get("device"), result.get("node")
         elif name == "trial_failed":
             info = self.trials.setdefault(trial_id, {"config": {}})
-            info.update(status="ERROR", error=change["reason"], failed=True)
+            info.update(status=Status.ERROR, error=change["reason"], failed=True)
             self.trials_changed = True
         elif name == "trial_ended":
             info = self.trials.setdefault(trial_id, {"config": {}})
@@ -249,7 +249,7 @@ class ResultsStore:
             self.trials[trial_id]["test"] = {k: float(metrics[f"test_{k}"]) for k in METRIC_KEYS}
             self.confusion[(trial_id, "test", int(change["epoch"]))] = list(change["confusion"])
         elif name == "trial_running":
-            self.trials.setdefault(trial_id, {})["status"] = "RUNNING"
+            self.trials.setdefault(trial_id, {})["status"] = Status.RUNNING
             self.trials_changed = True
         else:  # upgrade() lets through only this version's events
             raise RetinaError(f"{self.folder / JOURNAL_FILE}: unknown event {name!r}")

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from study.record.layout import Stage
 from study.record.ranking import best_epoch
 
 NUM_CLASSES = 5
@@ -38,7 +39,7 @@ EPOCH_COLUMNS = (
     + ["val_images_per_s", "seconds", "time_total_s"]
 )
 CONFUSION_COLUMNS = ["trial_id", "split", "epoch", "true", "predicted", "count"]
-STAGES = ("search", "confirm")  # `stage` of a trial: found by the search, or a confirm rerun
+STAGES = tuple(Stage)  # `stage` of a trial: found by the search, or a confirm rerun
 TRIAL_TAIL_COLUMNS = (
     ["epochs_run", "stopped_early", "best_epoch"]
     + [f"best_val_{k}" for k in METRIC_KEYS]

@@ -19,7 +19,7 @@ from ray import tune
 
 from study.define.schema import StudyConfig, resolve_trial_config
 from study.define.space import trial_seed, trial_values
-from study.record.layout import TUNE_DIR
+from study.record.layout import TUNE_DIR, Stage, Status
 from study.record.results import ResultsStore
 from study.run.ray_private import driver_staging_path
 from study.run.snapshot import SnapshotKeeper
@@ -57,7 +57,7 @@ class ParquetCallback(tune.Callback):
         self,
         store: ResultsStore | None,
         study: StudyConfig,
-        stage: str = "search",
+        stage: Stage = Stage.SEARCH,
         experiment: str = TUNE_DIR,
         folder: Path | None = None,
     ):
@@ -148,7 +148,7 @@ class ParquetCallback(tune.Callback):
         result = self.unsaved.pop(trial.trial_id, None)
         if result is not None:  # finished before Ray saved its last checkpoint: it ran
             store.record_epoch(trial.trial_id, result)
-        store.finish_trial(trial.trial_id, "TERMINATED")
+        store.finish_trial(trial.trial_id, Status.TERMINATED)
 
     @timed
     def on_trial_error(self, iteration, trials, trial, **info):
@@ -156,7 +156,7 @@ class ParquetCallback(tune.Callback):
         self._started(trial.trial_id)
         self.unsaved.pop(trial.trial_id, None)
         store = self._store()
-        store.finish_trial(trial.trial_id, "ERROR", _error_text(trial))
+        store.finish_trial(trial.trial_id, Status.ERROR, _error_text(trial))
 
     @timed
     def on_step_end(self, iteration, trials, **info):

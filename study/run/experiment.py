@@ -17,6 +17,7 @@ from ray import tune
 from retina.prepare import PreparedData
 from study.define.schema import StudyConfig
 from study.define.space import resolve_gpu
+from study.record.layout import ENDED
 from study.record.results import DISK_FULL, ResultsStore, disk_full_error
 from study.run.callback import ParquetCallback
 from study.run.keep import checkpoint_config
@@ -99,9 +100,8 @@ def experiment_finished(grid, expected: int, store) -> bool:
     our callback records a trial's end only when Tune reports one.
     """
     trials = trials_of(grid)
-    ended = ("TERMINATED", "ERROR")
     return len(trials) >= expected and all(
-        t.status in ended and store.trials.get(t.trial_id, {}).get("status") in ended
+        t.status in ENDED and store.trials.get(t.trial_id, {}).get("status") in ENDED
         for t in trials
     )
 

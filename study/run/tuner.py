@@ -19,7 +19,7 @@ from ray.tune.search import BasicVariantGenerator
 from retina.prepare import PreparedData
 from study.define.schema import StudyConfig
 from study.define.space import confirm_param_space, tune_config, tune_param_space
-from study.record.layout import CONFIRM_DIR, TUNE_DIR
+from study.record.layout import CONFIRM_DIR, TUNE_DIR, Stage
 from study.record.results import ResultsStore
 from study.run.experiment import callbacks_for, restore, run_config, trainable
 from study.run.ray_private import check_ray_version
@@ -65,7 +65,7 @@ def build_search_tuner(
     folder = store.folder
     train = trainable(study, data, folder)
     if resume:
-        ours = callbacks_for(study, store, TUNE_DIR, "search", callbacks)
+        ours = callbacks_for(study, store, TUNE_DIR, Stage.SEARCH, callbacks)
         restored = restore(folder / TUNE_DIR, train, tune_param_space(study), ours)
         if restored is not None:
             return restored
@@ -79,7 +79,7 @@ def build_search_tuner(
         train,
         param_space=tune_param_space(study),
         tune_config=tune_config(study),
-        run_config=run_config(study, store, TUNE_DIR, "search", reporter, list(callbacks)),
+        run_config=run_config(study, store, TUNE_DIR, Stage.SEARCH, reporter, list(callbacks)),
     )
 
 
@@ -95,7 +95,7 @@ def build_confirm_tuner(
     (`--resume`); `callbacks` (e.g. MLflow's) log its runs as they log the search's."""
     folder = store.folder
     train, space = trainable(study, data, folder), confirm_param_space(cells, seeds)
-    ours = callbacks_for(study, store, CONFIRM_DIR, "confirm", callbacks)
+    ours = callbacks_for(study, store, CONFIRM_DIR, Stage.CONFIRM, callbacks)
     restored = restore(folder / CONFIRM_DIR, train, space, ours)
     if restored is not None:
         return restored
@@ -110,7 +110,7 @@ def build_confirm_tuner(
             scheduler=FIFOScheduler(),  # all epochs: no early stopping
             reuse_actors=True,
         ),
-        run_config=run_config(study, store, CONFIRM_DIR, "confirm", callbacks=callbacks),
+        run_config=run_config(study, store, CONFIRM_DIR, Stage.CONFIRM, callbacks=callbacks),
     )
 
 
