@@ -11,7 +11,6 @@ import yaml
 from retina.errors import RetinaError
 from study.define.schema import OperatingPointConfig, study_from_dict, study_to_dict
 
-
 DEMO = Path(__file__).resolve().parents[1] / "search_spaces" / "demo.yaml"  # no Ray import
 
 

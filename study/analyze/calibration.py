@@ -39,7 +39,11 @@ def reliability_bins(probs: np.ndarray, true: np.ndarray, n_bins: int = N_BINS) 
     """Per equal-mass bin: its images, mean confidence and accuracy (the diagram's points)."""
     conf, correct = confidence_correct(probs, true)
     return [
-        {"n": int(len(b)), "confidence": float(conf[b].mean()), "accuracy": float(correct[b].mean())}
+        {
+            "n": int(len(b)),
+            "confidence": float(conf[b].mean()),
+            "accuracy": float(correct[b].mean()),
+        }
         for b in equal_mass_bins(conf, n_bins)
     ]
 
@@ -89,8 +93,10 @@ def calibration_analysis(
     scaled = apply_temperature(test_probs, temperature) if np.isfinite(temperature) else test_probs
     return {
         "temperature": temperature,
-        "val_nll": [negative_log_likelihood(val_probs, val_true, 1.0),
-                    negative_log_likelihood(val_probs, val_true, temperature)],  # fmt: skip
+        "val_nll": [
+            negative_log_likelihood(val_probs, val_true, 1.0),
+            negative_log_likelihood(val_probs, val_true, temperature),
+        ],  # fmt: skip
         "test_ece": ece(test_probs, test_true),
         "test_ece_scaled": ece(scaled, test_true),
         "bins": reliability_bins(test_probs, test_true),

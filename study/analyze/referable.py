@@ -131,7 +131,9 @@ def per_patient(frame: pd.DataFrame, score: np.ndarray) -> pd.DataFrame:
     (so `score >= t` means either eye is flagged), sorted by patient id."""
     eyes = pd.DataFrame({"patient": frame["patient"].to_numpy(), "score": score,
                          "positive": frame["true"].to_numpy() >= REFERABLE_GRADE})  # fmt: skip
-    return eyes.groupby("patient", sort=True).agg(score=("score", "max"), positive=("positive", "any"))
+    return eyes.groupby("patient", sort=True).agg(
+        score=("score", "max"), positive=("positive", "any")
+    )
 
 
 def _interval(values: np.ndarray) -> list[float | None]:
@@ -188,8 +190,12 @@ def referable_analysis(
         "auroc": auc,
         "auroc_ci": _interval(boot["auc"]),
         "threshold": threshold,
-        "val": {"n": len(val), "referable": int(val_pos.sum()),
-                "sensitivity": val_ss[0], "specificity": val_ss[1]},  # fmt: skip
+        "val": {
+            "n": len(val),
+            "referable": int(val_pos.sum()),
+            "sensitivity": val_ss[0],
+            "specificity": val_ss[1],
+        },  # fmt: skip
         "test_image": block(*image_ss, "img", len(test), test_pos.sum()),
         "test_patient": block(*patient_ss, "pat", len(patients), p_pos.sum()),
     }
