@@ -78,7 +78,11 @@ def test_a_study_with_a_confirm_stage(tmp_path):
     # referable DR and calibration of the best search trial (the fixture's confirm runs have
     # test predictions only: they are named as left out)
     referable, calibration = summary["referable"], summary["calibration"]
-    assert referable["operating_point"] == {"target": "sensitivity", "value": 0.9, "chosen_on": "val"}
+    assert referable["operating_point"] == {
+        "target": "sensitivity",
+        "value": 0.9,
+        "chosen_on": "val",
+    }
     best = referable["best"]
     assert best["trial_id"] == "t01" and best["val"]["sensitivity"] >= 0.9
     assert best["auroc_ci"][0] <= best["auroc"] <= best["auroc_ci"][1]
