@@ -5,7 +5,9 @@ dicts in, Markdown lines out."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 from retina.metrics import REFERABLE_GRADE
@@ -29,6 +31,27 @@ def trial_blocks(summary: dict | None, trial_id: str) -> tuple[dict | None, dict
         return block if block and str(block.get("trial_id")) == str(trial_id) else None
 
     return of("referable"), of("calibration")
+
+
+def screening_record(folder: Path, trial_id: str) -> dict[str, float]:
+    """model.pt's `temperature` and `referable_threshold` (retina.screening) when the study's
+    summary.json chose them for `trial_id`; none otherwise (predict: T = 1, grade >= 2)."""
+    path = Path(folder) / "summary.json"
+    try:
+        summary = json.loads(path.read_text()) if path.exists() else None
+    except (OSError, ValueError):  # the card says the same: no operating point for this model
+        summary = None
+    ref, cal = trial_blocks(summary, trial_id)
+    out = {}
+    if cal is not None and _finite(cal.get("temperature")):
+        out["temperature"] = float(cal["temperature"])
+    if ref is not None and _finite(ref.get("threshold")):
+        out["referable_threshold"] = float(ref["threshold"])
+    return out
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
 
 
 def screening_lines(summary: dict | None, trial_id: str) -> list[str]:
