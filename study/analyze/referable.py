@@ -99,15 +99,19 @@ def choose_threshold(score: np.ndarray, positive: np.ndarray, point: OperatingPo
     images hold no positive (sensitivity) or no negative (specificity)."""
     score, positive = np.asarray(score, np.float64), np.asarray(positive, bool)
     candidates = np.append(np.unique(score), np.inf)
-    flagged = score[None, :] >= candidates[:, None]  # (T, N): referable at each candidate
+
+    def share_at_or_above(values: np.ndarray) -> np.ndarray:  # per candidate t: mean(v >= t)
+        ordered = np.sort(values)
+        return (len(ordered) - np.searchsorted(ordered, candidates, side="left")) / len(ordered)
+
     if point.target == "sensitivity":
         if not positive.any():
             return float("nan")
-        sens = flagged[:, positive].mean(axis=1)  # non-increasing in t
+        sens = share_at_or_above(score[positive])  # non-increasing in t
         return float(candidates[sens >= point.value - 1e-12].max())
     if not (~positive).any():
         return float("nan")
-    spec = 1.0 - flagged[:, ~positive].mean(axis=1)  # non-decreasing in t
+    spec = 1.0 - share_at_or_above(score[~positive])  # non-decreasing in t
     return float(candidates[spec >= point.value - 1e-12].min())
 
 
