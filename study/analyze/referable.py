@@ -122,9 +122,11 @@ def sensitivity_specificity(
     score, positive = np.asarray(score, np.float64), np.asarray(positive, bool)
     flagged = score >= threshold
     w = np.ones((1, len(score))) if weights is None else np.atleast_2d(weights)
+    # one BLAS product for the four counts (bool operands would take numpy's slow path)
+    masks = np.stack([positive & flagged, positive, ~positive & ~flagged, ~positive], axis=1)
+    tp, pos, tn, neg = (w @ masks.astype(w.dtype)).T
     with np.errstate(divide="ignore", invalid="ignore"):
-        sens = (w @ (positive & flagged)) / (w @ positive)
-        spec = (w @ (~positive & ~flagged)) / (w @ ~positive)
+        sens, spec = tp / pos, tn / neg
     if weights is None:
         return float(sens[0]), float(spec[0])
     return sens, spec
