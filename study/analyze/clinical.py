@@ -20,6 +20,8 @@ from study.analyze.tuning import search_trials
 from study.conclude.ranking import best_trial_ids
 
 PROBS = [f"p{g}" for g in range(NUM_CLASSES)]
+SCORE_CLASSIFY = "p2+p3+p4 of the softmax after temperature scaling (T fitted on val)"
+SCORE_REGRESS = "the regress head's score (its grade estimate)"
 
 
 def _runs(study: StudyResults) -> list[tuple[str, str]]:
@@ -63,8 +65,7 @@ def clinical_summary(
     rng = np.random.default_rng(seed)
     referable = {
         "grade": REFERABLE_GRADE,
-        "score": "p2+p3+p4 of the softmax after temperature scaling (T fitted on val); a "
-        "regress head's score",
+        "score": SCORE_CLASSIFY,
         "operating_point": {"target": point.target, "value": point.value, "chosen_on": "val"},
         "bootstrap": {"unit": "patient", "resamples": n_resamples, "seed": seed,
                       "confidence": CONFIDENCE, "runs": "best"},  # fmt: skip
@@ -98,4 +99,5 @@ def clinical_summary(
         ).strip()
     if calibration["best"] is None and referable["best"] is not None:
         calibration["note"] = "The best trial has no probabilities (a regress head)."
+        referable["score"] = SCORE_REGRESS
     return {"referable": referable, "calibration": calibration}
