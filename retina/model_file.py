@@ -12,6 +12,8 @@ One dict of plain values (tensors, str, int, float, bool, None, lists, dicts) so
     image_size, preprocessing  what the decode-once cache applied (retina.images.decode_fundus)
     normalisation            {"mean": [3 floats], "std": [3 floats]} on 0..1 pixels
     grade_names, referable_grade  ICDR names of grades 0-4; grade >= 2 is referable
+    temperature, referable_threshold  optional (retina.screening): T fitted on val, and the
+                             threshold on p2+p3+p4 (after T) chosen on val; absent: 1 and None
     info                     anything else worth keeping (the trial, its config and metrics,
                              the dataset hash, versions): plain values, read by people
 """
@@ -94,6 +96,8 @@ class LoadedModel:
     grade_names: list[str]
     info: dict[str, Any]
     path: Path
+    temperature: float = 1.0  # retina.screening: the study's calibration, fitted on val
+    referable_threshold: float | None = None  # on p2+p3+p4 after temperature; None: grade >= 2
 
 
 def _model_path(where: Path) -> Path:
@@ -157,6 +161,12 @@ def load_model(where: str | Path, device: torch.device | str = "cpu") -> LoadedM
             grade_names=list(record.get("grade_names", GRADE_NAMES)),
             info=dict(record.get("info", {})),
             path=path,
+            temperature=float(record.get("temperature") or 1.0),
+            referable_threshold=(
+                None
+                if record.get("referable_threshold") is None
+                else float(record["referable_threshold"])
+            ),
         )
     except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -9,8 +9,10 @@ images the accuracy, quadratic kappa and confusion matrix against the labels are
 Each image gets exactly the decode-once cache's crop-to-fundus and resize and the training
 normalisation (`retina.grading`), decoded on `--workers` processes with a progress bar.
 
-Output, one row per image (CSV to stdout without --out): `image`, [`label`], `grade`, `p0`..`p4`,
-`referable` (grade >= 2), `error` (why the image could not be graded; its other columns empty).
+Output, one row per image (CSV to stdout without --out): `image`, [`label`], `grade`, `p0`..`p4`
+(temperature-scaled when the model stores its study's temperature), `referable` (p2+p3+p4 at the
+threshold the study chose on val, stored in model.pt; else grade >= 2), `error` (why the image
+could not be graded; its other columns empty).
 Exit 0 when any image was graded (failures summarised), 2 with one `error:` line when none
 could be, or when the model folder, an input folder or a flag is wrong.
 """
@@ -35,6 +37,7 @@ from retina.grading import Graded, grade_files
 from retina.manifest import KAGGLE_CSV, LAB_CSVS, read_manifest
 from retina.metrics import NUM_CLASSES, REFERABLE_GRADE, EpochMetrics, confusion_matrix
 from retina.model_file import load_model
+from retina.screening import calibrated, referable_column
 
 WRITERS = {".csv": "to_csv", ".parquet": "to_parquet"}
 MAX_LISTED = 20  # failed images named in the summary
@@ -185,7 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         loaded, inputs.paths, batch_size=args.batch_size, device=device,
         workers=min(workers, len(inputs.paths)), progress=True,
     )  # fmt: skip
+    graded = calibrated(graded, loaded.temperature)  # the study's temperature, fitted on val
     frame = predictions_frame(inputs, graded)
+    frame["referable"] = referable_column(graded, loaded.referable_threshold)
     if not graded.ok.any():
         first = next(f"{n}: {e}" for n, e in zip(inputs.names, graded.errors, strict=True) if e)
         raise RetinaError(

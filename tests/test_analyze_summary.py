@@ -12,7 +12,7 @@ from tests.test_analyze_cli import analyze, assert_fails
 
 TOP_KEYS = {
     "schema_version", "study", "metric", "primary_metric", "confirm", "bootstrap", "cells",
-    "pairs", "tuning", "optimism", "context",
+    "pairs", "tuning", "optimism", "context", "referable", "calibration",
 }  # fmt: skip
 CELL_KEYS = {"cell", "values", "trial_ids", "seeds", "n_runs", "metrics"}
 CELL_METRIC_KEYS = {"mean", "sd", "ci_low", "ci_high", "seed_sd", "runs"}
@@ -74,6 +74,24 @@ def test_a_study_with_a_confirm_stage(tmp_path):
     assert "How to read this" in section and init["sentence"] in section
     assert "resnet50 · scratch" in section and "0.676, 0.851, 0.734, 0.728" in section
     assert "Tuning curve" in section and "Optimism" in section
+
+    # referable DR and calibration of the best search trial (the fixture's confirm runs have
+    # test predictions only: they are named as left out)
+    referable, calibration = summary["referable"], summary["calibration"]
+    assert referable["operating_point"] == {
+        "target": "sensitivity",
+        "value": 0.9,
+        "chosen_on": "val",
+    }
+    best = referable["best"]
+    assert best["trial_id"] == "t01" and best["val"]["sensitivity"] >= 0.9
+    assert best["auroc_ci"][0] <= best["auroc"] <= best["auroc_ci"][1]
+    assert best["test_patient"]["n"] == 80 and best["test_image"]["n"] == 160
+    assert referable["confirm"] == [] and "c_resnet18_p_0 (no val predictions)" in referable["note"]
+    assert calibration["best"]["trial_id"] == "t01" and calibration["bins"] == 10
+    assert calibration["best"]["temperature"] > 0 and len(calibration["best"]["bins"]) == 10
+    section = text[text.index('<section id="referable">') :]
+    assert "AUROC" in section and "test, per patient" in section and "Reliability" in section
 
 
 def test_the_same_seed_gives_the_same_summary(tmp_path):

@@ -6,6 +6,7 @@ Run: .venv/bin/pytest tests/test_predict.py
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -45,11 +46,16 @@ def lab_copy(kaggle: Path, root: Path, n_train: int = 12, n_test: int = 6) -> Pa
     return root
 
 
-def check_rows(frame: pd.DataFrame) -> None:
+def check_rows(frame: pd.DataFrame, threshold: float | None = None) -> None:
+    """`threshold`: the model's referable threshold (model.pt), None: referable = grade >= 2."""
     graded = frame[frame["grade"].notna()]
     assert np.allclose(graded[PROB_COLUMNS].sum(axis=1), 1.0, atol=1e-5)
     assert (graded["grade"] == graded[PROB_COLUMNS].to_numpy().argmax(axis=1)).all()
-    assert (graded["referable"] == (graded["grade"] >= 2)).all()
+    if threshold is None:
+        assert (graded["referable"] == (graded["grade"] >= 2)).all()
+    else:  # the sweep's summary.json chose it on val (study.analyze.referable)
+        high = graded[PROB_COLUMNS[2:]].to_numpy(np.float64).sum(axis=1)
+        assert (graded["referable"] == (high >= threshold)).all()
     assert graded["error"].isna().all()
 
 
@@ -69,7 +75,7 @@ def test_datasets_in_both_layouts_are_graded_and_scored(model_dir, synthetic_dat
     assert kaggle_rows["image"].tolist() == truth["image"].tolist()
     assert kaggle_rows["label"].tolist() == truth["level"].tolist()
     assert frame.tail(18)["label"].tolist() == truth["level"].head(18).tolist()  # the lab copy
-    check_rows(frame)
+    check_rows(frame, load_model(model_dir).referable_threshold)
     accuracy = (frame["label"] == frame["grade"]).mean()
     assert f"against the labels ({len(frame)} images): accuracy {accuracy:.3f}" in proc.stdout
     assert "confusion matrix" in proc.stdout and "trained and selected on" in proc.stdout
@@ -112,7 +118,7 @@ def test_each_broken_file_gets_its_row_and_the_rest_are_graded(model_dir, synthe
     assert frame.loc[str(missing), "error"].startswith("cannot read file")
     graded = frame.loc[[str(folder / p.name) for p in good]]
     assert graded["grade"].notna().all()
-    check_rows(graded.reset_index())
+    check_rows(graded.reset_index(), load_model(model_dir).referable_threshold)
 
 
 def one_error_line(capsys, argv: list[str]) -> str:
@@ -173,3 +179,37 @@ def test_the_exported_model_loads_with_its_preprocessing(model_dir):
     loaded = load_model(model_dir)
     assert loaded.image_size == 32 and loaded.preprocessing == "none"
     assert not loaded.model.training
+
+
+def test_predict_matches_the_studys_own_test_predictions(
+    small_study, model_dir, synthetic_data, tmp_path
+):
+    """model.pt carries the summary's temperature and threshold; predict on the study's own
+    test images gives the temperature-scaled probabilities of predictions/ and, at the stored
+    threshold, the summary's test sensitivity and specificity."""
+    from study.analyze.calibration import apply_temperature
+
+    record = torch.load(model_dir / "model.pt", weights_only=True)
+    summary = json.loads((small_study / "summary.json").read_text())
+    best = summary["referable"]["best"]
+    assert best["trial_id"] == record["info"]["trial_id"]
+    temperature = summary["calibration"]["best"]["temperature"]
+    assert record["temperature"] == temperature
+    assert record["referable_threshold"] == best["threshold"]
+    stored = pd.read_parquet(small_study / "predictions" / f"{best['trial_id']}.parquet")
+    test = stored[stored["split"] == "test"].set_index("image")
+    out = tmp_path / "preds.parquet"
+    argv = ["--model", str(model_dir), str(synthetic_data), "--out", str(out)]
+    assert run_main(main, [*argv, "--workers", "2"]) == 0
+    ours = pd.read_parquet(out).set_index("image").loc[test.index]
+    expected = apply_temperature(test[PROB_COLUMNS].to_numpy(np.float64), temperature)
+    assert np.allclose(ours[PROB_COLUMNS].to_numpy(), expected, atol=1e-4)
+    positive = test["true"] >= 2
+    flagged = ours["referable"].astype(bool)
+    if positive.any():
+        assert (flagged & positive).sum() / positive.sum() == pytest.approx(
+            best["test_image"]["sensitivity"]
+        )
+    assert (~flagged & ~positive).sum() / (~positive).sum() == pytest.approx(
+        best["test_image"]["specificity"]
+    )

@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from study.analyze.clinical import clinical_summary
 from study.analyze.comparison import CONFIDENCE, compare_cells, value_label
 from study.analyze.load import StudyResults
 from study.analyze.resample import METRIC_FUNCTIONS
@@ -119,6 +120,7 @@ def build_summary(
         "tuning": tuning_summary(study.trials, study.score_column, study.mode, dims, seed_sd),
         "optimism": optimism(study.trials, study.score_column, study.mode, best_cell),
         "context": {"same_config_seeds": SEED_CONTEXT},
+        **clinical_summary(study, predictions, n_resamples, seed),  # referable, calibration
     }
 
 

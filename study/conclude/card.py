@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from retina.metrics import NUM_CLASSES, REFERABLE_GRADE, EpochMetrics
+from study.conclude.card_screening import screening_lines
+from study.conclude.checklist import answer_items, count_line, render_checklist
 
 SPLITS = ("train", "val", "test")
 # (column suffix in trials.parquet, label): the card's metrics table, in order.
@@ -77,12 +79,15 @@ def render_card(c: CardInputs) -> str:
     counts = data.get("class_counts", {})
     size = data.get("image_size")
     init = "ImageNet-pretrained" if config.get("pretrained") else "trained from scratch"
+    answers = answer_items(c)  # the reporting checklist: counted at the top, listed at the end
     lines = [
         f"# Model card: {c.study.get('name')}, trial {trial['trial_id']}",
         "",
         "**A research model, not a medical device.** It comes out of a hyperparameter study on "
         "one dataset; it has not been validated clinically and must not be used to diagnose, "
         "screen or treat anyone.",
+        "",
+        count_line(answers),
         "",
         "## Model",
         f"- {config.get('arch')} (torchvision ResNet), {init}, a {NUM_CLASSES}-way head for the "
@@ -134,6 +139,7 @@ def render_card(c: CardInputs) -> str:
         "## Confirm stage",
         *_summary(c.summary),
         "",
+        *screening_lines(c.summary, str(trial["trial_id"])),
         "## How it was selected",
         c.selection,
         "",
@@ -148,6 +154,8 @@ def render_card(c: CardInputs) -> str:
         "",
         f"Harness revision `{c.study.get('git_rev')}`; study created {c.study.get('created')}; "
         f"exported {c.date}.",
+        "",
+        *render_checklist(answers),
         "",
     ]
     return "\n".join(lines)

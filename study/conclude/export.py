@@ -29,6 +29,7 @@ from retina.model_file import CARD_FILE, GRADE_NAMES, MODEL_FILE, ONNX_FILE, mod
 from retina.models import build_model
 from retina.prepare import PreparedData, prepare_data
 from study.conclude.card import CardInputs, render_card
+from study.conclude.card_screening import screening_record
 from study.conclude.holdout import checkpoint_on_disk
 from study.record.layout import CHECKPOINT_FILE, TUNE_DIR
 from study.record.ranking import best_trial_ids, rank_trials
@@ -236,6 +237,7 @@ def export_model(
             model, arch=config["arch"], image_size=data.image_size,
             preprocessing=data.preprocessing, info=info,
         )  # fmt: skip
+        record |= screening_record(folder, trial_id)  # T and threshold for retina.screening
         torch.save(record, tmp / MODEL_FILE)
         write_onnx(model, x, tmp / ONNX_FILE)
         result["diff"] = onnx_max_difference(tmp / ONNX_FILE, model, x)

@@ -7,7 +7,8 @@ A study file holds `name`, `data` (`path`, `image_size`, `preprocessing`, `split
 `val_fraction`, `test_fraction`), `space`, `search`, `scheduler`, `metric`, `num_samples`,
 `max_concurrent`, `resources`, `test_top_k`, `max_failures`, `keep_checkpoints`, `seed`, `compile`,
 `confirm` (`compare`: finite dimensions whose cells are retrained, `seeds`: new training seeds
-per cell, 0 = off), `on_missing_weights` (`fail`, or `skip`: run scratch only where ImageNet
+per cell, 0 = off), `operating_point` (the referable-DR threshold's target met on val:
+`{sensitivity: 0.9}`, the default, or `{specificity: 0.95}`), `on_missing_weights` (`fail`, or `skip`: run scratch only where ImageNet
 weights are missing) (see search_spaces/*.yaml). `data.path` is kept as written; a relative path is relative to the
 working directory the sweep runs in (the repository root for `make sweep`).
 
@@ -103,6 +104,18 @@ class ConfirmConfig:
 
 
 @dataclass(frozen=True)
+class OperatingPointConfig:
+    """The referable-DR threshold's target, met on val: YAML `{sensitivity: 0.9}` or
+    `{specificity: 0.95}` (study.analyze.referable chooses the threshold)."""
+
+    target: str = "sensitivity"
+    value: float = 0.9
+
+    def to_yaml(self) -> dict[str, float]:
+        return {self.target: self.value}
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     name: str
     data: DataConfig
@@ -120,6 +133,7 @@ class StudyConfig:
     compile: bool = False
     confirm: ConfirmConfig = ConfirmConfig()
     on_missing_weights: str = "fail"
+    operating_point: OperatingPointConfig = OperatingPointConfig()
 
 
 # fmt: off
@@ -132,10 +146,11 @@ _SECTION_KEYS = {
     "metric": {"name": TEXT, "mode": TEXT},
     "resources": {"cpu": None, "gpu": None},
     "confirm": {"compare": None, "seeds": None},
+    "operating_point": {"sensitivity": None, "specificity": None},
 }
 _TOP_KEYS = ("name", "data", "space", "search", "scheduler", "metric", "num_samples",
              "max_concurrent", "resources", "test_top_k", "max_failures", "keep_checkpoints",
-             "seed", "compile", "confirm", "on_missing_weights")
+             "seed", "compile", "confirm", "on_missing_weights", "operating_point")
 # fmt: on
 # The key tree `--set` paths are checked against (a leaf is None, or TEXT for verbatim text).
 KEYS: dict[str, Any] = {k: _SECTION_KEYS.get(k, TEXT if k == "name" else None) for k in _TOP_KEYS}
@@ -178,13 +193,14 @@ class _Section:
         return value
 
     def float(self, name: str, default: Any = _REQUIRED, **bounds: float) -> float:
-        """A finite number; `bounds` are gt=, ge=, lt= limits."""
+        """A finite number; `bounds` are gt=, ge=, lt=, le= limits."""
         value, key = self.get(name, default), self.key(name)
         number = as_number(value)
         if number is None:
             fix = "write a number or auto" if name == "gpu" else "write a finite number, e.g. 0.5"
             raise Problem(key, f"expected a number, got {show(value)}", fix)
-        ops = {"gt": (">", number.__gt__), "ge": (">=", number.__ge__), "lt": ("<", number.__lt__)}
+        ops = {"gt": (">", number.__gt__), "ge": (">=", number.__ge__), "lt": ("<", number.__lt__),
+               "le": ("<=", number.__le__)}  # fmt: skip
         if not all(ops[op][1](bound) for op, bound in bounds.items()):
             span = " and ".join(f"{ops[op][0]} {bound}" for op, bound in bounds.items())
             raise Problem(key, f"must be {span}, got {show(value)}", "change the value")
@@ -273,6 +289,9 @@ def _parse(doc: Any) -> StudyConfig:
         compile=top.bool("compile", False),
         confirm=_parse_confirm(top.section("confirm"), space),
         on_missing_weights=top.text("on_missing_weights", "fail", MISSING_WEIGHTS),
+        operating_point=_parse_operating_point(
+            top.section("operating_point", {"sensitivity": OperatingPointConfig.value})
+        ),
     )
 
 
@@ -304,6 +323,17 @@ def _parse_confirm(c: _Section, space: dict[str, Dimension]) -> ConfirmConfig:
     if len(set(compare)) != len(compare):
         raise Problem("confirm.compare", f"{show(compare)} names a dimension twice", "name it once")
     return ConfirmConfig(tuple(compare), c.int("seeds", 0, hi=100))
+
+
+def _parse_operating_point(o: _Section) -> OperatingPointConfig:
+    given = [t for t in ("sensitivity", "specificity") if t in o.raw]
+    if len(given) != 1:
+        what = "names no target" if not given else "names both sensitivity and specificity"
+        fix = "write one target met on val, e.g. {sensitivity: 0.9} or {specificity: 0.95}"
+        keys = ["operating_point.sensitivity", "operating_point.specificity"]
+        raise Problem("operating_point", what, fix, keys)
+    # 1.0 is allowed: it asks that every referable val image be flagged
+    return OperatingPointConfig(given[0], o.float(given[0], gt=0.0, le=1.0))
 
 
 def _label(item: str) -> str:
@@ -353,6 +383,7 @@ def study_to_dict(cfg: StudyConfig) -> dict[str, Any]:
         value = getattr(cfg, key)
         out[key] = asdict(value) if key in _SECTION_KEYS else value
     out["confirm"]["compare"] = list(cfg.confirm.compare)  # as JSON and YAML give it back
+    out["operating_point"] = cfg.operating_point.to_yaml()  # the YAML's one-key form
     return out
 
 

@@ -1,0 +1,47 @@
+"""What an exported model carries from its study's screening analysis, applied to new images:
+the temperature fitted on val (calibrated probabilities) and the referable threshold chosen on
+val for the study's operating point (`study.analyze.clinical`; `model.pt`'s `temperature` and
+`referable_threshold`). numpy only.
+
+    graded = calibrated(graded, loaded.temperature)
+    frame["referable"] = referable_column(graded, loaded.referable_threshold)
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from retina.grading import Graded
+from retina.metrics import REFERABLE_GRADE
+
+FLOOR = 1e-12  # as study.analyze.calibration: a float32 softmax can round a probability to 0
+
+
+def temperature_scaled(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log p / T) = softmax(logits / T) (log p is the logits less a per-row constant),
+    float32 like the model's; NaN rows (failed images) stay NaN; T = 1 returns `probs`."""
+    if temperature == 1.0:
+        return probs
+    z = np.log(np.clip(np.asarray(probs, np.float64), FLOOR, None)) / temperature
+    z -= z.max(axis=1, keepdims=True)
+    out = np.exp(z)
+    return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def calibrated(graded: Graded, temperature: float) -> Graded:
+    return replace(graded, probs=temperature_scaled(graded.probs, temperature))
+
+
+def referable_column(graded: Graded, threshold: float | None) -> pd.arrays.BooleanArray:
+    """Referable per image: p2+p3+p4 >= the stored threshold; without one (a model exported
+    before thresholds, or from a study without val predictions), predicted grade >= 2. Empty
+    (NA) where the image failed."""
+    probs = np.nan_to_num(graded.probs)
+    if threshold is None:
+        flag = probs.argmax(axis=1) >= REFERABLE_GRADE
+    else:
+        flag = probs[:, REFERABLE_GRADE:].sum(axis=1, dtype=np.float64) >= threshold
+    return pd.array(np.where(graded.ok, flag, None), dtype="boolean")

@@ -1,0 +1,137 @@
+"""The report's screening section, from summary.json's `referable` and `calibration` keys:
+AUROC of referable DR, the operating point chosen on val and its test sensitivity/specificity
+per image and per patient, ECE before and after temperature scaling, and reliability diagrams.
+Pure: dict in, HTML and figures out.
+
+    html = clinical_section(build_summary(study, predictions), figure_to_html)
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+
+from study.analyze.markup import html_table
+
+HOW_TO_READ = """<p class='note'><b>How to read this.</b> A screening programme asks one
+question: refer (ICDR grade &ge; 2) or not. The referable score ranks images; AUROC is the
+chance that a referable image scores above a non-referable one. The threshold is chosen on the
+validation split to meet the stated target, then read once on test: test never moves it. A
+patient is referable when either eye is, and is flagged when either eye is. Intervals resample
+test patients (both eyes together). For scale: Gulshan et al. (JAMA 2016) reported sensitivity
+97.5% / specificity 93.4% at a high-sensitivity point chosen in development; the IDx-DR pivotal
+trial (Abr&agrave;moff 2018) 87.2% / 90.7% — on other data, with other graders.</p>"""
+
+
+def _pct(value) -> str:
+    return "—" if value is None or value != value else f"{100 * value:.1f}%"
+
+
+def _ci(pair) -> str:
+    lo, hi = pair if pair else (None, None)
+    return "" if lo is None or hi is None else f" [{_pct(lo)}, {_pct(hi)}]"
+
+
+def _num(value, digits: int = 3) -> str:
+    return "—" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def operating_table(best: dict) -> pd.DataFrame:
+    rows = [{"": "val (chose the threshold)", "images / patients": str(best["val"]["n"]),
+             "referable": str(best["val"]["referable"]),
+             "sensitivity": _pct(best["val"]["sensitivity"]),
+             "specificity": _pct(best["val"]["specificity"])}]  # fmt: skip
+    for key, label in (("test_image", "test, per image"), ("test_patient", "test, per patient")):
+        b = best[key]
+        rows.append({"": label, "images / patients": str(b["n"]), "referable": str(b["referable"]),
+                     "sensitivity": _pct(b["sensitivity"]) + _ci(b["sensitivity_ci"]),
+                     "specificity": _pct(b["specificity"]) + _ci(b["specificity_ci"])})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def runs_table(referable: dict, calibration: dict) -> pd.DataFrame:
+    """One row per run (best, then confirm): AUROC, threshold, test sens/spec, T, ECE."""
+    cal = {c["trial_id"]: c for c in [calibration.get("best"), *calibration["confirm"]] if c}
+    rows = []
+    for role, run in [("best", referable["best"])] + [("confirm", r) for r in referable["confirm"]]:
+        if run is None:
+            continue
+        c = cal.get(run["trial_id"], {})
+        rows.append({
+            "run": f"{run['trial_id']} ({role})", "AUROC": _num(run["auroc"]),
+            "threshold": _num(run["threshold"]),
+            "sens / spec (images)": f"{_pct(run['test_image']['sensitivity'])} / "
+            f"{_pct(run['test_image']['specificity'])}",
+            "T (val)": _num(c.get("temperature"), 2),
+            "ECE before → after": f"{_num(c.get('test_ece'))} → {_num(c.get('test_ece_scaled'))}",
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def reliability_figure(runs: list[dict], bins: int, title: str) -> go.Figure:
+    """Accuracy against mean confidence per equal-mass bin, as trained (solid) and after
+    temperature scaling (dashed), one colour per run."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                             line={"color": "#9aa5b1", "dash": "dot"}))  # fmt: skip
+    for i, run in enumerate(runs):
+        color = qualitative.Plotly[i % len(qualitative.Plotly)]
+        for key, dash, name in (("bins", "solid", "as trained"),
+                                ("bins_scaled", "dash", f"T = {run['temperature']:.2f}")):  # fmt: skip
+            points = run[key]
+            fig.add_trace(go.Scatter(
+                x=[b["confidence"] for b in points], y=[b["accuracy"] for b in points],
+                mode="lines+markers", name=f"{run['trial_id']}: {name}",
+                line={"color": color, "dash": dash}, text=[f"{b['n']} images" for b in points],
+            ))  # fmt: skip
+    fig.update_layout(
+        template="plotly_white", height=420, width=620,
+        title=f"Reliability on test, {title} ({bins} equal-mass bins)",
+        xaxis={"title": "mean confidence (top grade)", "range": [0, 1]},
+        yaxis={"title": "accuracy", "range": [0, 1]}, legend={"orientation": "h", "y": -0.25},
+    )  # fmt: skip
+    return fig
+
+
+def clinical_section(summary: dict, figure_html: Callable[[go.Figure], str]) -> str:
+    referable, calibration = summary.get("referable"), summary.get("calibration")
+    if not referable:
+        return "<p class='note'>This summary has no referable-DR analysis.</p>"
+    out = [HOW_TO_READ]
+    point, best = referable["operating_point"], referable["best"]
+    if referable["note"]:
+        out.append(f"<p class='warn'>{html.escape(referable['note'])}</p>")
+    if best is None:
+        return "".join(out)
+    out.append(
+        f"<p>Best trial {html.escape(best['trial_id'])}: AUROC <b>{_num(best['auroc'])}</b>"
+        f"{html.escape(' [' + _num(best['auroc_ci'][0]) + ', ' + _num(best['auroc_ci'][1]) + ']')}"
+        f" on test. Operating point: {point['target']} &ge; {point['value']:g} on val, threshold "
+        f"{_num(best['threshold'], 4)} on the referable score "
+        f"({html.escape(referable['score'])}).</p>"
+    )
+    out.append(html_table(operating_table(best), sortable=False))
+    boot = referable["bootstrap"]
+    out.append(f"<p class='note'>{boot['resamples']} patient resamples (seed {boot['seed']}), "
+               f"{boot['confidence']:.0%} percentile intervals.</p>")  # fmt: skip
+    out.append("<h3>Calibration</h3>")
+    out.append(
+        f"<p class='note'>Expected calibration error of the top grade's probability, "
+        f"{calibration['bins']} equal-mass bins, on test; temperature T fitted on val "
+        "(negative log-likelihood, on log-probabilities: the same as on logits for softmax). "
+        "T &gt; 1: the model was over-confident.</p>"
+    )
+    if calibration["note"]:
+        out.append(f"<p class='warn'>{html.escape(calibration['note'])}</p>")
+    out.append(html_table(runs_table(referable, calibration), sortable=False))
+    if calibration["best"] is not None:
+        out.append(figure_html(reliability_figure([calibration["best"]], calibration["bins"],
+                                                  "best trial")))  # fmt: skip
+    if calibration["confirm"]:
+        out.append(figure_html(reliability_figure(calibration["confirm"], calibration["bins"],
+                                                  "confirm runs")))  # fmt: skip
+    return "".join(out)

@@ -1,0 +1,96 @@
+"""The model card's section on referable DR and calibration, from summary.json's `referable`
+and `calibration` keys (study.analyze.clinical) when they describe the exported trial: the
+threshold and temperature that `retina.predict` applies, and their test performance. Pure:
+dicts in, Markdown lines out."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from retina.metrics import REFERABLE_GRADE
+
+
+def _pct(v: Any) -> str:
+    return "–" if not isinstance(v, int | float) or not math.isfinite(v) else f"{100 * v:.1f}%"
+
+
+def _ci(pair: Any) -> str:
+    if not pair or any(not isinstance(v, int | float) for v in pair):
+        return ""
+    return f" [{_pct(pair[0])}, {_pct(pair[1])}]"
+
+
+def trial_blocks(summary: dict | None, trial_id: str) -> tuple[dict | None, dict | None]:
+    """(referable, calibration) of summary.json's best trial when it is `trial_id`, else None."""
+
+    def of(key: str) -> dict | None:
+        block = ((summary or {}).get(key) or {}).get("best")
+        return block if block and str(block.get("trial_id")) == str(trial_id) else None
+
+    return of("referable"), of("calibration")
+
+
+def screening_record(folder: Path, trial_id: str) -> dict[str, float]:
+    """model.pt's `temperature` and `referable_threshold` (retina.screening) when the study's
+    summary.json chose them for `trial_id`; none otherwise (predict: T = 1, grade >= 2)."""
+    path = Path(folder) / "summary.json"
+    try:
+        summary = json.loads(path.read_text()) if path.exists() else None
+    except (OSError, ValueError):  # the card says the same: no operating point for this model
+        summary = None
+    ref, cal = trial_blocks(summary, trial_id)
+    out = {}
+    if cal is not None and _finite(cal.get("temperature")):
+        out["temperature"] = float(cal["temperature"])
+    if ref is not None and _finite(ref.get("threshold")):
+        out["referable_threshold"] = float(ref["threshold"])
+    return out
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
+def screening_lines(summary: dict | None, trial_id: str) -> list[str]:
+    ref, cal = trial_blocks(summary, trial_id)
+    lines = ["## Referable DR and calibration"]
+    if ref is None:
+        return lines + [
+            f"No operating point was chosen for this trial (summary.json has none for it): "
+            f"`retina.predict` calls referable the images whose predicted grade is >= "
+            f"{REFERABLE_GRADE}, with the probabilities as trained.",
+            "",
+        ]
+    point = summary["referable"]["operating_point"]
+    lo, hi = ref["auroc_ci"]
+    lines += [
+        f"- Referable score: {summary['referable']['score']}. AUROC on test "
+        f"{ref['auroc']:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else "") + ".",
+        f"- Operating point: {point['target']} >= {point['value']:g} on val -> threshold "
+        f"**{ref['threshold']:.4g}** (val: sensitivity {_pct(ref['val']['sensitivity'])}, "
+        f"specificity {_pct(ref['val']['specificity'])}). Test never moved it.",
+    ]
+    for key, label in (("test_image", "per image"), ("test_patient", "per patient (either eye)")):
+        b = ref[key]
+        lines.append(
+            f"- Test, {label}: sensitivity {_pct(b['sensitivity'])}{_ci(b['sensitivity_ci'])}, "
+            f"specificity {_pct(b['specificity'])}{_ci(b['specificity_ci'])} "
+            f"({b['referable']} referable of {b['n']})."
+        )
+    if cal is not None:
+        bins = summary["calibration"]["bins"]
+        lines.append(
+            f"- Calibration: temperature T = **{cal['temperature']:.3f}** fitted on val; test "
+            f"expected calibration error ({bins} equal-mass bins) {cal['test_ece']:.3f} as "
+            f"trained, {cal['test_ece_scaled']:.3f} after scaling."
+        )
+    lines += [
+        "",
+        "`retina.predict` outputs the temperature-scaled probabilities and `referable` at this "
+        "threshold. 95% intervals resample test patients.",
+        "",
+    ]
+    return lines
