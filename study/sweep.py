@@ -145,6 +145,12 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
         callbacks=callbacks,
     )
     print(f"results: {folder}")
+    if finished:
+        from study.conclude.export import export_failure
+
+        failed = export_failure(folder)
+        if failed:  # the last line of the sweep: the study's model is missing
+            print(failed)
     if not finished:
         print(
             f"the study stopped before the end; continue it with:\n"

@@ -27,12 +27,17 @@ from retina.files import write_folder_atomic
 from retina.model_file import load_model
 from retina.models import build_model
 from study.conclude.export import (
+    EXPORT_FAILED_FILE,
     check_target,
+    export_failure,
+    export_winner,
     onnx_max_difference,
+    onnx_parity,
     parity_images,
     prepare_study_data,
     write_onnx,
 )
+from study.conclude.parity import compare_logits
 from study.conclude.ranking import best_trial_ids
 
 CPU = torch.device("cpu")
@@ -139,6 +144,70 @@ def test_onnx_that_disagrees_with_pytorch_fails_the_export(tmp_path):
         model.fc.bias += 1e-3  # the PyTorch model moves on; the ONNX file does not
     with pytest.raises(RetinaError, match="disagrees with PyTorch"):
         onnx_max_difference(tmp_path / "model.onnx", model, x)
+
+
+def test_a_model_with_logits_in_the_thousands_exports_with_parity(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet18", pretrained=False).eval()
+    with torch.no_grad():  # as a resnet from scratch trained with a large lr: logits of +-1e3
+        model.fc.weight *= 1e3
+        model.fc.bias *= 1e3
+    x = torch.randn(8, 3, 32, 32)
+    write_onnx(model, x, tmp_path / "model.onnx")
+    parity = onnx_parity(tmp_path / "model.onnx", model, x)
+    assert parity.ok and parity.scale > 300 and parity.grade_mismatches == 0
+    with torch.no_grad():  # a real mismatch at that scale is still refused
+        model.fc.bias[1] += 1.0
+    with pytest.raises(RetinaError, match="disagrees with PyTorch.*logit difference"):
+        onnx_parity(tmp_path / "model.onnx", model, x)
+
+
+def test_another_models_onnx_file_is_refused(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet18", pretrained=False).eval()
+    x = torch.randn(4, 3, 32, 32)
+    write_onnx(build_model("resnet18", pretrained=False).eval(), x, tmp_path / "model.onnx")
+    with pytest.raises(RetinaError, match="disagrees with PyTorch"):
+        onnx_parity(tmp_path / "model.onnx", model, x)
+
+
+def test_parity_scales_with_the_logits_and_checks_grades_and_probabilities():
+    rng = np.random.default_rng(0)
+    big = rng.normal(0, 2400, (32, 5))
+    rounded = big + rng.normal(0, 2e-3, big.shape)  # float32-sized noise at that scale
+    assert compare_logits(big, rounded).ok
+    small = rng.normal(0, 1, (32, 5))
+    assert not compare_logits(small, small + 2e-3).ok  # the same noise on small logits
+    flipped = small.copy()
+    flipped[0, [0, 1]] = [5.0, 0.0]
+    other = flipped.copy()
+    other[0, [0, 1]] = [0.0, 5.0]  # one grade changes with the probabilities: refused
+    verdict = compare_logits(flipped, other)
+    assert not verdict.ok and any("grades differ" in p for p in verdict.problems())
+    tie = small.copy()
+    tie[0] = [3.0, 3.0 + 1e-5, 0, 0, 0]  # PyTorch itself on a knife edge: a flip is rounding
+    swapped = tie.copy()
+    swapped[0, :2] = tie[0, [1, 0]]
+    assert compare_logits(tie, swapped).ok
+    assert not compare_logits(small, np.full_like(small, np.nan)).ok
+
+
+def test_a_failed_export_is_the_sweeps_last_line_until_one_works(small_study, tmp_path):
+    copy = tmp_path / "small"
+    copy.mkdir()
+    for name in ("study.json", "trials.parquet"):  # no tune/: the export must fail
+        shutil.copy(small_study / name, copy / name)
+    assert export_failure(copy) is None
+    lines = export_winner(copy, None, pd.read_parquet(copy / "trials.parquet"))
+    assert lines[0].startswith("export failed: ")
+    line = export_failure(copy)
+    assert line.startswith("EXPORT FAILED: ") and "python -m study.export" in line
+    assert "no checkpoint" in line and len(line.splitlines()) == 1
+    shutil.copytree(small_study / "tune", copy / "tune")
+    study, _ = study_of(small_study)
+    lines = export_winner(copy, prepare_study_data(study), pd.read_parquet(copy / "trials.parquet"))
+    assert (copy / "best" / "model.onnx").exists(), lines
+    assert export_failure(copy) is None and not (copy / EXPORT_FAILED_FILE).exists()
 
 
 def test_an_export_replaces_only_model_folders_and_never_half(tmp_path):

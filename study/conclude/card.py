@@ -96,7 +96,8 @@ def render_card(c: CardInputs) -> str:
         "`torch.load(path, weights_only=True)`.",
         f"- `model.onnx`: opset {c.opset}, input `images` float32 [N, 3, {size}, {size}] "
         f"(normalised), output `logits` [N, {NUM_CLASSES}], any N. Largest logit difference to "
-        f"PyTorch on {c.onnx_images} real cached images: {c.onnx_max_diff:.2e}.",
+        f"PyTorch on {c.onnx_images} real cached images: {c.onnx_max_diff:.2e} (allowed: 1e-4 "
+        "+ 1e-5 x the largest |logit|; probabilities and predicted grades agree).",
         "",
         "## Data",
         f"- Folder `{data.get('path')}`, {data.get('layout')} layout, dataset hash "

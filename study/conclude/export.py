@@ -5,8 +5,9 @@
 Run at the end of every sweep (`study.conclude.pipeline`) and on demand. The trial is the best
 search trial by the study's one ranking (`study.conclude.ranking`) unless `--trial` names one;
 its weights come from the checkpoint of its best epoch in `tune/`. The ONNX file is checked
-against PyTorch with onnxruntime on real cached images before anything is kept: a logit
-difference above PARITY_TOLERANCE fails the export. The folder is filled under a temporary
+against PyTorch with onnxruntime on real cached images before anything is kept: outputs that
+differ beyond a tolerance scaled by their size, or other probabilities or grades, fail the
+export (`study.conclude.parity`). The folder is filled under a temporary
 name and renamed into place (`retina.files.write_folder_atomic`): never a half-written best/.
 """
 
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -30,13 +30,16 @@ from retina.models import build_model
 from retina.prepare import PreparedData, prepare_data
 from study.conclude.card import CardInputs, render_card
 from study.conclude.holdout import CHECKPOINT_FILE, checkpoint_on_disk
+from study.conclude.parity import Parity, compare_logits, worst
 from study.conclude.ranking import best_trial_ids, rank_trials
 from study.record.study_json import package_versions
 from study.run.snapshot import TUNE_DIR
 
 BEST_DIR = "best"
+# Why the sweep's export failed, beside best/; removed by the next export into best/ that
+# works. The sweep's last line repeats it (`export_failure`), so a failure is not missed.
+EXPORT_FAILED_FILE = "export-failed.txt"
 OPSET = 18
-PARITY_TOLERANCE = 1e-4
 PARITY_IMAGES = 32  # real cached images the ONNX file is checked on
 EXPORT_PACKAGES = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "numpy")
 
@@ -167,24 +170,32 @@ def write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> Non
         raise RetinaError(f"ONNX export failed: {type(exc).__name__}: {exc}") from None
 
 
-def onnx_max_difference(path: Path, model: torch.nn.Module, x: torch.Tensor) -> float:
-    """Largest |logit| difference between onnxruntime and PyTorch on `x`, and on its first
-    image alone (the dynamic batch); RetinaError above PARITY_TOLERANCE."""
+def onnx_parity(path: Path, model: torch.nn.Module, x: torch.Tensor) -> Parity:
+    """onnxruntime against PyTorch on `x` and on its first image alone (the dynamic batch):
+    outputs within a tolerance that scales with them, probabilities and grades
+    (`study.conclude.parity`); RetinaError naming what disagrees."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    worst = 0.0
+    parts = []
     with torch.inference_mode():
         for batch in (x, x[:1]):
             expected = model(batch).numpy()
             got = session.run(["logits"], {"images": batch.numpy()})[0]
-            worst = max(worst, float(np.abs(got - expected).max()))
-    if not worst <= PARITY_TOLERANCE:
+            parts.append(compare_logits(expected, got))
+    verdict = worst(parts)
+    if not verdict.ok:
         raise RetinaError(
-            f"the ONNX model disagrees with PyTorch: largest logit difference {worst:.3g} on "
-            f"{len(x)} real images, over the {PARITY_TOLERANCE:g} limit; nothing was written"
+            f"the ONNX model disagrees with PyTorch on {len(x)} real images: "
+            + "; ".join(verdict.problems())
+            + "; nothing was written"
         )
-    return worst
+    return verdict
+
+
+def onnx_max_difference(path: Path, model: torch.nn.Module, x: torch.Tensor) -> float:
+    """Largest |output| difference of a passing parity check (`onnx_parity`)."""
+    return onnx_parity(path, model, x).max_diff
 
 
 def locate(
@@ -255,6 +266,8 @@ def export_model(
         raise RetinaError(
             f"cannot write {target} ({exc}); free space or choose --out DIR"
         ) from None
+    if target == folder / BEST_DIR:
+        (folder / EXPORT_FAILED_FILE).unlink(missing_ok=True)  # best/ is the study's again
     return Exported(target, trial_id, epoch, result["diff"], result["sizes"])
 
 
@@ -265,6 +278,25 @@ def export_winner(folder: Path, data: PreparedData, trials: pd.DataFrame) -> lis
         done = export_model(folder, data, trials=trials)
     except Exception as exc:  # noqa: BLE001 - the study is done: say what broke, keep its results
         why = str(exc) if isinstance(exc, RetinaError) else f"{type(exc).__name__}: {exc}"
-        return [f"export failed: {why}", f"rerun it with: python -m study.export {folder}"]
+        lines = [f"export failed: {why}", f"rerun it with: python -m study.export {folder}"]
+        try:
+            (folder / EXPORT_FAILED_FILE).write_text("\n".join(lines) + "\n")
+        except OSError:
+            pass  # the lines are printed anyway; only the sweep's closing reminder is lost
+        return lines
     sizes = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in done.sizes.items())
     return [f"trial {done.trial_id} (epoch {done.epoch}) -> {done.folder} ({sizes})"]
+
+
+def export_failure(folder: Path) -> str | None:
+    """The sweep's closing line when the study's last export failed (None when it did not):
+    one line, after everything else, so it is not lost among the conclusion's lines."""
+    try:
+        why = (Path(folder) / EXPORT_FAILED_FILE).read_text().splitlines()
+    except OSError:
+        return None
+    if not why:
+        return None
+    rerun = why[1] if len(why) > 1 else f"rerun it with: python -m study.export {folder}"
+    reason = why[0].removeprefix("export failed: ")
+    return f"EXPORT FAILED: {Path(folder) / BEST_DIR} was not written ({reason}); {rerun}"
