@@ -24,6 +24,7 @@ from cli_helpers import run_cli
 from retina.engine import build_loss, evaluate
 from retina.errors import RetinaError
 from retina.files import write_folder_atomic
+from retina.heads import grades_of
 from retina.model_file import load_model
 from retina.models import build_model
 from study.conclude.export import (
@@ -32,6 +33,7 @@ from study.conclude.export import (
     export_failure,
     export_winner,
     onnx_max_difference,
+    onnx_metadata,
     onnx_parity,
     parity_images,
     prepare_study_data,
@@ -158,7 +160,7 @@ def test_a_model_with_logits_in_the_thousands_exports_with_parity(tmp_path):
     assert parity.ok and parity.scale > 300 and parity.grade_mismatches == 0
     with torch.no_grad():  # a real mismatch at that scale is still refused
         model.fc.bias[1] += 1.0
-    with pytest.raises(RetinaError, match="disagrees with PyTorch.*logit difference"):
+    with pytest.raises(RetinaError, match="disagrees with PyTorch.*logit/score difference"):
         onnx_parity(tmp_path / "model.onnx", model, x)
 
 
@@ -208,6 +210,31 @@ def test_a_failed_export_is_the_sweeps_last_line_until_one_works(small_study, tm
     lines = export_winner(copy, prepare_study_data(study), pd.read_parquet(copy / "trials.parquet"))
     assert (copy / "best" / "model.onnx").exists(), lines
     assert export_failure(copy) is None and not (copy / EXPORT_FAILED_FILE).exists()
+
+
+def test_a_regress_model_exports_its_score_and_thresholds_with_parity(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet18", pretrained=False, num_classes=1).eval()
+    x = torch.randn(16, 3, 32, 32)
+    with torch.inference_mode():
+        scores = np.sort(model(x)[:, 0].numpy())
+    cuts = [float(scores[i - 1] + scores[i]) / 2 for i in (3, 6, 10, 13)]  # every grade used
+    path = tmp_path / "model.onnx"
+    write_onnx(model, x, path, onnx_metadata("regress", cuts))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["score"]
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["head"] == "regress" and json.loads(meta["thresholds"]) == cuts
+    parity = onnx_parity(path, model, x)  # the grades cut by the file's own thresholds
+    assert parity.ok and parity.grade_mismatches == 0
+    got = session.run(["score"], {"images": x.numpy()})[0]
+    expected = grades_of(model(x).detach(), cuts).numpy()
+    assert np.array_equal(np.digitize(got[:, 0], cuts), expected)
+    assert sorted(set(expected.tolist())) == [0, 1, 2, 3, 4]
+    with torch.no_grad():
+        model.fc.bias += 0.05  # a real mismatch: scores move, and grades with them
+    with pytest.raises(RetinaError, match="disagrees with PyTorch.*score difference"):
+        onnx_parity(path, model, x)
 
 
 def test_an_export_replaces_only_model_folders_and_never_half(tmp_path):

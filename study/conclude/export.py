@@ -25,12 +25,14 @@ import torch
 
 from retina.errors import RetinaError
 from retina.files import write_folder_atomic
+from retina.heads import head_outputs
 from retina.model_file import CARD_FILE, GRADE_NAMES, MODEL_FILE, ONNX_FILE, model_record, plain
 from retina.models import build_model
 from retina.prepare import PreparedData, prepare_data
+from retina.thresholds import DEFAULT_THRESHOLDS
 from study.conclude.card import CardInputs, render_card
 from study.conclude.holdout import CHECKPOINT_FILE, checkpoint_on_disk
-from study.conclude.parity import Parity, compare_logits, worst
+from study.conclude.parity import Parity, compare_logits, compare_scores, worst
 from study.conclude.ranking import best_trial_ids, rank_trials
 from study.record.study_json import package_versions
 from study.run.snapshot import TUNE_DIR
@@ -157,32 +159,72 @@ def parity_images(data: PreparedData) -> torch.Tensor:
     return x.clone()
 
 
-def write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+def onnx_output(model: torch.nn.Module) -> str:
+    """The ONNX output's name: `logits` [N, 5] (classify) or `score` [N, 1] (regress)."""
+    return "score" if model.fc.out_features == 1 else "logits"
+
+
+def write_onnx(
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """`metadata`: key/value text kept in the file (a regress head's `head` and `thresholds`)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's notes on its own internals
             torch.onnx.export(
                 model, (example[:2],), str(path), dynamo=True, external_data=False,
-                opset_version=OPSET, input_names=["images"], output_names=["logits"],
+                opset_version=OPSET, input_names=["images"], output_names=[onnx_output(model)],
                 dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
             )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - any exporter failure ends the export, in one line
         raise RetinaError(f"ONNX export failed: {type(exc).__name__}: {exc}") from None
+    if metadata:
+        add_onnx_metadata(path, metadata)
 
 
-def onnx_parity(path: Path, model: torch.nn.Module, x: torch.Tensor) -> Parity:
+def add_onnx_metadata(path: Path, metadata: dict[str, str]) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, metadata)
+    onnx.save(proto, str(path))
+
+
+def onnx_metadata(head: str, thresholds: list[float] | None) -> dict[str, str]:
+    """What an ONNX user needs to grade a regress head's score: grade g when
+    thresholds[g-1] <= score < thresholds[g] (`retina.predict` applies model.pt's)."""
+    if thresholds is None:
+        return {"head": head}
+    return {"head": head, "thresholds": json.dumps(thresholds)}
+
+
+def onnx_parity(
+    path: Path, model: torch.nn.Module, x: torch.Tensor, thresholds: list[float] | None = None
+) -> Parity:
     """onnxruntime against PyTorch on `x` and on its first image alone (the dynamic batch):
-    outputs within a tolerance that scales with them, probabilities and grades
-    (`study.conclude.parity`); RetinaError naming what disagrees."""
+    outputs within a tolerance that scales with them, probabilities and grades (a regress
+    head: scores, and grades cut by `thresholds` (None: the ONNX file's own metadata);
+    `study.conclude.parity`); RetinaError naming what disagrees."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = onnx_output(model)
+    if name == "score" and thresholds is None:
+        stored = session.get_modelmeta().custom_metadata_map.get("thresholds")
+        thresholds = json.loads(stored) if stored else list(DEFAULT_THRESHOLDS)
     parts = []
     with torch.inference_mode():
         for batch in (x, x[:1]):
             expected = model(batch).numpy()
-            got = session.run(["logits"], {"images": batch.numpy()})[0]
-            parts.append(compare_logits(expected, got))
+            got = session.run([name], {"images": batch.numpy()})[0]
+            parts.append(
+                compare_scores(expected, got, thresholds)
+                if name == "score"
+                else compare_logits(expected, got)
+            )
     verdict = worst(parts)
     if not verdict.ok:
         raise RetinaError(
@@ -227,7 +269,8 @@ def export_model(
     check_target(target)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     config = state["config"]["trial"]
-    model = build_model(config["arch"], pretrained=False)
+    head = config.get("head", "classify")  # a checkpoint from before heads: classify
+    model = build_model(config["arch"], pretrained=False, num_classes=head_outputs(head))
     model.load_state_dict(state["model"])
     model.eval()
     x = parity_images(data)
@@ -245,16 +288,17 @@ def export_model(
     def fill(tmp: Path) -> None:
         record = model_record(
             model, arch=config["arch"], image_size=data.image_size,
-            preprocessing=data.preprocessing, info=info,
+            preprocessing=data.preprocessing, info=info, head=head,
+            thresholds=state.get("thresholds"),
         )  # fmt: skip
         torch.save(record, tmp / MODEL_FILE)
-        write_onnx(model, x, tmp / ONNX_FILE)
-        result["diff"] = onnx_max_difference(tmp / ONNX_FILE, model, x)
+        write_onnx(model, x, tmp / ONNX_FILE, onnx_metadata(head, record["thresholds"]))
+        result["diff"] = onnx_parity(tmp / ONNX_FILE, model, x, record["thresholds"]).max_diff
         summary_path = folder / "summary.json"
         card = CardInputs(
             study=study, trial=row, config=config, selection=selection,
             grade_names=GRADE_NAMES, onnx_max_diff=result["diff"], onnx_images=len(x),
-            opset=OPSET, versions=versions, date=date,
+            opset=OPSET, versions=versions, date=date, thresholds=record["thresholds"],
             summary=json.loads(summary_path.read_text()) if summary_path.exists() else None,
         )  # fmt: skip
         (tmp / CARD_FILE).write_text(render_card(card))

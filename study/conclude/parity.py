@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from retina.thresholds import grades_from_scores
+
 OUTPUT_ATOL = 1e-4  # the floor for small outputs (the old fixed limit)
 OUTPUT_RTOL = 1e-5  # of the largest |output|: ~4x float32's rounding seen on large logits
 PROBABILITY_ATOL = 1e-3  # probabilities are in [0, 1]; softmax halves a logit error at most
@@ -24,10 +26,10 @@ PROBABILITY_ATOL = 1e-3  # probabilities are in [0, 1]; softmax halves a logit e
 class Parity:
     """The comparison of one batch (or the worst of several, see `worst`)."""
 
-    max_diff: float  # largest |ONNX - PyTorch| output (logit)
+    max_diff: float  # largest |ONNX - PyTorch| output (logit, or a regress head's score)
     tolerance: float  # what it was allowed: OUTPUT_ATOL + OUTPUT_RTOL * scale
     scale: float  # largest |PyTorch output|
-    max_probability_diff: float
+    max_probability_diff: float  # 0 for a regress head (it has no probabilities)
     grade_mismatches: int  # grades that differ where PyTorch's grade is not a near-tie
     images: int
 
@@ -44,8 +46,8 @@ class Parity:
         out = []
         if not self.max_diff <= self.tolerance:  # NaN fails too
             out.append(
-                f"largest logit difference {self.max_diff:.3g} over the {self.tolerance:.3g} "
-                f"limit ({OUTPUT_ATOL:g} + {OUTPUT_RTOL:g} x the largest |logit| "
+                f"largest logit/score difference {self.max_diff:.3g} over the "
+                f"{self.tolerance:.3g} limit ({OUTPUT_ATOL:g} + {OUTPUT_RTOL:g} x the largest |output| "
                 f"{self.scale:.3g})"
             )
         if not self.max_probability_diff <= PROBABILITY_ATOL:
@@ -81,6 +83,26 @@ def compare_logits(expected: np.ndarray, got: np.ndarray) -> Parity:
     near_tie = (top2[:, -1] - top2[:, 0]) <= 2 * tolerance  # either side may round across
     differ = expected.argmax(axis=1) != got.argmax(axis=1)
     return Parity(diff, tolerance, scale, prob_diff, int((differ & ~near_tie).sum()), len(expected))
+
+
+def compare_scores(expected: np.ndarray, got: np.ndarray, thresholds) -> Parity:
+    """A regress head's scores [N, 1] (or [N]): PyTorch's `expected` against ONNX's `got`,
+    and their grades cut by `thresholds`; a grade may differ only where PyTorch's score is
+    within the tolerance of a cut."""
+    expected = np.asarray(expected, np.float64).reshape(-1)
+    got = np.asarray(got, np.float64).reshape(-1)
+    if got.shape != expected.shape:
+        raise ValueError(f"ONNX gave {got.size} scores, PyTorch {expected.size}")
+    scale = float(np.abs(expected).max()) if expected.size else 0.0
+    tolerance = tolerance_for(scale)
+    diff = float(np.abs(got - expected).max()) if expected.size else 0.0
+    cuts = np.asarray(thresholds, np.float64)
+    on_edge = (np.abs(expected[:, None] - cuts[None, :]) <= 2 * tolerance).any(axis=1)
+    differ = grades_from_scores(expected, cuts) != grades_from_scores(
+        np.nan_to_num(got, nan=-1e30), cuts
+    )
+    differ |= np.isnan(got)
+    return Parity(diff, tolerance, scale, 0.0, int((differ & ~on_edge).sum()), len(expected))
 
 
 def worst(parts: list[Parity]) -> Parity:
