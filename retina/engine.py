@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from retina.errors import RetinaError
+from retina.heads import grades_of, head_outputs, regress_loss, scores_of
 from retina.metrics import NUM_CLASSES, EpochMetrics
 
 # On CUDA, reading the loss on the host (`.item()`, `bool(...)`) waits for the GPU and empties
@@ -73,14 +74,18 @@ def build_optimizer(
     return factory(params, lr, weight_decay, momentum)
 
 
-def build_loss(class_weighted: bool, train_counts: Sequence[int] | None = None) -> nn.Module:
-    """Cross-entropy; with `class_weighted`, weight grade c by N / (K * n_c) (inverse frequency).
+def build_loss(
+    class_weighted: bool, train_counts: Sequence[int] | None = None, head: str = "classify"
+) -> nn.Module:
+    """Cross-entropy (head `classify`) or SmoothL1 on the grade (head `regress`, one output);
+    with `class_weighted`, weight grade c by N / (K * n_c) (inverse frequency).
 
     The weights average to 1 over the training images, so the loss keeps the scale of the plain
     one and the same learning rates apply. Move the module to the device with `.to(device)`.
     """
+    regress = head_outputs(head) == 1
     if not class_weighted:
-        return nn.CrossEntropyLoss()
+        return regress_loss(None) if regress else nn.CrossEntropyLoss()
     counts = np.asarray(train_counts if train_counts is not None else [], dtype=np.float64)
     if counts.shape != (NUM_CLASSES,) or (counts <= 0).any():
         raise RetinaError(
@@ -89,6 +94,8 @@ def build_loss(class_weighted: bool, train_counts: Sequence[int] | None = None) 
             f"--class-weighted"
         )
     weights = counts.sum() / (NUM_CLASSES * counts)
+    if regress:
+        return regress_loss(weights)
     return nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
 
 
@@ -115,10 +122,12 @@ def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
 
 
 class _Tally:
-    """Summed loss, confusion counts and the first non-finite loss, all kept on the device."""
+    """Summed loss, confusion counts and the first non-finite loss, all kept on the device.
+    A regress head's grades are its output cut by `thresholds` (None: 0.5/1.5/2.5/3.5)."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, thresholds: Sequence[float] | None = None) -> None:
         self.device = device
+        self.thresholds = thresholds
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.conf = torch.zeros(NUM_CLASSES * NUM_CLASSES, dtype=torch.int64, device=device)
         self.bad_batch = torch.zeros((), dtype=torch.int64, device=device)  # 0 = none yet
@@ -128,7 +137,7 @@ class _Tally:
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
         self.n += y.shape[0]  # a host-side shape: no sync
         self.loss_sum += loss.detach().double() * y.shape[0]
-        pred = logits.detach().argmax(dim=1)
+        pred = grades_of(logits.detach(), self.thresholds)
         # scatter_add_, not torch.bincount: CUDA bincount reads max() on the host (a sync) to size
         # its output; integer adds are exact, so the result does not depend on their order.
         self.conf.scatter_add_(0, y * NUM_CLASSES + pred, torch.ones_like(y))
@@ -166,16 +175,18 @@ def train_one_epoch(
     *,
     amp_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    thresholds: Sequence[float] | None = None,
 ) -> EpochMetrics:
     """One pass over `loader` with an optimizer step per batch; metrics on the training batches.
 
     Raises NonFiniteLoss when the loss is NaN/inf (CPU: before that batch's step; CUDA: within
     NAN_CHECK_EVERY batches). `scaler` (a GradScaler) is needed for fp16 autocast only.
+    `thresholds`: a regress head's cuts for its grades (None: 0.5/1.5/2.5/3.5).
     images_per_s counts the whole epoch, data loading included.
     """
     device = torch.device(device)
     model.train()
-    tally = _Tally(device)
+    tally = _Tally(device, thresholds)
     per_batch_check = device.type != "cuda"
     started = time.perf_counter()
     for batch, (x, y) in enumerate(loader, start=1):
@@ -214,17 +225,21 @@ def evaluate(
     *,
     amp_dtype: torch.dtype | None = None,
     keep_probabilities: bool = False,
+    thresholds: Sequence[float] | None = None,
 ) -> EpochMetrics:
     """Metrics of `model` (in eval mode, no gradients) on every batch of `loader`.
 
     A NaN loss here is reported as the metric's value, not raised: evaluating a bad model is
     legitimate, and the caller decides. `keep_probabilities`: also return each image's softmax
-    (float32 [N, 5], in the loader's order) as `.probabilities`, for per-image statistics.
+    (float32 [N, 5], in the loader's order) as `.probabilities`, for per-image statistics,
+    with its `.scores` and `.grades` (`retina.heads`); a regress head has no probabilities
+    (None), its scores are its output. `thresholds`: a regress head's cuts (None: fixed).
     """
     device = torch.device(device)
     model.eval()
-    tally = _Tally(device)
+    tally = _Tally(device, thresholds)
     kept: list[torch.Tensor] = []
+    kept_scores: list[torch.Tensor] = []
     started = time.perf_counter()
     with torch.inference_mode():
         for x, y in loader:
@@ -235,9 +250,27 @@ def evaluate(
                 loss = loss_fn(logits, y)
             tally.add(loss, logits, y)
             if keep_probabilities:  # stays on the device: read back once, with the tally
-                kept.append(torch.softmax(logits.float(), dim=1))
+                kept_scores.append(scores_of(logits))
+                if logits.shape[1] > 1:
+                    kept.append(torch.softmax(logits.float(), dim=1))
     metrics = tally.finish(started)
     if keep_probabilities:
-        probs = torch.cat(kept) if kept else torch.empty(0, NUM_CLASSES)
-        metrics.probabilities = probs.cpu().numpy().astype(np.float32, copy=False)
+        keep_outputs(metrics, kept, kept_scores, thresholds)
     return metrics
+
+
+def keep_outputs(
+    metrics: EpochMetrics,
+    probabilities: list[torch.Tensor],
+    scores: list[torch.Tensor],
+    thresholds: Sequence[float] | None,
+) -> None:
+    """Per image, in the loader's order: softmax (classify only), score and grade."""
+    score = torch.cat(scores).cpu() if scores else torch.empty(0)
+    metrics.scores = score.numpy().astype(np.float32, copy=False)
+    if probabilities or not scores:  # classify (or nothing evaluated): the softmax too
+        probs = torch.cat(probabilities).cpu() if probabilities else torch.empty(0, NUM_CLASSES)
+        metrics.probabilities = probs.numpy().astype(np.float32, copy=False)
+        metrics.grades = probs.argmax(dim=1).numpy()
+    else:
+        metrics.grades = grades_of(score[:, None], thresholds).numpy()

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from retina.cache import pool_context
 from retina.engine import autocast_dtype
 from retina.errors import RetinaError
+from retina.heads import grades_of, scores_of
 from retina.images import BadImage, decode_fundus
 from retina.loader import normalisation_affine
 from retina.metrics import NUM_CLASSES
@@ -40,15 +41,21 @@ MAX_CHUNK = 16  # files per worker task: large enough to amortise the round trip
 
 @dataclass
 class Graded:
-    """Per file, in input order: probabilities of grades 0-4 (NaN rows where it failed) and
-    the reason it failed (None where it was graded)."""
+    """Per file, in input order: probabilities of grades 0-4 (NaN rows where it failed, and
+    everywhere for a regress head), the reason it failed (None where it was graded), the
+    score (expected grade, or a regress head's output; NaN where it failed) and the grade
+    (-1 where it failed), graded as evaluation grades (`retina.heads`)."""
 
     probs: np.ndarray  # float32 [N, 5]
     errors: list[str | None]
+    scores: np.ndarray | None = None  # float32 [N]
+    grades: np.ndarray | None = None  # int64 [N]
 
     @property
     def ok(self) -> np.ndarray:
-        return ~np.isnan(self.probs[:, 0])
+        if self.scores is None:  # built from probabilities alone
+            return ~np.isnan(self.probs[:, 0])
+        return ~np.isnan(self.scores)
 
 
 def _decode_chunk(task: tuple[int, list[str], int, str]) -> tuple[int, np.ndarray, list]:
@@ -109,6 +116,8 @@ class _Batcher:
         self.scale, self.shift = scale.to(device), shift.to(device)
         self.amp = autocast_dtype(device)
         self.probs = np.full((n, NUM_CLASSES), np.nan, dtype=np.float32)
+        self.scores = np.full(n, np.nan, dtype=np.float32)
+        self.grades = np.full(n, -1, dtype=np.int64)
 
     def add(self, index: int, row: np.ndarray) -> None:
         self.u8[self.filled] = torch.from_numpy(row)
@@ -130,8 +139,11 @@ class _Batcher:
             torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None),
         ):
             logits = self.loaded.model(self.inputs())
-        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
-        self.probs[self.index[: self.filled]] = probs
+        rows = self.index[: self.filled]
+        if logits.shape[1] > 1:  # a regress head has no probabilities: its rows stay NaN
+            self.probs[rows] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        self.scores[rows] = scores_of(logits).cpu().numpy()
+        self.grades[rows] = grades_of(logits, self.loaded.thresholds).cpu().numpy()
         self.filled = 0
 
 
@@ -168,4 +180,4 @@ def grade_files(
                     batcher.add(start + offset, row)
             bar.update(len(rows))
         batcher.flush()
-    return Graded(probs=batcher.probs, errors=errors)
+    return Graded(probs=batcher.probs, errors=errors, scores=batcher.scores, grades=batcher.grades)

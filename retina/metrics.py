@@ -109,6 +109,10 @@ class EpochMetrics:
     # float32 [n_images, 5] softmax per image in the loader's order, when the evaluation was
     # asked for it (`evaluate(..., keep_probabilities=True)`); None otherwise.
     probabilities: np.ndarray | None = field(default=None, repr=False)
+    # With them (and for a regress head, which has no probabilities): float32 [n_images]
+    # scores (expected grade, or the regression output) and int64 grades per image.
+    scores: np.ndarray | None = field(default=None, repr=False)
+    grades: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def from_confusion(cls, conf: np.ndarray, loss_sum: float, seconds: float) -> EpochMetrics:

@@ -6,8 +6,13 @@
 One dict of plain values (tensors, str, int, float, bool, None, lists, dicts) so that
 `torch.load(path, weights_only=True)` reads it without running any pickled code:
 
-    format, format_version   "retina-study model", 1
-    arch, num_classes        torchvision ResNet name and its head width (5 ICDR grades)
+    format, format_version   "retina-study model", 1 (2 for a regress head: older readers
+                             would take its one output for a 1-way softmax, so they refuse it)
+    arch, num_classes        torchvision ResNet name and its head width (5 ICDR grades, or 1)
+    head, thresholds         "classify" (arg max of 5 logits) or "regress" (one score, cut by
+                             4 thresholds fitted on val at the selected epoch: grade g when
+                             t[g-1] <= score < t[g]); thresholds None for classify. A file
+                             without them is classify
     state_dict               the weights (no optimizer state)
     image_size, preprocessing  what the decode-once cache applied (retina.images.decode_fundus)
     normalisation            {"mean": [3 floats], "std": [3 floats]} on 0..1 pixels
@@ -29,12 +34,14 @@ import torch
 from torch import nn
 
 from retina.errors import RetinaError
+from retina.heads import head_of, head_outputs
 from retina.loader import IMAGENET_MEAN, IMAGENET_STD
-from retina.metrics import NUM_CLASSES, REFERABLE_GRADE
+from retina.metrics import REFERABLE_GRADE
 from retina.models import ARCHS, build_model
+from retina.thresholds import DEFAULT_THRESHOLDS, check_thresholds
 
 FORMAT = "retina-study model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this harness reads; a classify model is still written as 1
 MODEL_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
 CARD_FILE = "card.md"
@@ -65,14 +72,22 @@ def plain(value: Any) -> Any:
 
 
 def model_record(
-    model: nn.Module, *, arch: str, image_size: int, preprocessing: str, info: dict[str, Any]
+    model: nn.Module,
+    *,
+    arch: str,
+    image_size: int,
+    preprocessing: str,
+    info: dict[str, Any],
+    head: str = "classify",
+    thresholds: list[float] | None = None,
 ) -> dict[str, Any]:
     """The dict that `save_model` writes (weights copied to the CPU, everything else plain)."""
     return {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": 1 if head == "classify" else FORMAT_VERSION,
         "arch": arch,
-        "num_classes": NUM_CLASSES,
+        "num_classes": head_outputs(head),
+        **head_fields(head, thresholds),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "image_size": int(image_size),
         "preprocessing": preprocessing,
@@ -81,6 +96,15 @@ def model_record(
         "referable_grade": REFERABLE_GRADE,
         "info": plain(info),
     }
+
+
+def head_fields(head: str, thresholds: list[float] | None) -> dict[str, Any]:
+    """`head` and `thresholds` of a model file: a regress head's cuts (the fixed ones when
+    none were fitted), None for classify."""
+    if head_outputs(head) > 1:
+        return {"head": head, "thresholds": None}
+    cuts = check_thresholds(thresholds) if thresholds is not None else DEFAULT_THRESHOLDS
+    return {"head": head, "thresholds": [float(t) for t in cuts]}
 
 
 @dataclass(frozen=True)
@@ -98,6 +122,8 @@ class LoadedModel:
     path: Path
     temperature: float = 1.0  # retina.screening: the study's calibration, fitted on val
     referable_threshold: float | None = None  # on p2+p3+p4 after temperature; None: grade >= 2
+    head: str = "classify"
+    thresholds: tuple[float, ...] | None = None  # a regress head's cuts
 
 
 def _model_path(where: Path) -> Path:
@@ -167,6 +193,7 @@ def load_model(where: str | Path, device: torch.device | str = "cpu") -> LoadedM
                 if record.get("referable_threshold") is None
                 else float(record["referable_threshold"])
             ),
+            **loaded_head(record),
         )
     except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
@@ -175,3 +202,14 @@ def load_model(where: str | Path, device: torch.device | str = "cpu") -> LoadedM
         ) from None
     loaded.model.to(device)
     return loaded
+
+
+def loaded_head(record: dict[str, Any]) -> dict[str, Any]:
+    """LoadedModel's `head` and `thresholds` from a record (ValueError when they do not fit)."""
+    head = record.get("head", head_of(int(record["num_classes"])))
+    if head_outputs(head) != int(record["num_classes"]):
+        raise ValueError(f"head {head} with {record['num_classes']} outputs")
+    cuts = record.get("thresholds")
+    if head == "regress":
+        return {"head": head, "thresholds": check_thresholds(cuts or DEFAULT_THRESHOLDS)}
+    return {"head": head, "thresholds": None}

@@ -10,9 +10,12 @@ Each image gets exactly the decode-once cache's crop-to-fundus and resize and th
 normalisation (`retina.grading`), decoded on `--workers` processes with a progress bar.
 
 Output, one row per image (CSV to stdout without --out): `image`, [`label`], `grade`, `p0`..`p4`
-(temperature-scaled when the model stores its study's temperature), `referable` (p2+p3+p4 at the
-threshold the study chose on val, stored in model.pt; else grade >= 2), `error` (why the image
-could not be graded; its other columns empty).
+(temperature-scaled when the model stores its study's temperature), `score`, `referable` (at the
+threshold the study chose on val, stored in model.pt: on p2+p3+p4, or on a regress model's
+score; else grade >= 2), `error` (why the image could not be graded; its other columns empty).
+`score` is the expected grade sum_k k * p_k of a classify model, or a regress model's output; a
+regress model has no probabilities (p0..p4 empty) and its grade is the score cut by the
+thresholds in its model.pt (fitted on val when it was exported).
 Exit 0 when any image was graded (failures summarised), 2 with one `error:` line when none
 could be, or when the model folder, an input folder or a flag is wrong.
 """
@@ -110,13 +113,19 @@ def collect_inputs(inputs: list[str]) -> Inputs:
 
 def predictions_frame(inputs: Inputs, graded: Graded) -> pd.DataFrame:
     ok = graded.ok
-    grade = np.where(ok, np.nan_to_num(graded.probs).argmax(axis=1), -1)
+    grade = (
+        graded.grades
+        if graded.grades is not None
+        else np.where(ok, np.nan_to_num(graded.probs).argmax(axis=1), -1)
+    )
     columns: dict[str, object] = {"image": pd.array(inputs.names, dtype="string")}
     if any(label is not None for label in inputs.labels):
         columns["label"] = pd.array(inputs.labels, dtype="Int64")
     columns["grade"] = pd.array(np.where(ok, grade, None), dtype="Int64")
     for g in range(NUM_CLASSES):
         columns[f"p{g}"] = graded.probs[:, g]
+    if graded.scores is not None:
+        columns["score"] = graded.scores
     columns["referable"] = pd.array(np.where(ok, grade >= REFERABLE_GRADE, None), dtype="boolean")
     columns["error"] = pd.array(graded.errors, dtype="string")
     return pd.DataFrame(columns)

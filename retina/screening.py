@@ -36,12 +36,17 @@ def calibrated(graded: Graded, temperature: float) -> Graded:
 
 
 def referable_column(graded: Graded, threshold: float | None) -> pd.arrays.BooleanArray:
-    """Referable per image: p2+p3+p4 >= the stored threshold; without one (a model exported
-    before thresholds, or from a study without val predictions), predicted grade >= 2. Empty
-    (NA) where the image failed."""
+    """Referable per image: the referable score (p2+p3+p4; a regress model's own score, which
+    has no probabilities) >= the stored threshold; without one (a model exported before
+    thresholds, or from a study without val predictions), predicted grade >= 2. Empty (NA)
+    where the image failed."""
     probs = np.nan_to_num(graded.probs)
+    regress = graded.scores is not None and np.isnan(graded.probs).all()
     if threshold is None:
-        flag = probs.argmax(axis=1) >= REFERABLE_GRADE
+        grades = graded.grades if graded.grades is not None else probs.argmax(axis=1)
+        flag = grades >= REFERABLE_GRADE
+    elif regress:
+        flag = np.nan_to_num(graded.scores, nan=-np.inf) >= threshold
     else:
         flag = probs[:, REFERABLE_GRADE:].sum(axis=1, dtype=np.float64) >= threshold
     return pd.array(np.where(graded.ok, flag, None), dtype="boolean")

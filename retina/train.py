@@ -2,14 +2,18 @@
 
     python -m retina.train --data data/demo --arch resnet18 --pretrained false --epochs 2 \
         --image-size 64 --batch-size 16 --lr 0.01 [--weight-decay 5e-4] [--optimizer sgd|adamw]
-        [--momentum 0.9] [--class-weighted] [--preprocessing none|graham] [--seed 0]
+        [--momentum 0.9] [--class-weighted] [--head classify|regress]
+        [--preprocessing none|graham] [--seed 0]
         [--split-seed 0] [--skip-bad] [--device auto|cpu|cuda] [--cache-dir DIR]
         [--save CKPT.pt] [--evaluate-test]
 
 Prints the majority-class baseline on val, then one line per epoch (train and val loss,
 accuracy, kappa, images/s). `--save` writes {model, optimizer, epoch, config, metrics, best_epoch,
 best_model} after every epoch (atomically). `--evaluate-test` reports test metrics of the weights
-from the epoch with the best val kappa. Bad input: `error: ...` and exit status 2.
+from the epoch with the best val kappa. `--head regress`: one output trained with SmoothL1 on the
+grade; val metrics cut it at the fixed 0.5/1.5/2.5/3.5, and the cuts fitted on val at the best
+epoch (`retina.thresholds`, saved as `best_thresholds`) grade the test. Bad input: `error: ...`
+and exit status 2.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from retina.cli import run_main
 from retina.engine import OPTIMIZERS, NonFiniteLoss
 from retina.errors import RetinaError
 from retina.files import write_atomic
+from retina.heads import HEADS
 from retina.images import PREPROCESSING
 from retina.metrics import EpochMetrics
 from retina.models import ARCHS, ensure_weights
@@ -85,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--optimizer", default="sgd", choices=list(OPTIMIZERS))
     p.add_argument("--momentum", type=_non_negative_float, default=0.9)
     p.add_argument("--class-weighted", action="store_true", help="inverse-frequency class weights")
+    p.add_argument("--head", default="classify", choices=list(HEADS),
+                   help="classify: 5-way softmax; regress: one score cut by thresholds")  # fmt: skip
     p.add_argument("--preprocessing", default="none", choices=list(PREPROCESSING))
     p.add_argument("--seed", type=int, default=0, help="training seed (init, shuffling, flips)")
     p.add_argument("--split-seed", type=int, default=0, help="train/val/test split seed")
@@ -147,14 +154,16 @@ def main(argv: list[str] | None = None) -> int:
         args.arch, args.pretrained, optimizer=args.optimizer, lr=args.lr,
         weight_decay=args.weight_decay, momentum=args.momentum,
         class_weighted=args.class_weighted, train_counts=counts["train"], device=device,
+        head=args.head,
     )  # fmt: skip
     train_loader = data.loader("train", args.batch_size, device, train=True, seed=args.seed)
     val_loader = data.loader("val", args.batch_size, device, train=False)
+    val_labels = data.labels[data.split.indices("val")]  # the val loader's order
 
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     config.update(device=str(device), dataset_hash=data.manifest_hash)
     history: list[dict[str, float]] = []
-    best_kappa, best_epoch, best_state = -float("inf"), 0, None
+    best_kappa, best_epoch, best_state, best_thresholds = -float("inf"), 0, None, None
     for epoch in range(1, args.epochs + 1):
         train_loader.set_epoch(epoch)
         try:
@@ -163,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
             raise RetinaError(
                 f"training diverged: {exc} of epoch {epoch}; lower --lr (now {args.lr})"
             ) from None
-        vm = run.evaluate(val_loader)
+        # regress: val metrics at the fixed cuts (nothing fitted to val ranks the epochs);
+        # the cuts fitted on this epoch's val scores go with its weights.
+        vm = run.evaluate(val_loader, keep_probabilities=args.head == "regress")
+        thresholds = run.fit_thresholds(vm, val_labels)
         history.append({"epoch": epoch, **tm.as_dict("train"), **vm.as_dict("val")})
         print(
             f"epoch {epoch}/{args.epochs}  {_line('train', tm)}  {_line('val', vm)}  "
@@ -173,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if vm.kappa > best_kappa:
             # A copy in memory (not a file): --evaluate-test needs the best epoch's weights.
-            best_kappa, best_epoch = vm.kappa, epoch
+            best_kappa, best_epoch, best_thresholds = vm.kappa, epoch, thresholds
             best_state = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
         checkpoint = {
             **run.state(),
@@ -182,15 +194,20 @@ def main(argv: list[str] | None = None) -> int:
             "metrics": history,
             "best_epoch": best_epoch,
             "best_model": best_state,
+            "thresholds": thresholds,
+            "best_thresholds": best_thresholds,
         }
         if args.save is not None:
             _save(args.save, checkpoint)
     print(f"best val kappa {best_kappa:.3f} at epoch {best_epoch}")
+    if best_thresholds is not None:
+        cuts = ", ".join(f"{t:.3f}" for t in best_thresholds)
+        print(f"thresholds fitted on val at epoch {best_epoch}: {cuts}")
 
     if args.evaluate_test:
         run.model.load_state_dict(best_state)  # the checkpoint on disk keeps the final weights
         test_loader = data.loader("test", args.batch_size, device, train=False)
-        te = run.evaluate(test_loader)
+        te = run.evaluate(test_loader, thresholds=best_thresholds)
         print(
             f"test (epoch {best_epoch})  {_line('test', te)}  bal_acc {te.balanced_accuracy:.3f}  "
             f"referable sens {te.referable_sensitivity:.3f} spec {te.referable_specificity:.3f}"

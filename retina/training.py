@@ -22,9 +22,11 @@ from retina.engine import (
     seed_everything,
     train_one_epoch,
 )
+from retina.heads import head_outputs
 from retina.loader import BatchLoader
 from retina.metrics import EpochMetrics
 from retina.models import build_model
+from retina.thresholds import fit_thresholds
 
 
 def setup_process(device: torch.device, seed: int) -> None:
@@ -45,6 +47,7 @@ class Training:
     device: torch.device
     amp_dtype: torch.dtype | None
     scaler: torch.amp.GradScaler | None
+    head: str = "classify"
 
     def train_epoch(self, loader: BatchLoader) -> EpochMetrics:
         return train_one_epoch(
@@ -52,11 +55,24 @@ class Training:
             amp_dtype=self.amp_dtype, scaler=self.scaler,
         )  # fmt: skip
 
-    def evaluate(self, loader: BatchLoader, keep_probabilities: bool = False) -> EpochMetrics:
+    def evaluate(
+        self,
+        loader: BatchLoader,
+        keep_probabilities: bool = False,
+        thresholds: Sequence[float] | None = None,
+    ) -> EpochMetrics:
+        """`thresholds`: a regress head's cuts; None, the fixed 0.5/1.5/2.5/3.5 (the search's)."""
         return evaluate(
             self.step_model, loader, self.loss_fn, self.device, amp_dtype=self.amp_dtype,
-            keep_probabilities=keep_probabilities,
+            keep_probabilities=keep_probabilities, thresholds=thresholds,
         )  # fmt: skip
+
+    def fit_thresholds(self, metrics: EpochMetrics, labels: Sequence[int]) -> list[float] | None:
+        """A regress head's cuts fitted to maximise kappa on this evaluation's scores (kept
+        with `keep_probabilities`) against `labels` in the loader's order; None for classify."""
+        if self.head != "regress" or metrics.scores is None:
+            return None
+        return list(fit_thresholds(metrics.scores, labels))
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint needs to continue training: weights, optimizer, loss scaler."""
@@ -84,13 +100,14 @@ def build_training(
     train_counts: Sequence[int],
     device: torch.device,
     compile: bool = False,
+    head: str = "classify",
 ) -> Training:
-    model = build_model(arch, pretrained)
+    model = build_model(arch, pretrained, num_classes=head_outputs(head))
     # channels_last on CUDA: NHWC is cuDNN's fast layout for bf16/fp16 convolutions.
     layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model = model.to(device, memory_format=layout)
     opt = build_optimizer(optimizer, model.parameters(), lr, weight_decay, momentum)
-    loss_fn = build_loss(class_weighted, train_counts).to(device)
+    loss_fn = build_loss(class_weighted, train_counts, head).to(device)
     if compile:
         # A reused worker still holds graphs compiled for earlier models; past dynamo's
         # cache limit it would silently run this one uncompiled.
@@ -106,4 +123,5 @@ def build_training(
         device=device,
         amp_dtype=amp,
         scaler=scaler,
+        head=head,
     )

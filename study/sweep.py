@@ -168,6 +168,8 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
         store.close()
         ray.shutdown()
     print(f"results: {folder}")
+    if finished and run.export_failed:  # the last line of the sweep: the model is missing
+        print(run.export_failed)
     if not finished:
         print(
             f"the study stopped before the end; continue it with:\n"

@@ -180,3 +180,26 @@ def test_predictions_files_read_as_one_table_and_are_written_once(tmp_path):
     np.testing.assert_array_equal(got, probs)
     with pytest.raises(ValueError, match="probabilities of shape"):
         SplitPredictions("val", np.array([1]), probs)
+
+
+def test_predictions_carry_a_score_and_a_regress_head_has_no_probabilities(tmp_path):
+    labels, ids, patients = np.array([0, 2, 4]), ["0_left", "0_right", "1_left"], ["0", "0", "1"]
+    probs = np.array([[0.5, 0.5, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 0.25, 0.75]], np.float32)
+    classify = SplitPredictions("val", np.arange(3), probs)
+    np.testing.assert_allclose(classify.scores, [0.5, 2.0, 3.75])  # sum_k k * p_k
+    scores = np.array([0.2, 1.7, 3.9], np.float32)
+    regress = SplitPredictions("test", np.arange(3), None, scores, np.array([0, 2, 4]))
+    save_split(tmp_path, regress)
+    back = load_split(tmp_path, "test")
+    assert back.probabilities is None and back.predicted.tolist() == [0, 2, 4]
+    np.savez(tmp_path / "val_predictions.npz", index=np.arange(3), probabilities=probs)
+    assert load_split(tmp_path, "val").predicted.tolist() == [0, 2, 4]  # an older file
+    frame = predictions_frame("t", [classify, back], labels, ids, patients)
+    assert write_predictions(tmp_path / "s", "t", frame)
+    table = pd.read_parquet(tmp_path / "s" / "predictions")
+    test = table[table["split"] == "test"]
+    assert test[[f"p{c}" for c in range(5)]].isna().all().all()  # null, not NaN
+    np.testing.assert_allclose(test["score"], scores)
+    assert test["predicted"].tolist() == [0, 2, 4] and table["score"].dtype == np.float32
+    with pytest.raises(ValueError, match="need scores"):
+        SplitPredictions("test", np.arange(3), None, scores)

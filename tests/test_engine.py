@@ -161,3 +161,51 @@ def test_training_is_deterministic_on_cpu_for_a_seed():
         assert torch.equal(s1[key], s2[key]), key
     h3, _ = _seeded_run(8)
     assert [r["train_loss"] for r in h3] != [r["train_loss"] for r in h1]  # the seed matters
+
+
+def _tiny_regressor() -> nn.Module:
+    net = _tiny_net()
+    net[-1] = nn.Linear(8, 1)
+    return net
+
+
+def test_a_regress_head_learns_the_grade_and_is_graded_by_its_thresholds():
+    seed_everything(0)
+    model = _tiny_regressor()
+    loss_fn = build_loss(False, head="regress")
+    opt = build_optimizer("adamw", model.parameters(), lr=3e-2, weight_decay=0.0)
+    train = _batches(20, 16, 8, seed=1)
+    val = _batches(4, 16, 8, seed=2)
+    for _ in range(4):
+        metrics = train_one_epoch(model, train, opt, loss_fn, CPU)
+    assert metrics.n_images == 320 and np.isfinite(metrics.loss)
+    kept = evaluate(model, val, loss_fn, CPU, keep_probabilities=True)
+    assert kept.probabilities is None and kept.scores.shape == (64,) and kept.kappa > 0.8
+    # The grades are the scores cut at 0.5/1.5/2.5/3.5: the confusion matrix counts them.
+    labels = torch.cat([y for _, y in val]).numpy()
+    assert np.array_equal(kept.grades, np.digitize(kept.scores, [0.5, 1.5, 2.5, 3.5]))
+    assert kept.accuracy == pytest.approx((kept.grades == labels).mean())
+    # Other cuts give other grades; all-high cuts put every image in grade 0.
+    low = evaluate(model, val, loss_fn, CPU, keep_probabilities=True, thresholds=[9, 10, 11, 12])
+    assert (low.grades == 0).all() and low.confusion[:, 0].sum() == 64
+    assert low.loss == pytest.approx(kept.loss)  # the loss does not depend on the cuts
+
+
+def test_the_regression_loss_is_smooth_l1_on_the_grade_and_weights_grades():
+    outputs = torch.tensor([[0.0], [2.5], [4.0]])
+    y = torch.tensor([0, 1, 4])
+    plain = build_loss(False, head="regress")(outputs, y)
+    assert plain.item() == pytest.approx((0 + 1.0 + 0) / 3)  # |1.5| - 0.5 = 1.0, others 0
+    weighted = build_loss(True, [10, 10, 10, 10, 10], head="regress")(outputs, y)
+    assert weighted.item() == pytest.approx(plain.item())  # equal counts: equal weights
+    with pytest.raises(RetinaError, match="unknown head"):
+        build_loss(False, head="ordinal")
+
+
+def test_a_classify_evaluation_keeps_expected_grades_as_scores():
+    seed_everything(0)
+    model = _tiny_net()
+    val = _batches(2, 8, 8, seed=2)
+    kept = evaluate(model, val, build_loss(False), CPU, keep_probabilities=True)
+    assert kept.scores == pytest.approx(kept.probabilities @ np.arange(5), abs=1e-5)
+    assert np.array_equal(kept.grades, kept.probabilities.argmax(axis=1))

@@ -23,15 +23,21 @@ import torch
 from retina.engine import build_loss, evaluate
 from retina.errors import RetinaError
 from retina.files import write_folder_atomic
+from retina.heads import grades_of
 from retina.model_file import load_model
 from retina.models import build_model
 from study.conclude.export import (
     check_target,
+    export_winner,
     onnx_max_difference,
+    onnx_metadata,
+    onnx_parity,
     parity_images,
     prepare_study_data,
     write_onnx,
 )
+from study.conclude.parity import compare_logits
+from study.record.layout import EXPORT_FAILED_FILE
 from study.record.ranking import best_trial_ids
 from tests.helpers.cli import run_cli
 
@@ -139,6 +145,95 @@ def test_onnx_that_disagrees_with_pytorch_fails_the_export(tmp_path):
         model.fc.bias += 1e-3  # the PyTorch model moves on; the ONNX file does not
     with pytest.raises(RetinaError, match="disagrees with PyTorch"):
         onnx_max_difference(tmp_path / "model.onnx", model, x)
+
+
+def test_a_model_with_logits_in_the_thousands_exports_with_parity(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet18", pretrained=False).eval()
+    with torch.no_grad():  # as a resnet from scratch trained with a large lr: logits of +-1e3
+        model.fc.weight *= 1e3
+        model.fc.bias *= 1e3
+    x = torch.randn(8, 3, 32, 32)
+    write_onnx(model, x, tmp_path / "model.onnx")
+    parity = onnx_parity(tmp_path / "model.onnx", model, x)
+    assert parity.ok and parity.scale > 300 and parity.grade_mismatches == 0
+    with torch.no_grad():  # a real mismatch at that scale is still refused
+        model.fc.bias[1] += 1.0
+    with pytest.raises(RetinaError, match="disagrees with PyTorch.*logit/score difference"):
+        onnx_parity(tmp_path / "model.onnx", model, x)
+
+
+def test_another_models_onnx_file_is_refused(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet18", pretrained=False).eval()
+    x = torch.randn(4, 3, 32, 32)
+    write_onnx(build_model("resnet18", pretrained=False).eval(), x, tmp_path / "model.onnx")
+    with pytest.raises(RetinaError, match="disagrees with PyTorch"):
+        onnx_parity(tmp_path / "model.onnx", model, x)
+
+
+def test_parity_scales_with_the_logits_and_checks_grades_and_probabilities():
+    rng = np.random.default_rng(0)
+    big = rng.normal(0, 2400, (32, 5))
+    rounded = big + rng.normal(0, 2e-3, big.shape)  # float32-sized noise at that scale
+    assert compare_logits(big, rounded).ok
+    small = rng.normal(0, 1, (32, 5))
+    assert not compare_logits(small, small + 2e-3).ok  # the same noise on small logits
+    flipped = small.copy()
+    flipped[0, [0, 1]] = [5.0, 0.0]
+    other = flipped.copy()
+    other[0, [0, 1]] = [0.0, 5.0]  # one grade changes with the probabilities: refused
+    verdict = compare_logits(flipped, other)
+    assert not verdict.ok and any("grades differ" in p for p in verdict.problems())
+    tie = small.copy()
+    tie[0] = [3.0, 3.0 + 1e-5, 0, 0, 0]  # PyTorch itself on a knife edge: a flip is rounding
+    swapped = tie.copy()
+    swapped[0, :2] = tie[0, [1, 0]]
+    assert compare_logits(tie, swapped).ok
+    assert not compare_logits(small, np.full_like(small, np.nan)).ok
+
+
+def test_a_failed_export_is_the_sweeps_last_line_until_one_works(small_study, tmp_path):
+    copy = tmp_path / "small"
+    copy.mkdir()
+    for name in ("study.json", "trials.parquet"):  # no tune/: the export must fail
+        shutil.copy(small_study / name, copy / name)
+    lines, line = export_winner(copy, None, pd.read_parquet(copy / "trials.parquet"))
+    assert lines[0].startswith("export failed: ")
+    assert line.startswith("EXPORT FAILED: ") and "python -m study.export" in line
+    assert "no checkpoint" in line and len(line.splitlines()) == 1
+    assert (copy / EXPORT_FAILED_FILE).read_text().startswith("export failed: ")
+    shutil.copytree(small_study / "tune", copy / "tune")
+    study, _ = study_of(small_study)
+    trials = pd.read_parquet(copy / "trials.parquet")
+    lines, line = export_winner(copy, prepare_study_data(study), trials)
+    assert (copy / "best" / "model.onnx").exists(), lines
+    assert line is None and not (copy / EXPORT_FAILED_FILE).exists()
+
+
+def test_a_regress_model_exports_its_score_and_thresholds_with_parity(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet18", pretrained=False, num_classes=1).eval()
+    x = torch.randn(16, 3, 32, 32)
+    with torch.inference_mode():
+        scores = np.sort(model(x)[:, 0].numpy())
+    cuts = [float(scores[i - 1] + scores[i]) / 2 for i in (3, 6, 10, 13)]  # every grade used
+    path = tmp_path / "model.onnx"
+    write_onnx(model, x, path, onnx_metadata("regress", cuts))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["score"]
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["head"] == "regress" and json.loads(meta["thresholds"]) == cuts
+    parity = onnx_parity(path, model, x)  # the grades cut by the file's own thresholds
+    assert parity.ok and parity.grade_mismatches == 0
+    got = session.run(["score"], {"images": x.numpy()})[0]
+    expected = grades_of(model(x).detach(), cuts).numpy()
+    assert np.array_equal(np.digitize(got[:, 0], cuts), expected)
+    assert sorted(set(expected.tolist())) == [0, 1, 2, 3, 4]
+    with torch.no_grad():
+        model.fc.bias += 0.05  # a real mismatch: scores move, and grades with them
+    with pytest.raises(RetinaError, match="disagrees with PyTorch.*score difference"):
+        onnx_parity(path, model, x)
 
 
 def test_an_export_replaces_only_model_folders_and_never_half(tmp_path):

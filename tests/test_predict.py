@@ -18,15 +18,18 @@ from PIL import Image
 
 from retina.cache import build_cache
 from retina.cli import run_main
+from retina.engine import build_loss, evaluate
 from retina.grading import _Batcher, decoded_chunks
 from retina.loader import BatchLoader
 from retina.manifest import read_manifest
-from retina.model_file import LoadedModel, load_model
+from retina.model_file import LoadedModel, load_model, model_record
+from retina.models import build_model
 from retina.predict import main
 from tests.helpers.cli import run_cli
 from tests.test_images import png_claiming_size
 
 PROB_COLUMNS = [f"p{g}" for g in range(5)]
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +54,8 @@ def check_rows(frame: pd.DataFrame, threshold: float | None = None) -> None:
     graded = frame[frame["grade"].notna()]
     assert np.allclose(graded[PROB_COLUMNS].sum(axis=1), 1.0, atol=1e-5)
     assert (graded["grade"] == graded[PROB_COLUMNS].to_numpy().argmax(axis=1)).all()
+    expected_grade = graded[PROB_COLUMNS].to_numpy() @ np.arange(5)
+    assert graded["score"].to_numpy() == pytest.approx(expected_grade, abs=1e-5)
     if threshold is None:
         assert (graded["referable"] == (graded["grade"] >= 2)).all()
     else:  # the sweep's summary.json chose it on val (study.analyze.referable)
@@ -68,7 +73,9 @@ def test_datasets_in_both_layouts_are_graded_and_scored(model_dir, synthetic_dat
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     frame = pd.read_parquet(out)
-    assert list(frame.columns) == ["image", "label", "grade", *PROB_COLUMNS, "referable", "error"]
+    assert list(frame.columns) == [
+        "image", "label", "grade", *PROB_COLUMNS, "score", "referable", "error"
+    ]  # fmt: skip
     truth = pd.read_csv(synthetic_data / "trainLabels.csv")
     assert len(frame) == len(truth) + 18
     kaggle_rows = frame.head(len(truth))
@@ -213,3 +220,42 @@ def test_predict_matches_the_studys_own_test_predictions(
     assert (~flagged & ~positive).sum() / (~positive).sum() == pytest.approx(
         best["test_image"]["specificity"]
     )
+
+
+def test_a_regress_model_grades_as_evaluation_in_torch_with_its_thresholds(
+    synthetic_data, private_cache, tmp_path
+):
+    torch.manual_seed(0)
+    model = build_model("resnet18", pretrained=False, num_classes=1).eval()
+    manifest = read_manifest(synthetic_data)
+    cache = build_cache(manifest, 32, cache_root=private_cache, progress=False).open()
+    rows = np.arange(len(manifest))
+    loader = BatchLoader(cache, manifest.labels, rows, 16, CPU, train=False)
+    first = evaluate(model, loader, build_loss(False, head="regress"), CPU, keep_probabilities=True)
+    # Cuts halfway between neighbouring scores at the quintiles: every grade gets images.
+    ordered = np.sort(first.scores)
+    at = [len(ordered) * q // 5 for q in (1, 2, 3, 4)]
+    cuts = [float(ordered[i - 1] + ordered[i]) / 2 for i in at]
+    record = model_record(
+        model, arch="resnet18", image_size=32, preprocessing="none", info={},
+        head="regress", thresholds=cuts,
+    )  # fmt: skip
+    (tmp_path / "best").mkdir()
+    torch.save(record, tmp_path / "best" / "model.pt")
+    loaded = load_model(tmp_path / "best")
+    assert loaded.head == "regress" and loaded.thresholds == pytest.approx(cuts)
+
+    out = tmp_path / "preds.parquet"
+    argv = ["--model", str(tmp_path / "best"), str(synthetic_data), "--out", str(out),
+            "--batch-size", "16", "--workers", "1", "--device", "cpu"]  # fmt: skip
+    assert run_main(main, argv) == 0
+    frame = pd.read_parquet(out)
+    expected = evaluate(
+        model, loader, build_loss(False, head="regress"), CPU, keep_probabilities=True,
+        thresholds=cuts,
+    )  # fmt: skip
+    assert frame["grade"].tolist() == expected.grades.tolist()
+    assert sorted(set(expected.grades.tolist())) == [0, 1, 2, 3, 4]
+    assert frame["score"].to_numpy() == pytest.approx(expected.scores, abs=1e-5)
+    assert frame[PROB_COLUMNS].isna().all().all()  # a regress model has no probabilities
+    assert (frame["referable"] == (frame["grade"] >= 2)).all()

@@ -137,6 +137,8 @@ CASES = {
     "lr negative range": ("space.lr", {"loguniform": [-1, 1]}, "space.lr.loguniform[0]", "must be > 0"),
     "unknown arch": ("space.arch", {"choice": ["resnet18", "vgg16"]}, "space.arch.choice[1]", "unknown arch 'vgg16'; choose one of resnet18, resnet34, resnet50"),
     "unknown optimizer": ("space.optimizer", "adam", "space.optimizer", "choose one of sgd, adamw"),
+    "unknown head": ("space.head", {"choice": ["classify", "ordinal"]}, "space.head.choice[1]", "unknown head 'ordinal'; choose one of classify, regress"),
+    "head as bool": ("space.head", True, "space.head", "unknown head true; choose one of classify, regress"),
     "batch size 1": ("space.batch_size", 1, "space.batch_size", "must be >= 2"),
     "epochs 0": ("space.epochs", {"choice": [0, 2]}, "space.epochs.choice[0]", "must be >= 1"),
     "momentum 1": ("space.momentum", 1.0, "space.momentum", "must be in [0, 1)"),
@@ -215,7 +217,7 @@ def test_yaml_1_2_floats_and_defaults(tmp_path):
     cfg = load_study(write(tmp_path, doc))
     assert cfg.space["lr"].values == (1e-3,)  # not the string "1e-3"
     assert (cfg.metric.mode, cfg.search.algorithm, cfg.scheduler.name) == ("min", "optuna", "asha")
-    assert [cfg.space[k].values[0] for k in ("optimizer", "momentum", "weight_decay", "pretrained", "class_weighted")] == ["sgd", 0.9, 0.0, False, False]  # fmt: skip
+    assert [cfg.space[k].values[0] for k in ("optimizer", "momentum", "weight_decay", "pretrained", "class_weighted", "head")] == ["sgd", 0.9, 0.0, False, False, "classify"]  # fmt: skip
     assert (cfg.test_top_k, cfg.max_failures, cfg.keep_checkpoints, cfg.seed) == (3, 2, "needed", 0)
     assert cfg.compile is False and cfg.max_concurrent is None and cfg.resources.cpu == 1.0
 
@@ -313,7 +315,7 @@ def test_resolve_trial_config_fills_fixed_and_conditional_values(tmp_path):
     assert list(hp) == list(DIMENSIONS)
     assert hp == {"arch": "resnet50", "pretrained": False, "lr": 0.01, "batch_size": 16,
                   "epochs": 4, "weight_decay": 1e-4, "optimizer": "sgd", "momentum": 0.9,
-                  "class_weighted": False}  # fmt: skip
+                  "class_weighted": False, "head": "classify"}  # fmt: skip
     assert [type(hp[k]) for k in ("pretrained", "lr", "batch_size")] == [bool, float, int]
     assert json.loads(json.dumps(study_to_dict(cfg)))["space"]["epochs"]["values"] == {"true": 2, "false": 4}  # fmt: skip
     assert study_from_dict(json.loads(json.dumps(study_to_dict(cfg)))) == cfg

@@ -43,6 +43,16 @@ def test_referable_at_the_threshold_else_at_the_grade():
     assert referable_column(graded, None).tolist() == [False, False, pd.NA]  # argmax 0 and 1
 
 
+def test_a_regress_models_referable_is_on_its_score():
+    # No probabilities: the threshold is on the score, and without one the grade decides.
+    probs = np.full((3, 5), np.nan, np.float32)
+    scores = np.array([0.4, 2.3, np.nan], np.float32)
+    graded = Graded(probs, [None, None, "unreadable"], scores, np.array([0, 2, -1]))
+    assert referable_column(graded, 1.2).tolist() == [False, True, pd.NA]
+    assert referable_column(graded, 0.3).tolist() == [True, True, pd.NA]
+    assert referable_column(graded, None).tolist() == [False, True, pd.NA]
+
+
 def test_the_record_takes_the_summarys_values_for_its_own_trial_only(tmp_path):
     assert screening_record(tmp_path, "t01") == {}  # no summary.json
     summary = {"referable": {"best": {"trial_id": "t01", "threshold": 0.25}},

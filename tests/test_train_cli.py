@@ -97,3 +97,23 @@ def test_bad_arguments_exit_2_with_argparse_message(tmp_path, capsys, flag, valu
         train_main(["--data", str(tmp_path), flag, value])
     assert exc.value.code == 2
     assert complaint in capsys.readouterr().err
+
+
+def test_a_regress_head_trains_an_epoch_and_grades_the_test_with_cuts_fitted_on_val(
+    demo, tmp_path, capsys
+):
+    data, cache = demo
+    ckpt = tmp_path / "regress.pt"
+    argv = [
+        "--data", str(data), "--arch", "resnet18", "--epochs", "1", "--image-size", "32",
+        "--batch-size", "16", "--optimizer", "adamw", "--lr", "1e-3", "--head", "regress",
+        "--device", "cpu", "--cache-dir", str(cache), "--save", str(ckpt), "--evaluate-test",
+    ]  # fmt: skip
+    assert run_main(train_main, argv) == 0
+    out = capsys.readouterr().out
+    checkpoint = torch.load(ckpt, weights_only=True)
+    assert checkpoint["model"]["fc.weight"].shape == (1, 512)
+    cuts = checkpoint["best_thresholds"]
+    assert len(cuts) == 4 and cuts == sorted(cuts) and cuts == checkpoint["thresholds"]
+    assert "thresholds fitted on val at epoch 1: " in out and "test (epoch 1)" in out
+    assert checkpoint["config"]["head"] == "regress"

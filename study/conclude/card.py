@@ -25,7 +25,7 @@ METRICS = (
     ("balanced_acc", "balanced accuracy"),
     ("referable_sensitivity", f"referable (grade >= {REFERABLE_GRADE}) sensitivity"),
     ("referable_specificity", f"referable (grade >= {REFERABLE_GRADE}) specificity"),
-    ("loss", "cross-entropy loss"),
+    ("loss", "loss (cross-entropy; SmoothL1 for a regress head)"),
 )
 
 
@@ -42,6 +42,7 @@ class CardInputs:
     versions: dict[str, str]  # at export
     date: str
     summary: dict[str, Any] | None  # summary.json of the confirm stage, when it exists
+    thresholds: list[float] | None = None  # a regress head's cuts (model.pt's); None: classify
 
 
 def majority_baseline(class_counts: dict[str, list[int]]) -> tuple[int, dict[str, EpochMetrics]]:
@@ -90,18 +91,19 @@ def render_card(c: CardInputs) -> str:
         count_line(answers),
         "",
         "## Model",
-        f"- {config.get('arch')} (torchvision ResNet), {init}, a {NUM_CLASSES}-way head for the "
-        f"ICDR grades 0-4: " + ", ".join(f"{g} {n}" for g, n in enumerate(c.grade_names)) + ".",
+        f"- {config.get('arch')} (torchvision ResNet), {init}, {_head_words(c.thresholds)} for "
+        f"the ICDR grades 0-4: " + ", ".join(f"{g} {n}" for g, n in enumerate(c.grade_names)) + ".",
         f"- Input: the photograph decoded, cropped to the fundus disc, padded to a square and "
         f"resized to {size} x {size} px (retina.images.decode_fundus, the study's cache), "
         f"preprocessing `{data.get('preprocessing')}`, then normalised with ImageNet's mean and "
         "std. `python -m retina.predict` does all of this.",
-        f"- Output: logits of grades 0-4; referable = predicted grade >= {REFERABLE_GRADE}.",
+        *_output_lines(c.thresholds),
         "- `model.pt`: weights and everything needed to use them; "
         "`torch.load(path, weights_only=True)`.",
         f"- `model.onnx`: opset {c.opset}, input `images` float32 [N, 3, {size}, {size}] "
-        f"(normalised), output `logits` [N, {NUM_CLASSES}], any N. Largest logit difference to "
-        f"PyTorch on {c.onnx_images} real cached images: {c.onnx_max_diff:.2e}.",
+        f"(normalised), output {_onnx_output(c.thresholds)}, any N. Largest difference to "
+        f"PyTorch on {c.onnx_images} real cached images: {c.onnx_max_diff:.2e} (allowed: 1e-4 "
+        "+ 1e-5 x the largest |output|; the predicted grades agree).",
         "",
         "## Data",
         f"- Folder `{data.get('path')}`, {data.get('layout')} layout, dataset hash "
@@ -159,6 +161,32 @@ def render_card(c: CardInputs) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _head_words(thresholds: list[float] | None) -> str:
+    if thresholds is None:
+        return f"a {NUM_CLASSES}-way classification head (softmax, cross-entropy)"
+    return "a regression head (one score trained towards the grade with SmoothL1)"
+
+
+def _output_lines(thresholds: list[float] | None) -> list[str]:
+    if thresholds is None:
+        return [
+            f"- Output: logits of grades 0-4; referable = predicted grade >= {REFERABLE_GRADE}."
+        ]
+    cuts = ", ".join(f"{t:.4g}" for t in thresholds)
+    return [
+        f"- Output: a score; grade g when t[g-1] <= score < t[g], thresholds t = [{cuts}], "
+        "fitted on the validation split at the best epoch to maximise quadratic weighted kappa "
+        "(from 0.5/1.5/2.5/3.5; the search's val metrics used those fixed cuts, the test "
+        f"metrics these). Referable = grade >= {REFERABLE_GRADE}.",
+    ]
+
+
+def _onnx_output(thresholds: list[float] | None) -> str:
+    if thresholds is None:
+        return f"`logits` [N, {NUM_CLASSES}]"
+    return "`score` [N, 1] (the thresholds are in its metadata, key `thresholds`, JSON)"
 
 
 def _finite(value: Any) -> bool:

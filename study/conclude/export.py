@@ -5,8 +5,9 @@
 Run at the end of every sweep (`study.conclude.pipeline`) and on demand. The trial is the best
 search trial by the study's one ranking (`study.record.ranking`) unless `--trial` names one;
 its weights come from the checkpoint of its best epoch in `tune/`. The ONNX file is checked
-against PyTorch with onnxruntime on real cached images before anything is kept: a logit
-difference above PARITY_TOLERANCE fails the export. The folder is filled under a temporary
+against PyTorch with onnxruntime on real cached images before anything is kept: outputs that
+differ beyond a tolerance scaled by their size, or other probabilities or grades, fail the
+export (`study.conclude.parity`). The folder is filled under a temporary
 name and renamed into place (`retina.files.write_folder_atomic`): never a half-written best/.
 """
 
@@ -19,25 +20,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
 from retina.errors import RetinaError
 from retina.files import write_folder_atomic
+from retina.heads import head_outputs
 from retina.model_file import CARD_FILE, GRADE_NAMES, MODEL_FILE, ONNX_FILE, model_record, plain
 from retina.models import build_model
 from retina.prepare import PreparedData, prepare_data
+from retina.thresholds import DEFAULT_THRESHOLDS
 from study.conclude.card import CardInputs, render_card
 from study.conclude.card_screening import screening_record
 from study.conclude.holdout import checkpoint_on_disk
-from study.record.layout import CHECKPOINT_FILE, TUNE_DIR
+from study.conclude.parity import Parity, compare_logits, compare_scores, worst
+from study.record.layout import BEST_DIR, CHECKPOINT_FILE, EXPORT_FAILED_FILE, TUNE_DIR
 from study.record.ranking import best_trial_ids, rank_trials
 from study.record.study_json import package_versions
 
-BEST_DIR = "best"
+# Why the sweep's export failed, beside best/; removed by the next export into best/ that
+# works. The sweep's last line repeats it (`export_failure`), so a failure is not missed.
 OPSET = 18
-PARITY_TOLERANCE = 1e-4
 PARITY_IMAGES = 32  # real cached images the ONNX file is checked on
 EXPORT_PACKAGES = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "numpy")
 
@@ -155,37 +158,85 @@ def parity_images(data: PreparedData) -> torch.Tensor:
     return x.clone()
 
 
-def write_onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+def onnx_output(model: torch.nn.Module) -> str:
+    """The ONNX output's name: `logits` [N, 5] (classify) or `score` [N, 1] (regress)."""
+    return "score" if model.fc.out_features == 1 else "logits"
+
+
+def write_onnx(
+    model: torch.nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """`metadata`: key/value text kept in the file (a regress head's `head` and `thresholds`)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's notes on its own internals
             torch.onnx.export(
                 model, (example[:2],), str(path), dynamo=True, external_data=False,
-                opset_version=OPSET, input_names=["images"], output_names=["logits"],
+                opset_version=OPSET, input_names=["images"], output_names=[onnx_output(model)],
                 dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
             )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - any exporter failure ends the export, in one line
         raise RetinaError(f"ONNX export failed: {type(exc).__name__}: {exc}") from None
+    if metadata:
+        add_onnx_metadata(path, metadata)
 
 
-def onnx_max_difference(path: Path, model: torch.nn.Module, x: torch.Tensor) -> float:
-    """Largest |logit| difference between onnxruntime and PyTorch on `x`, and on its first
-    image alone (the dynamic batch); RetinaError above PARITY_TOLERANCE."""
+def add_onnx_metadata(path: Path, metadata: dict[str, str]) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, metadata)
+    onnx.save(proto, str(path))
+
+
+def onnx_metadata(head: str, thresholds: list[float] | None) -> dict[str, str]:
+    """What an ONNX user needs to grade a regress head's score: grade g when
+    thresholds[g-1] <= score < thresholds[g] (`retina.predict` applies model.pt's)."""
+    if thresholds is None:
+        return {"head": head}
+    return {"head": head, "thresholds": json.dumps(thresholds)}
+
+
+def onnx_parity(
+    path: Path, model: torch.nn.Module, x: torch.Tensor, thresholds: list[float] | None = None
+) -> Parity:
+    """onnxruntime against PyTorch on `x` and on its first image alone (the dynamic batch):
+    outputs within a tolerance that scales with them, probabilities and grades (a regress
+    head: scores, and grades cut by `thresholds` (None: the ONNX file's own metadata);
+    `study.conclude.parity`); RetinaError naming what disagrees."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    worst = 0.0
+    name = onnx_output(model)
+    if name == "score" and thresholds is None:
+        stored = session.get_modelmeta().custom_metadata_map.get("thresholds")
+        thresholds = json.loads(stored) if stored else list(DEFAULT_THRESHOLDS)
+    parts = []
     with torch.inference_mode():
         for batch in (x, x[:1]):
             expected = model(batch).numpy()
-            got = session.run(["logits"], {"images": batch.numpy()})[0]
-            worst = max(worst, float(np.abs(got - expected).max()))
-    if not worst <= PARITY_TOLERANCE:
+            got = session.run([name], {"images": batch.numpy()})[0]
+            parts.append(
+                compare_scores(expected, got, thresholds)
+                if name == "score"
+                else compare_logits(expected, got)
+            )
+    verdict = worst(parts)
+    if not verdict.ok:
         raise RetinaError(
-            f"the ONNX model disagrees with PyTorch: largest logit difference {worst:.3g} on "
-            f"{len(x)} real images, over the {PARITY_TOLERANCE:g} limit; nothing was written"
+            f"the ONNX model disagrees with PyTorch on {len(x)} real images: "
+            + "; ".join(verdict.problems())
+            + "; nothing was written"
         )
-    return worst
+    return verdict
+
+
+def onnx_max_difference(path: Path, model: torch.nn.Module, x: torch.Tensor) -> float:
+    """Largest |output| difference of a passing parity check (`onnx_parity`)."""
+    return onnx_parity(path, model, x).max_diff
 
 
 def locate(
@@ -217,7 +268,8 @@ def export_model(
     check_target(target)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     config = state["config"]["trial"]
-    model = build_model(config["arch"], pretrained=False)
+    head = config.get("head", "classify")  # a checkpoint from before heads: classify
+    model = build_model(config["arch"], pretrained=False, num_classes=head_outputs(head))
     model.load_state_dict(state["model"])
     model.eval()
     x = parity_images(data)
@@ -235,17 +287,18 @@ def export_model(
     def fill(tmp: Path) -> None:
         record = model_record(
             model, arch=config["arch"], image_size=data.image_size,
-            preprocessing=data.preprocessing, info=info,
+            preprocessing=data.preprocessing, info=info, head=head,
+            thresholds=state.get("thresholds"),
         )  # fmt: skip
         record |= screening_record(folder, trial_id)  # T and threshold for retina.screening
         torch.save(record, tmp / MODEL_FILE)
-        write_onnx(model, x, tmp / ONNX_FILE)
-        result["diff"] = onnx_max_difference(tmp / ONNX_FILE, model, x)
+        write_onnx(model, x, tmp / ONNX_FILE, onnx_metadata(head, record["thresholds"]))
+        result["diff"] = onnx_parity(tmp / ONNX_FILE, model, x, record["thresholds"]).max_diff
         summary_path = folder / "summary.json"
         card = CardInputs(
             study=study, trial=row, config=config, selection=selection,
             grade_names=GRADE_NAMES, onnx_max_diff=result["diff"], onnx_images=len(x),
-            opset=OPSET, versions=versions, date=date,
+            opset=OPSET, versions=versions, date=date, thresholds=record["thresholds"],
             summary=json.loads(summary_path.read_text()) if summary_path.exists() else None,
         )  # fmt: skip
         (tmp / CARD_FILE).write_text(render_card(card))
@@ -257,16 +310,28 @@ def export_model(
         raise RetinaError(
             f"cannot write {target} ({exc}); free space or choose --out DIR"
         ) from None
+    if target == folder / BEST_DIR:
+        (folder / EXPORT_FAILED_FILE).unlink(missing_ok=True)  # best/ is the study's again
     return Exported(target, trial_id, epoch, result["diff"], result["sizes"])
 
 
-def export_winner(folder: Path, data: PreparedData, trials: pd.DataFrame) -> list[str]:
-    """The sweep's export step: the lines it prints. A failure is reported, not raised: the
-    search's results stand, and the export can be rerun on its own."""
+def export_winner(
+    folder: Path, data: PreparedData, trials: pd.DataFrame
+) -> tuple[list[str], str | None]:
+    """The sweep's export step: (the lines it prints, the sweep's closing line when it failed).
+    A failure is reported, not raised: the search's results stand, and the export can be rerun
+    on its own; `export-failed.txt` keeps the reason beside `best/` for whoever opens the
+    folder later."""
     try:
         done = export_model(folder, data, trials=trials)
     except Exception as exc:  # noqa: BLE001 - the study is done: say what broke, keep its results
         why = str(exc) if isinstance(exc, RetinaError) else f"{type(exc).__name__}: {exc}"
-        return [f"export failed: {why}", f"rerun it with: python -m study.export {folder}"]
+        rerun = f"rerun it with: python -m study.export {folder}"
+        lines = [f"export failed: {why}", rerun]
+        try:
+            (folder / EXPORT_FAILED_FILE).write_text("\n".join(lines) + "\n")
+        except OSError:
+            pass  # the lines are printed anyway
+        return lines, f"EXPORT FAILED: {folder / BEST_DIR} was not written ({why}); {rerun}"
     sizes = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in done.sizes.items())
-    return [f"trial {done.trial_id} (epoch {done.epoch}) -> {done.folder} ({sizes})"]
+    return [f"trial {done.trial_id} (epoch {done.epoch}) -> {done.folder} ({sizes})"], None

@@ -23,12 +23,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch.nn import functional as F
 from tqdm import tqdm
 
 from retina.engine import autocast_dtype
 from retina.errors import RetinaError
 from retina.files import write_folder_atomic
 from retina.gradcam import grad_cam, jpeg, overlay_jpeg
+from retina.heads import grades_of, head_outputs
 from retina.loader import BatchLoader
 from retina.manifest import read_manifest
 from retina.metrics import NUM_CLASSES
@@ -116,13 +118,39 @@ def pick_cases(
 def load_checkpoint_model(checkpoint_dir: Path, device: torch.device) -> torch.nn.Module:
     """The trial's model with the weights of its checkpoint, in eval mode on `device`."""
     state = torch.load(checkpoint_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    model = build_model(state["config"]["trial"]["arch"], pretrained=False)  # weights below
+    trial = state["config"]["trial"]
+    outputs = head_outputs(trial.get("head", "classify"))
+    model = build_model(trial["arch"], pretrained=False, num_classes=outputs)  # weights below
     model.load_state_dict(state["model"])
     return model.to(device).eval()
 
 
+def checkpoint_thresholds(checkpoint_dir: Path) -> list[float] | None:
+    """A regress head's cuts fitted on val at the checkpoint's epoch (None for classify)."""
+    state = torch.load(checkpoint_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    return state.get("thresholds")
+
+
+def grade_probs(logits: torch.Tensor, thresholds: list[float] | None) -> torch.Tensor:
+    """The softmax; for a regress head (no probabilities) its grade as a one-hot row, so the
+    gallery ranks its errors by position and its CAM follows the score (`cam_targets`)."""
+    if logits.shape[1] > 1:
+        return torch.softmax(logits.float(), dim=1)
+    return F.one_hot(grades_of(logits, thresholds), NUM_CLASSES).float()
+
+
+def cam_targets(model: torch.nn.Module, predicted: np.ndarray) -> np.ndarray:
+    """The output Grad-CAM follows: the predicted grade's logit, or a regress head's score."""
+    return np.zeros_like(predicted) if model.fc.out_features == 1 else predicted
+
+
 def predict_probs(
-    model: torch.nn.Module, loader: BatchLoader, device: torch.device, desc: str, progress: bool
+    model: torch.nn.Module,
+    loader: BatchLoader,
+    device: torch.device,
+    desc: str,
+    progress: bool,
+    thresholds: list[float] | None = None,
 ) -> np.ndarray:
     """Softmax probabilities [N, 5] of every image of `loader`, in its order."""
     out, amp = [], autocast_dtype(device)
@@ -130,7 +158,7 @@ def predict_probs(
         for x, _ in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 logits = model(x)
-            out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+            out.append(grade_probs(logits, thresholds).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, NUM_CLASSES), np.float32)
 
 
@@ -194,6 +222,7 @@ def build_gallery(
     device: torch.device,
     *,
     progress: bool = True,
+    thresholds: list[float] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, bytes]]:
     """The index and the JPEG files (name -> bytes) of `model` on `source.split`, for `seed`."""
     manifest = read_manifest(data.data_dir)  # the cache holds pixels only: names come from here
@@ -204,10 +233,12 @@ def build_gallery(
         )
     indices = data.split.indices(source.split)
     loader = data.loader(source.split, PREDICT_BATCH, device, train=False)
-    probs = predict_probs(model, loader, device, f"gallery: {source.split}", progress)
+    probs = predict_probs(model, loader, device, f"gallery: {source.split}", progress, thresholds)
     cases = pick_cases(data.labels[indices], probs, seed)
     rows = indices[cases["position"].to_numpy()]
-    thumbs = thumbnails(model, data, rows, cases["predicted"].to_numpy(), device)
+    thumbs = thumbnails(
+        model, data, rows, cam_targets(model, cases["predicted"].to_numpy()), device
+    )
     numbers = cases.groupby(["true", "kind"], sort=False).cumcount() + 1
     stems = [
         f"g{t}-{k}-{n:02d}" for t, k, n in zip(cases["true"], cases["kind"], numbers, strict=True)
@@ -246,7 +277,10 @@ def make_gallery(
         return f"{source.trial_id}: no checkpoint of epoch {source.epoch} kept; no gallery"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_checkpoint_model(checkpoint, device)
-    index, files = build_gallery(model, data, source, study.seed, device, progress=progress)
+    index, files = build_gallery(
+        model, data, source, study.seed, device, progress=progress,
+        thresholds=checkpoint_thresholds(checkpoint),
+    )  # fmt: skip
     final = write_gallery(folder, index, files)
     errors = int((index["kind"] == "error").sum())
     size = sum(len(b) for b in files.values())

@@ -11,11 +11,12 @@ from pathlib import Path
 import torch
 
 from retina.engine import autocast_dtype, build_loss, evaluate
+from retina.heads import head_outputs
 from retina.models import build_model
 from retina.prepare import PreparedData
 from study.define.schema import StudyConfig
 from study.record.layout import CHECKPOINT_FILE
-from study.record.predictions import SplitPredictions
+from study.record.predictions import SplitPredictions, split_predictions
 from study.record.ranking import best_trial_ids
 from study.record.results import ResultsStore
 
@@ -54,23 +55,27 @@ def checkpoint_on_disk(trial_dir: Path, epoch: int) -> Path | None:
 def evaluate_on_test(
     checkpoint_dir: Path, data: PreparedData, device: torch.device, batch_size: int = 64
 ):
-    """(the checkpoint's epoch, its test metrics with per-image `.probabilities`)."""
+    """(the checkpoint's epoch, its test metrics with per-image `.probabilities`, `.scores`
+    and `.grades`). A regress head is graded with its cuts fitted on val at that epoch."""
     state = torch.load(checkpoint_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     trial = state["config"]["trial"]
+    head = trial.get("head", "classify")  # a checkpoint from before heads: classify
     # The weights come from the checkpoint: the ImageNet file is not needed here.
-    model = build_model(trial["arch"], pretrained=False)
+    model = build_model(trial["arch"], pretrained=False, num_classes=head_outputs(head))
     model.load_state_dict(state["model"])
     model.to(device)
-    loss_fn = build_loss(trial["class_weighted"], data.class_counts()["train"]).to(device)
+    counts = data.class_counts()["train"]
+    loss_fn = build_loss(trial["class_weighted"], counts, head).to(device)
     loader = data.loader("test", batch_size, device, train=False)
     return state["epoch"], evaluate(
-        model, loader, loss_fn, device, amp_dtype=autocast_dtype(device), keep_probabilities=True
-    )
+        model, loader, loss_fn, device, amp_dtype=autocast_dtype(device), keep_probabilities=True,
+        thresholds=state.get("thresholds"),
+    )  # fmt: skip
 
 
 def predictions_on_test(data: PreparedData, metrics) -> SplitPredictions:
     """The per-image rows of a test evaluation (the test loader keeps the split's order)."""
-    return SplitPredictions("test", data.split.indices("test"), metrics.probabilities)
+    return split_predictions("test", data.split.indices("test"), metrics)
 
 
 def evaluate_best_trials(

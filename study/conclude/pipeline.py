@@ -45,6 +45,7 @@ class StudyRun:
     on_confirm_plan: Callable[[int], None] | None = None  # told how many confirm runs
     tested: dict = field(default_factory=dict)  # trial id -> test metrics, by the held-out test
     interrupted: bool = False  # a step was stopped (Ctrl-C): the rest waits for --resume
+    export_failed: str | None = None  # the sweep's closing line when the export failed
 
 
 class Interrupted(Exception):
@@ -77,7 +78,7 @@ def summary(run: StudyRun) -> Iterable[str]:
 
 
 def export(run: StudyRun) -> Iterable[str]:
-    lines = export_winner(run.folder, run.data, run.store.trials_frame())
+    lines, run.export_failed = export_winner(run.folder, run.data, run.store.trials_frame())
     return ["export of the best trial:", *(f"  {x}" for x in lines)]
 
 

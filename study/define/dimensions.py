@@ -21,15 +21,19 @@ from study.define.overrides import Problem, closest, show, unknown_key
 
 # fmt: off
 DIMENSIONS = ("arch", "pretrained", "lr", "batch_size", "epochs", "weight_decay", "optimizer",
-              "momentum", "class_weighted")
+              "momentum", "class_weighted", "head")
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
 CONDITIONAL = ("depends_on", "values")
 OPTIMIZERS = ("sgd", "adamw")
+# classify: 5-way softmax + cross-entropy; regress: one output, SmoothL1 on the grade, cut by
+# thresholds (retina.heads; as OPTIMIZERS, named here so that validating needs no torch).
+HEADS = ("classify", "regress")
 TYPES = {"arch": str, "pretrained": bool, "lr": float, "batch_size": int, "epochs": int,
-         "weight_decay": float, "optimizer": str, "momentum": float, "class_weighted": bool}
+         "weight_decay": float, "optimizer": str, "momentum": float, "class_weighted": bool,
+         "head": str}
 # arch, lr, batch_size and epochs have no default: a study must say what it trains.
 DEFAULTS = {"pretrained": False, "weight_decay": 0.0, "optimizer": "sgd", "momentum": 0.9,
-            "class_weighted": False}
+            "class_weighted": False, "head": "classify"}
 _EXAMPLES = {"arch": "{choice: [resnet18, resnet50]}", "lr": "{loguniform: [1.0e-4, 1.0e-1]}",
              "batch_size": "{choice: [16, 32]}", "epochs": "{choice: [2, 3]}"}
 # fmt: on
@@ -85,6 +89,9 @@ def number(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
+_NAMES = {"optimizer": OPTIMIZERS, "head": HEADS}  # the named values of each str dimension
+
+
 def _archs() -> tuple[str, ...]:
     from retina.models import ARCHS  # imported here: it loads torch, needed only to validate
 
@@ -99,7 +106,7 @@ def check_value(name: str, key: str, value: Any) -> Any:
             raise Problem(key, f"expected true or false, got {show(value)}", "write true or false")
         return value
     if kind is str:
-        choices = _archs() if name == "arch" else OPTIMIZERS
+        choices = _archs() if name == "arch" else _NAMES[name]
         if not isinstance(value, str) or value not in choices:
             raise Problem(
                 key, f"unknown {name} {show(value)}", f"choose one of {', '.join(choices)}"

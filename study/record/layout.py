@@ -22,6 +22,7 @@ PREDICTIONS_DIR = "predictions"  # per-image predictions, one Parquet file per t
 SUMMARY_FILE = "summary.json"  # the study's conclusions as numbers
 REPORT_FILE = "report.html"  # written by python -m study.analyze
 BEST_DIR = "best"  # the exported winner: model.pt, model.onnx, card.md
+EXPORT_FAILED_FILE = "export-failed.txt"  # why the sweep's export failed, until one works
 GALLERY_DIR = "gallery"  # thumbnails and Grad-CAM of the best model's errors
 GALLERY_INDEX = "index.parquet"  # the gallery's table of cases
 TUNE_DIR = "tune"  # Ray Tune's experiment of the search: its state and checkpoints

@@ -36,6 +36,7 @@ SCHEMA = pa.schema(
         ("true", pa.int8()),
         ("predicted", pa.int8()),
         *[(f"p{c}", pa.float32()) for c in range(NUM_CLASSES)],
+        ("score", pa.float32()),
     ]
 )
 COLUMNS = SCHEMA.names
@@ -43,19 +44,44 @@ COLUMNS = SCHEMA.names
 
 @dataclass(frozen=True)
 class SplitPredictions:
-    """One evaluation's softmax per image: `index` are manifest rows, in the loader's order."""
+    """One evaluation per image: `index` are manifest rows, in the loader's order.
+
+    A classify head gives `probabilities` (its softmax; `scores` and `predicted` follow from
+    them when not given); a regress head gives `scores` and `predicted` (its output cut by
+    thresholds) and no probabilities.
+    """
 
     split: str
     index: np.ndarray  # int64 [n]
-    probabilities: np.ndarray  # float32 [n, NUM_CLASSES]
+    probabilities: np.ndarray | None  # float32 [n, NUM_CLASSES], None for a regress head
+    scores: np.ndarray | None = None  # float32 [n]: expected grade, or the regression output
+    predicted: np.ndarray | None = None  # int [n]: the grade
 
     def __post_init__(self):
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
-        if self.probabilities.shape != (len(self.index), NUM_CLASSES):
+        n = len(self.index)
+        if self.probabilities is not None:
+            if self.probabilities.shape != (n, NUM_CLASSES):
+                raise ValueError(
+                    f"{n} images but probabilities of shape {self.probabilities.shape}"
+                )
+            probs = np.asarray(self.probabilities, dtype=np.float32)
+            if self.scores is None:  # the expected grade sum_k k * p_k
+                object.__setattr__(self, "scores", probs @ np.arange(NUM_CLASSES, dtype=np.float32))
+            if self.predicted is None:
+                object.__setattr__(self, "predicted", probs.argmax(axis=1))
+        if self.scores is None or self.predicted is None:
+            raise ValueError("a regress head's predictions need scores and predicted grades")
+        if len(self.scores) != n or len(self.predicted) != n:
             raise ValueError(
-                f"{len(self.index)} images but probabilities of shape {self.probabilities.shape}"
+                f"{n} images but {len(self.scores)} scores, {len(self.predicted)} grades"
             )
+
+
+def split_predictions(split: str, index: np.ndarray, metrics) -> SplitPredictions:
+    """The per-image rows of an evaluation kept with `keep_probabilities` (an EpochMetrics)."""
+    return SplitPredictions(split, index, metrics.probabilities, metrics.scores, metrics.grades)
 
 
 def split_file(split: str) -> str:
@@ -65,11 +91,14 @@ def split_file(split: str) -> str:
 
 def save_split(folder: Path, predictions: SplitPredictions) -> None:
     # Plain arrays (no pickle): the driver loads them with allow_pickle=False.
-    np.savez(
-        Path(folder, split_file(predictions.split)),
-        index=np.asarray(predictions.index, dtype=np.int64),
-        probabilities=np.asarray(predictions.probabilities, dtype=np.float32),
-    )
+    arrays = {
+        "index": np.asarray(predictions.index, dtype=np.int64),
+        "scores": np.asarray(predictions.scores, dtype=np.float32),
+        "predicted": np.asarray(predictions.predicted, dtype=np.int64),
+    }
+    if predictions.probabilities is not None:
+        arrays["probabilities"] = np.asarray(predictions.probabilities, dtype=np.float32)
+    np.savez(Path(folder, split_file(predictions.split)), **arrays)
 
 
 def load_split(folder: Path, split: str) -> SplitPredictions | None:
@@ -78,7 +107,12 @@ def load_split(folder: Path, split: str) -> SplitPredictions | None:
     if not path.exists():
         return None
     with np.load(path, allow_pickle=False) as npz:
-        return SplitPredictions(split, npz["index"], npz["probabilities"])
+        arrays = {name: npz[name] for name in npz.files}
+    # An older file holds index and probabilities only: scores and grades follow from them.
+    return SplitPredictions(
+        split, arrays["index"], arrays.get("probabilities"), arrays.get("scores"),
+        arrays.get("predicted"),
+    )  # fmt: skip
 
 
 def predictions_frame(
@@ -92,7 +126,6 @@ def predictions_frame(
     frames = []
     ids, patients = np.asarray(image_ids, dtype=object), np.asarray(patient_ids, dtype=object)
     for part in parts:
-        probs = np.asarray(part.probabilities, dtype=np.float32)
         frame = pd.DataFrame(
             {
                 "trial_id": trial_id,
@@ -100,11 +133,16 @@ def predictions_frame(
                 "image": ids[part.index],
                 "patient": patients[part.index],
                 "true": np.asarray(labels)[part.index].astype(np.int8),
-                "predicted": probs.argmax(axis=1).astype(np.int8),
+                "predicted": np.asarray(part.predicted).astype(np.int8),
             }
         )
-        for c in range(NUM_CLASSES):
-            frame[f"p{c}"] = probs[:, c]
+        for c in range(NUM_CLASSES):  # null for a regress head: it has no probabilities
+            frame[f"p{c}"] = (
+                np.full(len(part.index), np.nan, np.float32)
+                if part.probabilities is None
+                else np.asarray(part.probabilities, dtype=np.float32)[:, c]
+            )
+        frame["score"] = np.asarray(part.scores, dtype=np.float32)
         frames.append(frame)
     if not frames:
         return pd.DataFrame({name: pd.Series(dtype=object) for name in COLUMNS})

@@ -23,7 +23,7 @@ from retina.training import build_training, setup_process
 from study.define.schema import StudyConfig, resolve_trial_config, study_to_dict
 from study.define.space import trial_seed, trial_values
 from study.record.layout import CHECKPOINT_FILE
-from study.record.predictions import SplitPredictions, save_split
+from study.record.predictions import save_split, split_predictions
 from study.record.results import trial_finished
 from study.run.keep import KEEP_SCORE, BestSoFar
 
@@ -65,7 +65,7 @@ def train_trial(
         hp["arch"], hp["pretrained"], optimizer=hp["optimizer"], lr=hp["lr"],
         weight_decay=hp["weight_decay"], momentum=hp["momentum"],
         class_weighted=hp["class_weighted"], train_counts=data.class_counts()["train"],
-        device=device, compile=study.compile,
+        device=device, compile=study.compile, head=hp["head"],
     )  # fmt: skip
     first_epoch = 1
     best = BestSoFar(study.metric.name, study.metric.mode)
@@ -79,6 +79,7 @@ def train_trial(
     train = data.loader("train", hp["batch_size"], device, train=True, seed=seed)
     val_index = data.split.indices("val")  # the val loader's order: the rows of the softmax
     val = data.loader("val", hp["batch_size"], device, train=False)
+    val_labels = data.labels[val_index]
     resolved = {"trial": hp, "study": study_to_dict(study)}
     ctx = ray.get_runtime_context()  # which node ran it: nodes on one host share an IP
     node = f"{ray.util.get_node_ip_address()}/{ctx.get_node_id()[:8]}"
@@ -96,7 +97,11 @@ def train_trial(
                 }
             )
             return
+        # A regress head's val metrics cut its scores at the FIXED 0.5/1.5/2.5/3.5: the search
+        # ranks epochs and trials on them without fitting anything to val. Its cuts fitted on
+        # val are kept with this epoch's weights, for the held-out test and the export.
         val_metrics = run.evaluate(val, keep_probabilities=True)
+        thresholds = run.fit_thresholds(val_metrics, val_labels)
         metrics = {
             "epoch": epoch,
             **train_metrics.as_dict("train"),
@@ -113,11 +118,12 @@ def train_trial(
                 "epoch": epoch,
                 "config": resolved,
                 "best_so_far": best.state(),
+                "thresholds": thresholds,  # None for classify
                 "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
             }
             torch.save(state, Path(folder, CHECKPOINT_FILE))
             # The driver writes the best epoch's per-image val rows from this file.
-            save_split(folder, SplitPredictions("val", val_index, val_metrics.probabilities))
+            save_split(folder, split_predictions("val", val_index, val_metrics))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
         # report() returned: the driver took this epoch and its checkpoint is registered.
         hold_if_asked(epoch)
