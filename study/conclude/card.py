@@ -163,6 +163,14 @@ def render_card(c: CardInputs) -> str:
     return "\n".join(lines)
 
 
+# model.pt carries the study's referable threshold only when the summary's best trial is the one
+# exported (study.conclude.card_screening); the section "Referable DR" below says which.
+REFERABLE_WORDS = (
+    "Referable (retina.predict): at the threshold the study chose on val for its operating "
+    f"point when model.pt stores one (see Referable DR below), else grade >= {REFERABLE_GRADE}."
+)
+
+
 def _head_words(thresholds: list[float] | None) -> str:
     if thresholds is None:
         return f"a {NUM_CLASSES}-way classification head (softmax, cross-entropy)"
@@ -171,15 +179,13 @@ def _head_words(thresholds: list[float] | None) -> str:
 
 def _output_lines(thresholds: list[float] | None) -> list[str]:
     if thresholds is None:
-        return [
-            f"- Output: logits of grades 0-4; referable = predicted grade >= {REFERABLE_GRADE}."
-        ]
+        return [f"- Output: logits of grades 0-4. {REFERABLE_WORDS}"]
     cuts = ", ".join(f"{t:.4g}" for t in thresholds)
     return [
         f"- Output: a score; grade g when t[g-1] <= score < t[g], thresholds t = [{cuts}], "
         "fitted on the validation split at the best epoch to maximise quadratic weighted kappa "
         "(from 0.5/1.5/2.5/3.5; the search's val metrics used those fixed cuts, the test "
-        f"metrics these). Referable = grade >= {REFERABLE_GRADE}.",
+        f"metrics these). {REFERABLE_WORDS}",
     ]
 
 
