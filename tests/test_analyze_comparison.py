@@ -185,7 +185,7 @@ def test_sentences():
     raw_only = _stats(0.12, 0.05, 0.19, adjusted=False, family=9)
     say = sentence(a, b, 1, raw_only, "kappa", True)
     assert say.startswith("no difference detectable after adjusting for the study's 9 pairs (")
-    assert "p = 0.010, Holm-adjusted 0.040)" in say
+    assert "p = 0.010, Holm-adjusted = 0.040)" in say
     few = sentence(a, b, 1, _stats(0.02, -0.05, 0.09, verdict="too_few_runs"), "kappa", False)
     assert "seed-to-seed variation is not in the interval" in few
     assert few.endswith(": too few runs to tell whether a gain is meaningful")

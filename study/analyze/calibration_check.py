@@ -46,7 +46,7 @@ def _label(key: tuple) -> str:
     return f"{key[0]} · {'pretrained' if key[1] else 'scratch'}"
 
 
-def pair_truths(world: World, kappas: dict, rng: np.random.Generator) -> dict:
+def pair_truths(world: World, kappas: dict, rng: np.random.Generator, draws: int) -> dict:
     """(label A, label B) -> the pair's true difference and P(A>B)."""
     cells = world.cells(kappas)
     by_label = {_label(k): v for k, v in cells.items()}
@@ -54,7 +54,7 @@ def pair_truths(world: World, kappas: dict, rng: np.random.Generator) -> dict:
     for a in by_label:
         for b in by_label:
             if a != b:
-                out[a, b] = world.pair_truth(rng, by_label[a], by_label[b])
+                out[a, b] = world.pair_truth(rng, by_label[a], by_label[b], draws)
     return out
 
 
@@ -114,12 +114,15 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
-def run(repeats: int, resamples: int, seeds=(2, 3, 5), seed: int = 0, world=None) -> dict:
-    """{world name: {seeds per cell: summarise(...)}} over `repeats` simulated studies."""
-    world = world or World()
+def run(
+    repeats: int, resamples: int, seeds=(2, 3, 5), seed: int = 0, truth_draws: int = 40_000
+) -> dict:
+    """{world name: {seeds per cell: summarise(...)}} over `repeats` simulated studies; the
+    true difference and P(A>B) of a pair of unequal cells from `truth_draws` simulations."""
+    world = World()
     results: dict = {}
     for w, (name, kappas) in enumerate(WORLDS.items()):
-        truths = pair_truths(world, kappas, np.random.default_rng([seed, w, 99]))
+        truths = pair_truths(world, kappas, np.random.default_rng([seed, w, 99]), truth_draws)
         cells = world.cells(kappas)
         results[name] = {}
         for s in seeds:
@@ -159,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=500, help="simulated studies per setting")
     parser.add_argument("--resamples", type=int, default=400, help="bootstrap resamples")
     parser.add_argument("--seeds", type=int, nargs="+", default=[2, 3, 5])
+    parser.add_argument("--truth-draws", type=int, default=40_000, help="simulations of a truth")
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args(argv)
-    results = run(args.repeats, args.resamples, tuple(args.seeds))
+    results = run(args.repeats, args.resamples, tuple(args.seeds), truth_draws=args.truth_draws)
     print(f"{args.repeats} studies per setting, {args.resamples} resamples")
     print(table(results))
     if args.json:

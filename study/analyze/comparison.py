@@ -118,9 +118,25 @@ def _fmt(values: tuple[float, ...]) -> list[str]:
     return [f"{v:.{digits}f}" for v in values]
 
 
+def _p_digits(value: float) -> str:
+    # 3 digits near 0 and 1, so a P of 0.996 does not read as a certain 1.00
+    return f"{value:.2f}" if 0.01 <= value <= 0.99 else f"{value:.3f}"
+
+
+def _p_is(value: float) -> str:
+    # the resamples resolve a p-value to about 1/B: below 0.001 says no more than that
+    return "< 0.001" if value < 0.001 else f"= {value:.3f}"
+
+
+def p_text(stats: dict) -> str:
+    """'0.91 [0.78, 0.99]': P(A>B) and its interval."""
+    lo, hi = _p_digits(stats["p_ci_low"]), _p_digits(stats["p_ci_high"])
+    return f"{_p_digits(stats['p_a_beats_b'])} [{lo}, {hi}]"
+
+
 def _p_phrase(a: str, b: str, stats: dict) -> str:
     verdict = stats["p_verdict"]
-    p = f"P({a} > {b}) = {stats['p_a_beats_b']:.2f} [{stats['p_ci_low']:.2f}, {stats['p_ci_high']:.2f}]"
+    p = f"P({a} > {b}) = " + p_text(stats)
     if verdict == "too_few_runs":
         return f"; {p}: too few runs to tell whether a gain is meaningful"
     word = {
@@ -147,7 +163,7 @@ def sentence(a: Cell, b: Cell, i: int, stats: dict, metric: str, seeds_known: bo
         d_, lo_, hi_ = _fmt((d, lo, hi))
         text = (
             f"{win.key[i]} beats {lose.key[i]}{where} by {d_} {word} [{lo_}, {hi_}], "
-            f"p = {stats['p_value_adjusted']:.3f}{holm}"
+            f"p {_p_is(stats['p_value_adjusted'])}{holm}"
         )
     else:
         d_, lo_, hi_ = _fmt((d, lo, hi))
@@ -158,8 +174,8 @@ def sentence(a: Cell, b: Cell, i: int, stats: dict, metric: str, seeds_known: bo
         )
         text = (
             f"no difference detectable {why} ({a.key[i]} − {b.key[i]}{where}: "
-            f"{d_} {word} [{lo_}, {hi_}], p = {stats['p_value']:.3f}"
-            + (f", Holm-adjusted {stats['p_value_adjusted']:.3f}" if family > 1 else "")
+            f"{d_} {word} [{lo_}, {hi_}], p {_p_is(stats['p_value'])}"
+            + (f", Holm-adjusted {_p_is(stats['p_value_adjusted'])}" if family > 1 else "")
             + ")"
         )
     if not seeds_known:

@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from study.analyze.comparison import METRIC_WORDS
+from study.analyze.comparison import METRIC_WORDS, p_text
 from study.analyze.inference import MIN_RUNS_FOR_P
 from study.analyze.markup import html_table
 
@@ -82,10 +82,7 @@ def pair_table(pairs: list[dict], metrics: list[str]) -> pd.DataFrame:
                 f"{s['p_value']:.3f} ({s['p_value_adjusted']:.3f}): "
                 f"{_decision(s['different'])} ({_decision(s['different_adjusted'])})"
             )
-            row[f"P(A>B) {METRIC_WORDS[m]}"] = (
-                f"{s['p_a_beats_b']:.2f} [{s['p_ci_low']:.2f}, {s['p_ci_high']:.2f}]: "
-                + VERDICT_WORDS[s["p_verdict"]]
-            )
+            row[f"P(A>B) {METRIC_WORDS[m]}"] = p_text(s) + ": " + VERDICT_WORDS[s["p_verdict"]]
         rows.append(row)
     return pd.DataFrame(rows)
 
