@@ -21,7 +21,7 @@ PAIR_KEYS = {"a", "b", "dimension", "a_value", "b_value", "seed_variation_includ
 PAIR_METRIC_KEYS = {
     "difference", "ci_low", "ci_high", "different", "p_value", "p_value_adjusted",
     "different_adjusted", "family", "p_a_beats_b", "p_ci_low", "p_ci_high", "p_verdict",
-    "runs_share_a_beats_b",
+    "runs_share_a_beats_b", "seed_sd", "seed_dof",
 }  # fmt: skip
 SEED_VARIANCE_KEYS = {"pooled_sd", "dof", "unshared_test_noise_sd", "runs_sd"}
 TRUTH = {  # test accuracy of each cell's runs: pretrained far better, the archs alike

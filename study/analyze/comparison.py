@@ -183,20 +183,8 @@ def sentence(a: Cell, b: Cell, i: int, stats: dict, metric: str, seeds_known: bo
     return text + _p_phrase(a.key[i], b.key[i], stats)
 
 
-def _seed_parts(cells, cols, full, boot, rng, n_resamples):
-    """Per metric the pooled seed variance and its draws, and per (cell, metric) the seeds'
-    part of the cell mean under each resample: N(0, sigma^2_b / runs)."""
-    chi2 = rng.chisquare(max(sum(len(c.trial_ids) - 1 for c in cells), 1), size=n_resamples)
-    normal = {c.label: rng.standard_normal(n_resamples) for c in cells}  # shared by metrics
-    pooled, draws, parts = {}, {}, {}
-    for m in METRIC_FUNCTIONS:
-        pooled[m] = inference.pool(
-            [(full[m][cols[c.label]], boot[m][:, cols[c.label]]) for c in cells]
-        )
-        draws[m] = pooled[m].draws(chi2)
-        for c in cells:
-            parts[c.label, m] = np.sqrt(draws[m] / len(c.trial_ids)) * normal[c.label]
-    return pooled, draws, parts
+def _pool(cells, cols, values, boot) -> inference.SeedVariance:
+    return inference.pool([(values[cols[c.label]], boot[:, cols[c.label]]) for c in cells])
 
 
 def compare_cells(
@@ -223,15 +211,23 @@ def compare_cells(
     for c in cells:
         cols[c.label] = np.arange(start, start + len(c.trial_ids))
         start += len(c.trial_ids)
-    pooled, seed_var, parts = _seed_parts(cells, cols, full, boot, rng, n_resamples)
-    estimate = {(c.label, m): boot[m][:, cols[c.label]].mean(axis=1) + parts[c.label, m]
-                for c in cells for m in METRIC_FUNCTIONS}  # fmt: skip
+    # one uniform per resample for the seed variance's chi-square draw, one normal per cell and
+    # resample for its seeds' part: shared by the metrics, the cell intervals and the pairs
+    u = np.clip(rng.random(n_resamples), 1e-12, 1 - 1e-12)
+    z = {c.label: rng.standard_normal(n_resamples) for c in cells}
+    pooled = {m: _pool(cells, cols, full[m], boot[m]) for m in METRIC_FUNCTIONS}
+    base = {(c.label, m): boot[m][:, cols[c.label]].mean(axis=1)
+            for c in cells for m in METRIC_FUNCTIONS}  # fmt: skip
+
+    def estimate(c: Cell, m: str, seed_var: np.ndarray) -> np.ndarray:
+        return base[c.label, m] + np.sqrt(seed_var / len(c.trial_ids)) * z[c.label]
+
     cell_out = []
     for c in cells:
         idx = cols[c.label]
         metrics = {}
         for m in METRIC_FUNCTIONS:
-            lo, hi = _interval(estimate[c.label, m], RANGE[m])
+            lo, hi = _interval(estimate(c, m, pooled[m].draws(u)), RANGE[m])
             values = full[m][idx]
             own = inference.cell_seed_variance(values, boot[m][:, idx])
             metrics[m] = {
@@ -252,13 +248,16 @@ def compare_cells(
     for a, b, _ in pairs:
         ia, ib = cols[a.label], cols[b.label]
         metrics = {}
+        others = [c for c in cells if c not in (a, b)]
         for m in METRIC_FUNCTIONS:
-            diff = estimate[a.label, m] - estimate[b.label, m]
+            seeds = inference.for_pair(pooled[m], _pool(others, cols, full[m], boot[m]))
+            seed_var = seeds.draws(u)
+            diff = estimate(a, m, seed_var) - estimate(b, m, seed_var)
             width = RANGE[m][1] - RANGE[m][0]
             lo, hi = _interval(diff, (-width, width))
             d = float(full[m][ia].mean() - full[m][ib].mean())
             noise = inference.pair_noise(boot[m][:, ia], boot[m][:, ib])
-            p_draws = inference.p_beats_model(diff, seed_var[m], noise)
+            p_draws = inference.p_beats_model(diff, seed_var, noise)
             p_lo, p_hi = _interval(p_draws, (0.0, 1.0))
             metrics[m] = {
                 "difference": d,
@@ -266,10 +265,12 @@ def compare_cells(
                 "ci_high": hi,
                 "different": bool(lo > 0 or hi < 0),
                 "p_value": inference.p_value(diff),
-                "p_a_beats_b": float(inference.p_beats_model(d, pooled[m].seed, noise)),
+                "p_a_beats_b": float(inference.p_beats_model(d, seeds.seed, noise)),
                 "p_ci_low": p_lo,
                 "p_ci_high": p_hi,
                 "runs_share_a_beats_b": float(p_beats(full[m][ia], full[m][ib])),
+                "seed_sd": float(np.sqrt(seeds.seed)),  # the one this pair's interval used
+                "seed_dof": seeds.dof,
             }
         pair_metrics.append(metrics)
     for m in METRIC_FUNCTIONS:  # the family: every pair of the study, per metric

@@ -13,7 +13,8 @@ estimate truncated at 0 removes the seeds from its interval. So the intervals us
 s^2 = sum (n_c - 1) s_c^2 / dof with dof = sum (n_c - 1) over the cells, and a fiducial draw
 per resample, sigma^2_b = max(dof * s^2 / chi2_dof,b - tau^2, 0): the variance of seeds plus
 unshared test noise is a scaled chi-square, so its draws are never all 0 even when these runs
-happen to agree closely. Each cell's own estimate stays in summary.json (`seed_sd`).
+happen to agree closely. A pair uses the larger of that pool and the pool of the other cells
+(`for_pair`). Each cell's own estimate stays in summary.json (`seed_sd`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import ndtr
+from scipy.stats import chi2
 
 ALPHA = 0.05
 MEANINGFUL = 0.75  # Bouthillier et al. (MLSys 2021): P(A>B) >= 0.75 is a meaningful gain
@@ -41,11 +43,12 @@ class SeedVariance:
         """The point estimate of sigma^2 (0 when the runs spread no more than test noise)."""
         return max(self.spread - self.unshared_noise, 0.0) if self.dof else float("nan")
 
-    def draws(self, chi2: np.ndarray) -> np.ndarray:
-        """sigma^2 under each resample, from its chi-square(dof) draw; 0 without dof."""
+    def draws(self, u: np.ndarray) -> np.ndarray:
+        """sigma^2 under each resample from its uniform u (the chi-square(dof) quantile at u:
+        pools of other dof drawn with the same u move together); 0 without dof."""
         if not self.dof:
-            return np.zeros(len(chi2))
-        return np.maximum(self.dof * self.spread / chi2 - self.unshared_noise, 0.0)
+            return np.zeros(len(u))
+        return np.maximum(self.dof * self.spread / chi2.ppf(u, self.dof) - self.unshared_noise, 0)
 
     def as_dict(self) -> dict:
         return {
@@ -81,6 +84,15 @@ def pool(cells: list[tuple[np.ndarray, np.ndarray]]) -> SeedVariance:
     spread = sum((len(f) - 1) * float(np.var(f, ddof=1)) for f, _ in many) / dof
     noise = sum((len(f) - 1) * unshared_noise(b) for f, b in many) / dof
     return SeedVariance(spread, noise, dof)
+
+
+def for_pair(study: SeedVariance, others: SeedVariance) -> SeedVariance:
+    """The seed variance a pair's interval uses: the study's pool, or the pool of the cells
+    outside the pair when that is larger. A pair whose own runs happen to agree closely pulls
+    the study's pool down exactly when its interval needs it; the other cells' pool does not
+    depend on the pair's runs, so the pair's luck can widen its interval but not narrow it
+    below what the rest of the study says."""
+    return others if others.dof and others.seed > study.seed else study
 
 
 def pair_noise(boot_a: np.ndarray, boot_b: np.ndarray) -> float:

@@ -68,22 +68,25 @@ class World:
     def _mean_gap(self, scale: float, log_sd: float, target: float) -> float:
         return self._over_seeds(scale, log_sd)[0] - target
 
-    def _sd_gap(self, log_sd: float, scale: float) -> float:
-        return self._over_seeds(scale, log_sd)[1] - self.seed_sd
+    def _sd_gap(self, log_sd: float, scale: float, target: float) -> float:
+        return self._over_seeds(scale, log_sd)[1] - target
 
-    def cell(self, target_kappa: float) -> CellTruth:
-        """The cell whose runs have expected kappa `target_kappa` and seed sd `seed_sd`."""
-        if target_kappa not in self._cache:
+    def cell(self, target_kappa: float, seed_sd: float | None = None) -> CellTruth:
+        """The cell whose runs have expected kappa `target_kappa` and seed sd `seed_sd` (the
+        world's by default)."""
+        seed_sd = self.seed_sd if seed_sd is None else seed_sd
+        if (target_kappa, seed_sd) not in self._cache:
             log_sd = 0.1
             for _ in range(6):  # the two conditions move each other a little: alternate
                 scale = brentq(self._mean_gap, 0.01, 5, args=(log_sd, target_kappa))
-                log_sd = brentq(self._sd_gap, 1e-4, 2.0, args=(scale,))
+                log_sd = brentq(self._sd_gap, 1e-4, 2.0, args=(scale, seed_sd))
             mean, sd = self._over_seeds(scale, log_sd)
-            self._cache[target_kappa] = CellTruth(scale, log_sd, mean, sd)
-        return self._cache[target_kappa]
+            self._cache[target_kappa, seed_sd] = CellTruth(scale, log_sd, mean, sd)
+        return self._cache[target_kappa, seed_sd]
 
     def cells(self, kappas: dict) -> dict:
-        return {key: self.cell(k) for key, k in kappas.items()}
+        """key -> CellTruth from key -> kappa or (kappa, seed sd)."""
+        return {key: self.cell(*np.atleast_1d(k)) for key, k in kappas.items()}
 
     def eyes(self, rng: np.random.Generator, n_studies: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(n_studies, 2P) true grades and shared latent offsets of the test eyes."""
