@@ -14,7 +14,8 @@ numbers). Each bootstrap resample b draws
 - the seeds' part of each cell's mean: N(0, sigma^2_b / S) for a cell of S runs, sigma^2_b
   the study's seed variance drawn from its fiducial distribution (study.analyze.inference:
   pooled over every confirm cell, net of the test noise the patient draw already carries,
-  one chi-square draw per resample shared by the cells).
+  one chi-square draw per resample shared by the cells); a pair uses the larger of that
+  pool and the pool of the cells outside the pair, so its own runs' luck cannot narrow it.
 The 2.5 and 97.5 percentiles of the b values are the interval; the p-value of a pair is twice
 the smaller share of its resampled differences on either side of 0, adjusted by Holm over
 the study's pairs (per metric); the sentence names a winner only when the adjusted p-value is
