@@ -17,7 +17,14 @@ import pytest
 from confirm_fixtures import simulate_test
 
 from study.analyze.comparison import Cell, compare_cells, p_beats, sentence
-from study.analyze.inference import holm, p_beats_model, p_value, p_verdict
+from study.analyze.inference import (
+    SeedVariance,
+    holm,
+    p_beats_model,
+    p_value,
+    p_verdict,
+    pair_draws,
+)
 from study.analyze.tuning import (
     leading_trials,
     needed_trials,
@@ -285,3 +292,15 @@ def test_tied_trials_draw_a_curve_without_warnings():
         warnings.simplefilter("error")
         curve = tuning_curve(np.array([0.0, 0.0, 0.0, 0.2]), "best_val_kappa", "max", band=True)
     assert curve["expected_best"][-1] == 0.2 and curve["expected_best"][0] == 0.05
+
+
+def test_a_pair_takes_the_larger_of_the_study_pool_and_the_other_cells_pool_draw_by_draw():
+    u = np.linspace(0.01, 0.99, 99)
+    study = SeedVariance(spread=0.002, unshared_noise=0.001, dof=8)  # pulled down by the pair
+    others = SeedVariance(spread=0.003, unshared_noise=0.001, dof=4)  # the cells outside it
+    draws = pair_draws(study, others, u)
+    assert np.all(draws >= study.draws(u)) and np.all(draws >= others.draws(u))
+    assert np.all(np.diff(draws) <= 0)  # one u: the draws move together (large u, small chi2^-1)
+    no_others = SeedVariance(float("nan"), 0.0, 0)  # a study of two cells
+    assert np.array_equal(pair_draws(study, no_others, u), study.draws(u))
+    assert study.seed == pytest.approx(0.001) and np.all(no_others.draws(u) == 0)

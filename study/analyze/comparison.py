@@ -15,7 +15,8 @@ numbers). Each bootstrap resample b draws
   the study's seed variance drawn from its fiducial distribution (study.analyze.inference:
   pooled over every confirm cell, net of the test noise the patient draw already carries,
   one chi-square draw per resample shared by the cells); a pair uses the larger of that
-  pool and the pool of the cells outside the pair, so its own runs' luck cannot narrow it.
+  pool and the pool of the cells outside the pair, draw by draw, so its own runs' luck
+  cannot narrow it.
 The 2.5 and 97.5 percentiles of the b values are the interval; the p-value of a pair is twice
 the smaller share of its resampled differences on either side of 0, adjusted by Holm over
 the study's pairs (per metric); the sentence names a winner only when the adjusted p-value is
@@ -251,8 +252,9 @@ def compare_cells(
         metrics = {}
         others = [c for c in cells if c not in (a, b)]
         for m in METRIC_FUNCTIONS:
-            seeds = inference.for_pair(pooled[m], _pool(others, cols, full[m], boot[m]))
-            seed_var = seeds.draws(u)
+            other = _pool(others, cols, full[m], boot[m])
+            seeds = inference.for_pair(pooled[m], other)
+            seed_var = inference.pair_draws(pooled[m], other, u)
             diff = estimate(a, m, seed_var) - estimate(b, m, seed_var)
             width = RANGE[m][1] - RANGE[m][0]
             lo, hi = _interval(diff, (-width, width))

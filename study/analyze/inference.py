@@ -13,8 +13,8 @@ estimate truncated at 0 removes the seeds from its interval. So the intervals us
 s^2 = sum (n_c - 1) s_c^2 / dof with dof = sum (n_c - 1) over the cells, and a fiducial draw
 per resample, sigma^2_b = max(dof * s^2 / chi2_dof,b - tau^2, 0): the variance of seeds plus
 unshared test noise is a scaled chi-square, so its draws are never all 0 even when these runs
-happen to agree closely. A pair uses the larger of that pool and the pool of the other cells
-(`for_pair`). Each cell's own estimate stays in summary.json (`seed_sd`).
+happen to agree closely. A pair uses the larger of that pool and the pool of the other cells,
+draw by draw (`pair_draws`). Each cell's own estimate stays in summary.json (`seed_sd`).
 """
 
 from __future__ import annotations
@@ -87,12 +87,21 @@ def pool(cells: list[tuple[np.ndarray, np.ndarray]]) -> SeedVariance:
 
 
 def for_pair(study: SeedVariance, others: SeedVariance) -> SeedVariance:
-    """The seed variance a pair's interval uses: the study's pool, or the pool of the cells
-    outside the pair when that is larger. A pair whose own runs happen to agree closely pulls
-    the study's pool down exactly when its interval needs it; the other cells' pool does not
-    depend on the pair's runs, so the pair's luck can widen its interval but not narrow it
-    below what the rest of the study says."""
+    """The larger point estimate of the study's pool and the pool of the cells outside the
+    pair (what summary.json reports for the pair)."""
     return others if others.dof and others.seed > study.seed else study
+
+
+def pair_draws(study: SeedVariance, others: SeedVariance, u: np.ndarray) -> np.ndarray:
+    """sigma^2 of a pair under each resample: the larger of the study's pool and the pool of
+    the cells outside the pair, draw by draw (same u). A pair whose own runs happen to agree
+    closely pulls the study's pool down exactly when its interval needs it; the other cells'
+    pool does not depend on the pair's runs, so the pair's luck can widen its interval but
+    not narrow it below what the rest of the study says. (Taking the larger point estimate
+    instead still covered only 0.90-0.92 in those subgroups; draw by draw it is >= 0.93.)"""
+    if not others.dof:
+        return study.draws(u)
+    return np.maximum(study.draws(u), others.draws(u))
 
 
 def pair_noise(boot_a: np.ndarray, boot_b: np.ndarray) -> float:
