@@ -3,6 +3,7 @@ comparison section, for a study with a confirm stage and for older studies witho
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 
@@ -12,14 +13,17 @@ from tests.test_analyze_cli import analyze, assert_fails
 
 TOP_KEYS = {
     "schema_version", "study", "metric", "primary_metric", "confirm", "bootstrap", "cells",
-    "pairs", "tuning", "optimism", "context", "referable", "calibration",
+    "pairs", "tuning", "optimism", "seed_variance", "referable", "calibration",
 }  # fmt: skip
 CELL_KEYS = {"cell", "values", "trial_ids", "seeds", "n_runs", "metrics"}
 CELL_METRIC_KEYS = {"mean", "sd", "ci_low", "ci_high", "seed_sd", "runs"}
 PAIR_KEYS = {"a", "b", "dimension", "a_value", "b_value", "seed_variation_included", "metrics"}
 PAIR_METRIC_KEYS = {
-    "difference", "ci_low", "ci_high", "different", "p_a_beats_b", "p_ci_low", "p_ci_high",
+    "difference", "ci_low", "ci_high", "different", "p_value", "p_value_adjusted",
+    "different_adjusted", "family", "p_a_beats_b", "p_ci_low", "p_ci_high", "p_verdict",
+    "runs_share_a_beats_b", "seed_sd", "seed_dof",
 }  # fmt: skip
+SEED_VARIANCE_KEYS = {"pooled_sd", "dof", "unshared_test_noise_sd", "runs_sd"}
 TRUTH = {  # test accuracy of each cell's runs: pretrained far better, the archs alike
     ("resnet18", True): 0.85, ("resnet18", False): 0.5,
     ("resnet50", True): 0.85, ("resnet50", False): 0.5,
@@ -38,7 +42,7 @@ def test_a_study_with_a_confirm_stage(tmp_path):
     result = analyze(folder, "--resamples", "2000")
     assert result.returncode == 0, result.stderr
     summary = _strict(folder / "summary.json")
-    assert set(summary) == TOP_KEYS and summary["schema_version"] == 1
+    assert set(summary) == TOP_KEYS and summary["schema_version"] == 2
     assert summary["confirm"] == {
         "compare": ["arch", "pretrained"], "seeds": 3, "status": "ok", "note": ""
     }  # fmt: skip
@@ -67,12 +71,20 @@ def test_a_study_with_a_confirm_stage(tmp_path):
     assert summary["tuning"]["trials"] == 5 and len(summary["tuning"]["study"]["n"]) == 5
     assert summary["optimism"]["trial_id"] == "t01"  # the search's best; confirm runs excluded
     assert summary["optimism"]["confirm"]["cell"] == "resnet50 · pretrained"
-    assert summary["context"]["same_config_seeds"]["best_val_kappa"] == [0.676, 0.851, 0.734, 0.728]
+    for m in ("kappa", "acc", "balanced_acc"):  # this study's own seed spread, 4 x (3 - 1) dof
+        assert set(summary["seed_variance"][m]) == SEED_VARIANCE_KEYS
+        assert summary["seed_variance"][m]["dof"] == 8
+    assert boot["adjustment"] == "holm"
+    for p in pairs.values():  # the family: the study's 4 pairs; adjusted p-values never smaller
+        for m in p["metrics"].values():
+            assert m["family"] == 4 and m["p_value_adjusted"] >= m["p_value"]
+            assert m["p_ci_low"] <= m["p_a_beats_b"] <= m["p_ci_high"]
 
     text = (folder / "report.html").read_text(encoding="utf-8")
     section = text[text.index('<section id="comparison">') :]
-    assert "How to read this" in section and init["sentence"] in section
-    assert "resnet50 · scratch" in section and "0.676, 0.851, 0.734, 0.728" in section
+    assert "How to read this" in section and html.escape(init["sentence"]) in section
+    assert "resnet50 · scratch" in section and "0.676, 0.851" not in section  # no fixed numbers
+    assert "Holm" in section and "in this study's confirm runs" in section
     assert "Tuning curve" in section and "Optimism" in section
 
     # referable DR and calibration of the best search trial (the fixture's confirm runs have
@@ -107,7 +119,7 @@ def test_a_study_without_confirm_says_what_to_run(tmp_path):
     assert analyze(folder).returncode == 0
     summary = _strict(folder / "summary.json")
     assert summary["confirm"]["status"] == "no_confirm"
-    assert summary["cells"] == [] and summary["pairs"] == []
+    assert summary["cells"] == [] and summary["pairs"] == [] and summary["seed_variance"] == {}
     assert summary["tuning"]["study"] is not None  # search trials are enough for the curve
     assert summary["optimism"]["gap"] is not None
     text = (folder / "report.html").read_text(encoding="utf-8")

@@ -1,7 +1,8 @@
 """The comparison of cells (e.g. arch x pretrained) from the confirm stage's runs, with its
 uncertainty: per cell the mean +- sd over training seeds of test kappa, accuracy and balanced
 accuracy with a 95% interval; per pair of cells that differ in one compared dimension the
-difference of the means with its 95% interval, P(A>B) and one plain sentence.
+difference of the means with its 95% interval, a p-value raw and Holm-adjusted over the
+study's pairs, P(A>B) with its interval, and one plain sentence.
 
     result = compare_cells(trials, predictions, ["arch", "pretrained"], 10_000, seed=0)
 
@@ -10,17 +11,18 @@ seeds (a fresh set of seeds gives other models) and the test sample (other patie
 numbers). Each bootstrap resample b draws
 - the test patients (study.analyze.resample; the same patients for every cell, so a
   difference is paired and the shared test sample mostly cancels), and
-- the seeds' part: sqrt(v_seed / S) * t_{S-1}, one draw per cell. Resampling S = 3 seeds with
-  replacement would give only 10 distinct means and understate their variance by (S-1)/S;
-  the scaled t draw is the fiducial (Behrens-Fisher) distribution of a mean from S values,
-  which is calibrated for small S. v_seed is the seed-to-seed variance of the cell's runs on
-  the whole test split minus the part the patient bootstrap already carries (each run's own
-  test-sample noise: the mean bootstrap variance of one run minus the mean covariance of two
-  runs of the cell), so that noise is not counted twice.
-The 2.5 and 97.5 percentiles of the b values are the interval. A pair is called different
-when its interval excludes 0. P(A>B) (Bouthillier et al., MLSys 2021) is the share of
-(run of A, run of B) pairs in which A's run scores higher on the test split (ties count half);
-its interval resamples the seeds of both cells and the patients.
+- the seeds' part of each cell's mean: N(0, sigma^2_b / S) for a cell of S runs, sigma^2_b
+  the study's seed variance drawn from its fiducial distribution (study.analyze.inference:
+  pooled over every confirm cell, net of the test noise the patient draw already carries,
+  one chi-square draw per resample shared by the cells); a pair uses the larger of that
+  pool and the pool of the cells outside the pair, draw by draw, so its own runs' luck
+  cannot narrow it.
+The 2.5 and 97.5 percentiles of the b values are the interval; the p-value of a pair is twice
+the smaller share of its resampled differences on either side of 0, adjusted by Holm over
+the study's pairs (per metric); the sentence names a winner only when the adjusted p-value is
+below 0.05. P(A>B) (Bouthillier et al., MLSys 2021) is the chance that a new run of A beats a
+new run of B on a test split like this one, Phi(difference / sqrt(2 sigma^2 + test noise of
+one run minus one run)), computed under every resample for its interval.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from study.analyze import inference
 from study.analyze.resample import METRIC_FUNCTIONS, RunCodes, run_metrics
 
 CONFIDENCE = 0.95
@@ -91,18 +94,6 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _seed_part(boot: np.ndarray, full: np.ndarray, t_draws: np.ndarray) -> tuple[np.ndarray, float]:
-    """The seeds' share of a cell mean's variation under each resample, and v_seed (NaN when
-    one run: the seed-to-seed variation is then unknown and left out)."""
-    s = len(full)
-    if s < 2:
-        return np.zeros(len(t_draws)), float("nan")
-    cov = np.cov(boot, rowvar=False)
-    own_test_noise = float(np.mean(np.diag(cov)) - (cov.sum() - np.trace(cov)) / (s * (s - 1)))
-    v_seed = max(float(np.var(full, ddof=1)) - max(own_test_noise, 0.0), 0.0)
-    return np.sqrt(v_seed / s) * t_draws, v_seed
-
-
 def _interval(values: np.ndarray, bounds: tuple[float, float]) -> tuple[float, float]:
     """Percentile interval, kept within what the quantity can be: the heavy tails of t_{S-1}
     with 2-3 seeds otherwise reach past e.g. an accuracy of 1."""
@@ -129,26 +120,73 @@ def _fmt(values: tuple[float, ...]) -> list[str]:
     return [f"{v:.{digits}f}" for v in values]
 
 
+def _p_digits(value: float) -> str:
+    # 3 digits near 0 and 1, so a P of 0.996 does not read as a certain 1.00
+    return f"{value:.2f}" if 0.01 <= value <= 0.99 else f"{value:.3f}"
+
+
+def _p_is(value: float) -> str:
+    # the resamples resolve a p-value to about 1/B: below 0.001 says no more than that
+    return "< 0.001" if value < 0.001 else f"= {value:.3f}"
+
+
+def p_text(stats: dict) -> str:
+    """'0.91 [0.78, 0.99]': P(A>B) and its interval."""
+    lo, hi = _p_digits(stats["p_ci_low"]), _p_digits(stats["p_ci_high"])
+    return f"{_p_digits(stats['p_a_beats_b'])} [{lo}, {hi}]"
+
+
+def _p_phrase(a: str, b: str, stats: dict) -> str:
+    verdict = stats["p_verdict"]
+    p = f"P({a} > {b}) = " + p_text(stats)
+    if verdict == "too_few_runs":
+        return f"; {p}: too few runs to tell whether a gain is meaningful"
+    word = {
+        "meaningful_a": f"a meaningful gain for {a}",
+        "meaningful_b": f"a meaningful gain for {b}",
+        "not_meaningful": "no meaningful gain either way",
+        "undecided": "too uncertain to call a gain meaningful",
+    }[verdict]
+    return f"; {p}: {word}"
+
+
 def sentence(a: Cell, b: Cell, i: int, stats: dict, metric: str, seeds_known: bool) -> str:
-    """'pretrained beats scratch for resnet18 by 0.12 kappa [0.05, 0.19]' or 'no difference
-    detectable with these runs (...)'."""
+    """'pretrained beats scratch for resnet18 by 0.12 kappa [0.05, 0.19], p = 0.004 (Holm, 4
+    pairs); P(pretrained > scratch) = 0.91 [0.78, 0.99]: a meaningful gain for pretrained' or
+    'no difference detectable with these runs (...)'; on the Holm-adjusted decision."""
     context = [v for j, v in enumerate(a.key) if j != i]
     where = f" for {', '.join(context)}" if context else ""
     word = METRIC_WORDS.get(metric, metric)
     d, lo, hi = stats["difference"], stats["ci_low"], stats["ci_high"]
-    if stats["different"]:
+    family = stats["family"]
+    holm = f" (Holm, {family} pairs)" if family > 1 else ""
+    if stats["different_adjusted"]:
         win, lose, d, lo, hi = (a, b, d, lo, hi) if d > 0 else (b, a, -d, -hi, -lo)
         d_, lo_, hi_ = _fmt((d, lo, hi))
-        text = f"{win.key[i]} beats {lose.key[i]}{where} by {d_} {word} [{lo_}, {hi_}]"
+        text = (
+            f"{win.key[i]} beats {lose.key[i]}{where} by {d_} {word} [{lo_}, {hi_}], "
+            f"p {_p_is(stats['p_value_adjusted'])}{holm}"
+        )
     else:
         d_, lo_, hi_ = _fmt((d, lo, hi))
+        why = (
+            f"after adjusting for the study's {family} pairs"
+            if stats["different"]
+            else "with these runs"
+        )
         text = (
-            f"no difference detectable with these runs ({a.key[i]} − {b.key[i]}{where}: "
-            f"{d_} {word} [{lo_}, {hi_}])"
+            f"no difference detectable {why} ({a.key[i]} − {b.key[i]}{where}: "
+            f"{d_} {word} [{lo_}, {hi_}], p {_p_is(stats['p_value'])}"
+            + (f", Holm-adjusted {_p_is(stats['p_value_adjusted'])}" if family > 1 else "")
+            + ")"
         )
     if not seeds_known:
-        text += " — one run in a cell: seed-to-seed variation is not in the interval"
-    return text
+        text += " — one run per cell: seed-to-seed variation is not in the interval"
+    return text + _p_phrase(a.key[i], b.key[i], stats)
+
+
+def _pool(cells, cols, values, boot) -> inference.SeedVariance:
+    return inference.pool([(values[cols[c.label]], boot[:, cols[c.label]]) for c in cells])
 
 
 def compare_cells(
@@ -159,12 +197,13 @@ def compare_cells(
     seed: int = 0,
     primary: str = "kappa",
 ) -> dict:
-    """Cells and pairs as plain dicts (summary.json's `cells` and `pairs`), plus the test
-    sample's size. Empty lists when there is no finished confirm run with test predictions."""
+    """Cells, pairs and the pooled seed variance as plain dicts (summary.json's `cells`,
+    `pairs` and `seed_variance`), plus the test sample's size. Empty when there is no
+    finished confirm run with test predictions."""
     test = predictions[predictions["split"] == "test"]
     cells = confirm_cells(trials, dims, set(test["trial_id"].astype(str)))
     if not cells:
-        return {"cells": [], "pairs": [], "test_images": 0, "test_patients": 0}
+        return {"cells": [], "pairs": [], "seed_variance": {}, "test_images": 0, "test_patients": 0}
     run_ids = [t for c in cells for t in c.trial_ids]
     codes = RunCodes.from_predictions(test, run_ids)
     rng = np.random.default_rng(seed)
@@ -174,26 +213,31 @@ def compare_cells(
     for c in cells:
         cols[c.label] = np.arange(start, start + len(c.trial_ids))
         start += len(c.trial_ids)
-    # one seed draw per cell and resample, shared by its metrics, cell interval and pairs
-    t_draws = {
-        c.label: rng.standard_t(max(len(c.trial_ids) - 1, 1), size=n_resamples) for c in cells
-    }
-    estimate: dict[tuple[str, str], np.ndarray] = {}
+    # one uniform per resample for the seed variance's chi-square draw, one normal per cell and
+    # resample for its seeds' part: shared by the metrics, the cell intervals and the pairs
+    u = np.clip(rng.random(n_resamples), 1e-12, 1 - 1e-12)
+    z = {c.label: rng.standard_normal(n_resamples) for c in cells}
+    pooled = {m: _pool(cells, cols, full[m], boot[m]) for m in METRIC_FUNCTIONS}
+    base = {(c.label, m): boot[m][:, cols[c.label]].mean(axis=1)
+            for c in cells for m in METRIC_FUNCTIONS}  # fmt: skip
+
+    def estimate(c: Cell, m: str, seed_var: np.ndarray) -> np.ndarray:
+        return base[c.label, m] + np.sqrt(seed_var / len(c.trial_ids)) * z[c.label]
+
     cell_out = []
     for c in cells:
         idx = cols[c.label]
         metrics = {}
         for m in METRIC_FUNCTIONS:
-            part, v_seed = _seed_part(boot[m][:, idx], full[m][idx], t_draws[c.label])
-            estimate[c.label, m] = boot[m][:, idx].mean(axis=1) + part
-            lo, hi = _interval(estimate[c.label, m], RANGE[m])
+            lo, hi = _interval(estimate(c, m, pooled[m].draws(u)), RANGE[m])
             values = full[m][idx]
+            own = inference.cell_seed_variance(values, boot[m][:, idx])
             metrics[m] = {
                 "mean": float(values.mean()),
                 "sd": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
                 "ci_low": lo,
                 "ci_high": hi,
-                "seed_sd": float(np.sqrt(v_seed)),
+                "seed_sd": float(np.sqrt(own)),  # this cell's own estimate, for inspection
                 "runs": [float(v) for v in values],
             }
         values = dict(zip(dims, c.key, strict=True))
@@ -201,30 +245,52 @@ def compare_cells(
             {"cell": c.label, "values": values, "trial_ids": c.trial_ids, "seeds": c.seeds}
             | {"n_runs": len(c.trial_ids), "metrics": metrics}
         )
-    pair_out = []
-    for a, b, i in _pairs(cells):
+    pairs = list(_pairs(cells))
+    pair_metrics = []
+    for a, b, _ in pairs:
         ia, ib = cols[a.label], cols[b.label]
-        seeds_known = len(ia) > 1 and len(ib) > 1
-        pick_a = rng.integers(0, len(ia), size=(n_resamples, len(ia)))
-        pick_b = rng.integers(0, len(ib), size=(n_resamples, len(ib)))
-        rows = np.arange(n_resamples)[:, None]
         metrics = {}
+        others = [c for c in cells if c not in (a, b)]
         for m in METRIC_FUNCTIONS:
-            diff = estimate[a.label, m] - estimate[b.label, m]
+            other = _pool(others, cols, full[m], boot[m])
+            seeds = inference.for_pair(pooled[m], other)
+            seed_var = inference.pair_draws(pooled[m], other, u)
+            diff = estimate(a, m, seed_var) - estimate(b, m, seed_var)
             width = RANGE[m][1] - RANGE[m][0]
             lo, hi = _interval(diff, (-width, width))
             d = float(full[m][ia].mean() - full[m][ib].mean())
-            p_boot = p_beats(boot[m][:, ia][rows, pick_a], boot[m][:, ib][rows, pick_b])
-            p_lo, p_hi = _interval(p_boot, (0.0, 1.0))
+            noise = inference.pair_noise(boot[m][:, ia], boot[m][:, ib])
+            p_draws = inference.p_beats_model(diff, seed_var, noise)
+            p_lo, p_hi = _interval(p_draws, (0.0, 1.0))
             metrics[m] = {
                 "difference": d,
                 "ci_low": lo,
                 "ci_high": hi,
                 "different": bool(lo > 0 or hi < 0),
-                "p_a_beats_b": float(p_beats(full[m][ia], full[m][ib])),
+                "p_value": inference.p_value(diff),
+                "p_a_beats_b": float(inference.p_beats_model(d, seeds.seed, noise)),
                 "p_ci_low": p_lo,
                 "p_ci_high": p_hi,
+                "runs_share_a_beats_b": float(p_beats(full[m][ia], full[m][ib])),
+                "seed_sd": float(np.sqrt(seeds.seed)),  # the one this pair's interval used
+                "seed_dof": seeds.dof,
             }
+        pair_metrics.append(metrics)
+    for m in METRIC_FUNCTIONS:  # the family: every pair of the study, per metric
+        adjusted = inference.holm([pm[m]["p_value"] for pm in pair_metrics])
+        for (a, b, _), pm, p_adj in zip(pairs, pair_metrics, adjusted, strict=True):
+            s = pm[m]
+            s["p_value_adjusted"] = float(p_adj)
+            s["different_adjusted"] = bool(s["different"] and p_adj < inference.ALPHA)
+            s["family"] = len(pairs)
+            runs = (len(a.trial_ids), len(b.trial_ids))
+            verdict = inference.p_verdict(s["p_ci_low"], s["p_ci_high"], runs, pooled[m].dof)
+            if verdict.startswith("meaningful") and not s["different_adjusted"]:
+                verdict = "undecided"  # a gain the family's adjustment does not uphold
+            s["p_verdict"] = verdict
+    pair_out = []
+    for (a, b, i), metrics in zip(pairs, pair_metrics, strict=True):
+        seeds_known = pooled[primary].dof > 0
         pair_out.append(
             {"a": a.label, "b": b.label, "dimension": dims[i], "a_value": a.key[i]}
             | {"b_value": b.key[i], "seed_variation_included": seeds_known, "metrics": metrics}
@@ -233,6 +299,7 @@ def compare_cells(
     return {
         "cells": cell_out,
         "pairs": pair_out,
+        "seed_variance": {m: pooled[m].as_dict() for m in METRIC_FUNCTIONS},
         "test_images": codes.n_images,
         "test_patients": codes.n_patients,
     }

@@ -1,5 +1,6 @@
 """The report's comparison section, from summary.json's dict: cells with mean +- sd over
-seeds and 95% patient-bootstrap intervals, pairs with their difference, P(A>B) and sentence,
+seeds and 95% patient-bootstrap intervals, pairs with their difference, raw and Holm-adjusted
+p-values and decisions, P(A>B) with its interval and verdict, and sentence,
 the tuning curves and the optimism line. Pure: dict in, HTML (and a figure) out.
 
     html = comparison_section(build_summary(study, predictions), figure_to_html)
@@ -14,19 +15,32 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from study.analyze.comparison import METRIC_WORDS
+from study.analyze.comparison import METRIC_WORDS, p_text
+from study.analyze.inference import MIN_RUNS_FOR_P
 from study.analyze.markup import html_table
 
-HOW_TO_READ = """<p class='note'><b>How to read this.</b> One training run per configuration
-cannot tell a better configuration from a lucky seed (see the four seeds below). So the best
-configuration of each cell (e.g. resnet18 × pretrained) is trained again with new seeds and
-each run is tested once. A cell shows the mean ± sd of its runs on test and a 95% interval
-for the mean that allows for both other seeds and other test patients (patients are resampled
-with both eyes). A pair of cells that differ in one setting shows the difference of the means
-with its 95% interval: when the interval excludes 0 the sentence names the winner, otherwise
-it says no difference is detectable — which means these runs cannot tell, not that the cells
-are equal. P(A&gt;B) is the chance that one run of A beats one run of B (0.5: a coin flip;
-Bouthillier et al. 2021 call ≥ 0.75 a meaningful gain).</p>"""
+HOW_TO_READ = f"""<p class='note'><b>How to read this.</b> One training run per configuration
+cannot tell a better configuration from a lucky seed. So the best configuration of each cell
+(e.g. resnet18 × pretrained) is trained again with new seeds and each run is tested once. A
+cell shows the mean ± sd of its runs on test and a 95% interval for the mean that allows for
+both other seeds and other test patients (patients are resampled with both eyes; the
+seed-to-seed variance is pooled over all cells, net of test-sample noise). A pair of cells
+that differ in one setting shows the difference of the means with its 95% interval and its
+p-value, raw and Holm-adjusted over all the study's pairs (testing many pairs makes some look
+different by chance; the adjustment keeps the chance of any false call at 5%). The sentence
+names a winner only when the adjusted decision does; otherwise no difference is detectable —
+which means these runs cannot tell, not that the cells are equal. P(A&gt;B) is the chance that
+a new run of A beats a new run of B on a test split like this one (0.5: a coin flip), from the
+same model as the intervals; Bouthillier et al. 2021 call ≥ 0.75 a meaningful gain, and a gain
+is called meaningful here only when P's whole 95% interval is at or beyond 0.75 (with fewer
+than {MIN_RUNS_FOR_P} runs in a cell: too few runs to tell).</p>"""
+VERDICT_WORDS = {
+    "meaningful_a": "meaningful gain for A",
+    "meaningful_b": "meaningful gain for B",
+    "not_meaningful": "no meaningful gain",
+    "undecided": "cannot tell yet",
+    "too_few_runs": "too few runs to tell",
+}
 
 
 def _num(value) -> str:
@@ -51,6 +65,10 @@ def cell_table(cells: list[dict], metrics: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _decision(different: bool) -> str:
+    return "different" if different else "not shown"
+
+
 def pair_table(pairs: list[dict], metrics: list[str]) -> pd.DataFrame:
     rows = []
     for p in pairs:
@@ -60,9 +78,11 @@ def pair_table(pairs: list[dict], metrics: list[str]) -> pd.DataFrame:
             row[f"Δ {METRIC_WORDS[m]} [95% CI]"] = f"{s['difference']:+.3f} " + _interval(
                 s["ci_low"], s["ci_high"]
             )
-            row[f"P(A>B) {METRIC_WORDS[m]}"] = f"{s['p_a_beats_b']:.2f} " + (
-                f"[{s['p_ci_low']:.2f}, {s['p_ci_high']:.2f}]"
+            row[f"p {METRIC_WORDS[m]} (Holm)"] = (
+                f"{s['p_value']:.3f} ({s['p_value_adjusted']:.3f}): "
+                f"{_decision(s['different'])} ({_decision(s['different_adjusted'])})"
             )
+            row[f"P(A>B) {METRIC_WORDS[m]}"] = p_text(s) + ": " + VERDICT_WORDS[s["p_verdict"]]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -103,13 +123,19 @@ def tuning_figure(tuning: dict) -> go.Figure:
     return fig
 
 
-def _seed_context(context: dict) -> str:
-    c = context["same_config_seeds"]
-    values = ", ".join(f"{v:.3f}" for v in c["best_val_kappa"])
+def _seed_context(summary: dict) -> str:
+    """This study's own seed sd (net of test noise) from its confirm runs, or nothing."""
+    primary = summary["primary_metric"]
+    pooled = (summary.get("seed_variance") or {}).get(primary) or {}
+    if not pooled.get("dof"):
+        return ""
+    word = METRIC_WORDS[primary]
     return (
-        f"<p class='note'>Context: the same configuration ({html.escape(c['config'])}) trained "
-        f"with training seeds {', '.join(map(str, c['training_seeds']))} reached best val kappa "
-        f"{values} — a spread of {c['spread']:.3f}, larger than most gaps between trials.</p>"
+        f"<p class='note'>Context: in this study's confirm runs, one configuration's test {word} "
+        f"varies between training seeds by sd {_num(pooled['pooled_sd'])} (net of test-sample "
+        f"noise; pooled over the cells, {pooled['dof']} degrees of freedom), while the test "
+        f"sample alone moves one run by sd {_num(pooled['unshared_test_noise_sd'])} beyond what "
+        "the runs share. The intervals draw the seed variance from this pooled estimate.</p>"
     )
 
 
@@ -134,7 +160,7 @@ def comparison_section(summary: dict, figure_html: Callable[[go.Figure], str]) -
         out.append(html_table(pair_table(summary["pairs"], metrics), sortable=False))
         items = "".join(f"<li>{html.escape(p['sentence'])}</li>" for p in summary["pairs"])
         out.append(f"<ul class='verdicts'>{items}</ul>")
-    out.append(_seed_context(summary["context"]))
+    out.append(_seed_context(summary))
     tuning = summary["tuning"]
     out.append("<h3>Tuning curve</h3>")
     if tuning["study"] is not None:

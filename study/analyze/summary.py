@@ -21,15 +21,8 @@ from study.analyze.resample import METRIC_FUNCTIONS
 from study.analyze.tuning import optimism, search_trials, tuning_summary
 from study.record.ranking import best_trial_ids
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: pooled seed variance, model P(A>B), Holm (issue 19); no `context`
 DEFAULT_COMPARE = ("arch", "pretrained")
-# Why one run per cell cannot answer the question: measured on the demo data (issue 11).
-SEED_CONTEXT = {
-    "config": "resnet18, scratch, SGD lr 2.5e-3, batch 16, 3 epochs; demo data, 1,000 images, 64 px",
-    "training_seeds": [0, 1, 2, 3],
-    "best_val_kappa": [0.676, 0.851, 0.734, 0.728],
-    "spread": 0.175,
-}
 CONFIRM_HINT = (
     "add `confirm: {compare: [arch, pretrained], seeds: 3}` to the study's YAML (or "
     "`--set confirm.seeds=3`) and run the sweep again: the best configuration of each cell "
@@ -92,8 +85,8 @@ def build_summary(
     primary = primary_metric(study)
     comparison = compare_cells(study.trials, predictions, dims, n_resamples, seed, primary)
     status, note = _status(study.trials, comparison, confirm.get("seeds"))
-    sds = [c["metrics"][primary]["sd"] for c in comparison["cells"]]
-    seed_sd = float(np.nanmean(sds)) if any(not math.isnan(s) for s in sds) else None
+    pooled = comparison["seed_variance"].get(primary) or {}
+    seed_sd = pooled["pooled_sd"] if pooled.get("dof") else None  # this study's, net of noise
     best_cell = _best_cell(study, dims, comparison, primary)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -113,13 +106,15 @@ def build_summary(
             "confidence": CONFIDENCE,
             "test_images": comparison["test_images"],
             "test_patients": comparison["test_patients"],
-            "seed_part": "scaled t draw (Behrens-Fisher), seed variance net of test noise",
+            "seed_part": "normal draw with the seed variance pooled over the cells, net of "
+            "test noise, drawn from its fiducial (scaled chi-square) distribution",
+            "adjustment": "holm",
         },
         "cells": comparison["cells"],
         "pairs": comparison["pairs"],
         "tuning": tuning_summary(study.trials, study.score_column, study.mode, dims, seed_sd),
         "optimism": optimism(study.trials, study.score_column, study.mode, best_cell),
-        "context": {"same_config_seeds": SEED_CONTEXT},
+        "seed_variance": comparison["seed_variance"],
         **clinical_summary(study, predictions, n_resamples, seed),  # referable, calibration
     }
 

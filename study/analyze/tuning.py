@@ -29,6 +29,7 @@ from study.analyze.comparison import value_label
 from study.record.ranking import best_trial_ids
 
 BAND = 0.80
+LEAD = 0.05  # a trial "well above the rest" beats the rest's best by more than this
 CLOSE = 0.01  # "the answer": within this much (kappa, or 1 pp of a share) of the N-trial value
 SUPPORT = {"kappa": (-1.0, 1.0), "loss": (0.0, math.inf)}  # every other metric is a share
 
@@ -80,7 +81,41 @@ def needed_trials(expected: list[float]) -> tuple[int, float]:
     return needed, float(abs(curve[-1] - curve[half - 1]))
 
 
-def curve_sentence(n: int, needed: int, gain: float, word: str, seed_sd: float | None) -> str:
+def leading_trials(values: np.ndarray, mode: str) -> int:
+    """1 or 2 when the best one or two trials stand well above all the others (the k-th best
+    beats the best of the rest by more than LEAD and by more than twice the rest's top-half
+    spread: e.g. one trial at kappa 0.5 while 7 sit at <= 0.03), else 0. A curve resting on
+    them measures one lucky configuration, not how the search space behaves."""
+    ys = np.sort(np.asarray(values, dtype=np.float64))
+    ys = ys[::-1] if mode == "max" else ys  # best first
+    sign = 1.0 if mode == "max" else -1.0
+    for k in (1, 2):
+        rest = ys[k:]
+        if len(rest) < 3:
+            break
+        gap = sign * (ys[k - 1] - rest[0])
+        spread = sign * (rest[0] - np.median(rest))
+        if gap > LEAD and gap > 2 * spread:
+            return k
+    return 0
+
+
+def _lead_text(values: np.ndarray, mode: str, lead: int, word: str) -> str:
+    ys = np.sort(np.asarray(values, dtype=np.float64))
+    ys = ys[::-1] if mode == "max" else ys
+    tops = " and ".join(f"{v:.3f}" for v in ys[:lead])
+    bound = "at most" if mode == "max" else "at least"
+    which = "one trial" if lead == 1 else "two trials"
+    return (
+        f" It rests on {which}: val {word} {tops} against {bound} {ys[lead]:.3f} for the other "
+        f"{len(ys) - lead}, so the curve shows {'a lucky find' if lead == 1 else 'two lucky finds'} "
+        "more than how the search space behaves."
+    )
+
+
+def curve_sentence(
+    n: int, needed: int, gain: float, word: str, seed_sd: float | None, lead: str = ""
+) -> str:
     if n < 2:
         return f"{n} finished search trial: a tuning curve needs at least 2."
     half = math.ceil(n / 2)
@@ -94,11 +129,17 @@ def curve_sentence(n: int, needed: int, gain: float, word: str, seed_sd: float |
         if gain > CLOSE
         else "flat, more trials would likely add little."
     )
-    if seed_sd is not None and not math.isnan(seed_sd):
+    text += lead
+    if seed_sd is not None and not math.isnan(seed_sd) and seed_sd > 0:
         text += (
-            f" For scale: one configuration's test {word} varies by {seed_sd:.3f} (sd) between "
-            "training seeds"
+            f" For scale: in this study's confirm runs one configuration's test {word} varies "
+            f"by {seed_sd:.3f} (sd, net of test-sample noise) between training seeds"
             + (", more than the last doubling of the search bought." if gain < seed_sd else ".")
+        )
+    elif seed_sd is not None and not math.isnan(seed_sd):
+        text += (
+            f" For scale: this study's confirm runs spread no more between training seeds than "
+            f"the test sample alone makes a run's {word} move."
         )
     return text
 
@@ -113,12 +154,16 @@ def tuning_summary(
     out: dict = {"metric": score, "band": BAND, "close": CLOSE, "trials": int(len(finished))}
     if finished.empty:
         out |= {"study": None, "cells": {}, "needed_trials": None, "gain_last_doubling": None}
+        out["rests_on"] = None
         out["sentence"] = "No finished search trial yet: no tuning curve."
         return out
     out["study"] = tuning_curve(finished[score].to_numpy(), score, mode, band=True)
     needed, gain = needed_trials(out["study"]["expected_best"])
-    out |= {"needed_trials": needed, "gain_last_doubling": gain}
-    out["sentence"] = curve_sentence(len(finished), needed, gain, word, seed_sd)
+    values = finished[score].to_numpy()
+    lead = leading_trials(values, mode)
+    out |= {"needed_trials": needed, "gain_last_doubling": gain, "rests_on": lead}
+    lead_text = _lead_text(values, mode, lead, word) if lead else ""
+    out["sentence"] = curve_sentence(len(finished), needed, gain, word, seed_sd, lead_text)
     cells = {}
     dims = [d for d in dims if d in finished.columns]
     if dims:
