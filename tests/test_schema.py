@@ -408,3 +408,17 @@ def test_resolve_gpu():
     assert resolve_gpu(auto, True) == 1.0 and resolve_gpu(auto, False) == 0.0
     half = load_study(DEMO, ["resources.gpu=0.5"])
     assert resolve_gpu(half, False) == 0.5 and resolve_gpu(half, True) == 0.5
+
+
+def test_a_study_stored_before_the_recipe_dimensions_resumes_unchanged(tmp_path):
+    from study.run.preflight import check_study_folder
+
+    resolved = study_to_dict(load_study(DEMO, ["space.schedule=constant", "space.warmup_epochs=0"]))
+    old = json.loads(json.dumps(resolved))
+    for name in ("schedule", "warmup_epochs", "augment"):  # as study.json was written before them
+        del old["space"][name]
+    (tmp_path / "study.json").write_text(json.dumps({"config": old}))
+    check_study_folder(tmp_path, resolved, resume=True)  # the defaults are what it ran
+    changed = study_to_dict(load_study(DEMO))  # demo's own recipe: cosine, 1 warm-up epoch
+    with pytest.raises(RetinaError, match="space.schedule: 'constant' -> 'cosine'"):
+        check_study_folder(tmp_path, changed, resume=True)
