@@ -159,9 +159,8 @@ class BatchLoader:
         self.train = bool(train)
         self.seed = int(seed)
         self._epoch = 0
-        # Training only: evaluation never augments. Checked here, so a typo fails at once.
-        fundus = build_augment(augment)
-        self._augment = fundus if self.train else None
+        augmenter = build_augment(augment)  # checked here, so a typo fails at once
+        self._augment = augmenter if self.train else None  # evaluation never augments
         self._file = _npy_file(images)  # rows read with preadv when set
         self._images = _tensor_view(images)
         self._labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
@@ -231,11 +230,9 @@ class BatchLoader:
         return self._augment.draw(self.seed, self._epoch, len(self._indices), self.device)
 
     def _augmented(self, x: torch.Tensor, plan: torch.Tensor | None, k: int) -> torch.Tensor:
-        """Batch k after the augmentation; position j of the batch takes row k*B + j of the plan."""
-        if plan is None:
-            return x
-        start = k * self.batch_size
-        return self._augment(x, plan[start : start + len(x)], self._scale, self._shift)
+        """Batch k augmented: its position j takes row k * batch_size + j of the plan."""
+        rows = None if plan is None else plan[k * self.batch_size :][: len(x)]
+        return x if rows is None else self._augment(x, rows, self._scale, self._shift)
 
     def _batches(self):
         """(row indices, images per flip code or None) of each batch of this epoch."""

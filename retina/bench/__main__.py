@@ -7,9 +7,9 @@
 CPU suite: data loading at two sizes, a resnet18 training epoch against a bare loop, building
 the cache on one and on all cores, predict's images/s (JPEG files in) against a bare forward
 pass, Ray Tune's cost per trial and a trial's peak RSS on an 8x larger data set. `--gpu`:
-resnet18 and resnet50 at 512 px, alone and four trials sharing one GPU. The CPU suite ends with
-the fundus augmentation's share of a 512 px resnet18 epoch (`--only augment` runs just that). Every number is the
-median of timed repeats after a warm-up. `--quick` uses tiny sizes (under a minute on 2 cores)
+resnet18 and resnet50 at 512 px, alone and four trials sharing one GPU. The CPU suite ends
+with the fundus augmentation's share of a 512 px resnet18 epoch (`--only augment`: just that).
+Every number is the median of timed repeats after a warm-up. `--quick` uses tiny sizes (under a minute on 2 cores)
 to check that every path runs; its numbers are not comparable.
 """
 
