@@ -422,3 +422,13 @@ def test_a_study_stored_before_the_recipe_dimensions_resumes_unchanged(tmp_path)
     changed = study_to_dict(load_study(DEMO))  # demo's own recipe: cosine, 1 warm-up epoch
     with pytest.raises(RetinaError, match="space.schedule: 'constant' -> 'cosine'"):
         check_study_folder(tmp_path, changed, resume=True)
+
+
+def test_warmup_is_checked_per_case_when_both_depend_on_one_dimension(tmp_path):
+    doc = changed(demo_doc(), "space.epochs", {"depends_on": "arch", "values": {"resnet18": 10, "resnet50": 2}})  # fmt: skip
+    paired = changed(doc, "space.warmup_epochs", {"depends_on": "arch", "values": {"resnet18": 3, "resnet50": 1}})  # fmt: skip
+    assert finite_values(load_study(write(tmp_path, paired)).space["warmup_epochs"]) == (3, 1)
+    too_long = changed(doc, "space.warmup_epochs", {"depends_on": "arch", "values": {"resnet18": 3, "resnet50": 2}})  # fmt: skip
+    assert "where arch = resnet50: a trial can run as few as 2 epochs" in error_of(write(tmp_path, too_long, "b.yaml"))  # fmt: skip
+    unpaired = changed(doc, "space.warmup_epochs", 3)  # any trial: resnet50 runs 2 epochs
+    assert "set warmup_epochs to at most 1" in error_of(write(tmp_path, unpaired, "c.yaml"))
