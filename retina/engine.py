@@ -176,13 +176,16 @@ def train_one_epoch(
     amp_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
     thresholds: Sequence[float] | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> EpochMetrics:
     """One pass over `loader` with an optimizer step per batch; metrics on the training batches.
 
     Raises NonFiniteLoss when the loss is NaN/inf (CPU: before that batch's step; CUDA: within
     NAN_CHECK_EVERY batches). `scaler` (a GradScaler) is needed for fp16 autocast only.
     `thresholds`: a regress head's cuts for its grades (None: 0.5/1.5/2.5/3.5).
-    images_per_s counts the whole epoch, data loading included.
+    `scheduler` (built by `retina.schedules.build_schedule`, never here) is stepped after every
+    optimizer step: schedules are per batch. images_per_s counts the whole epoch, data loading
+    included.
     """
     device = torch.device(device)
     model.train()
@@ -211,6 +214,8 @@ def train_one_epoch(
         else:
             loss.backward()
             optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         tally.add(loss, logits, y)
     if not per_batch_check:
         tally.raise_if_bad()

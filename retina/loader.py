@@ -13,6 +13,8 @@ touches; read() copies from the page cache without mapping anything (and, unlike
 multi-threaded `index_select` on the map, never stalls on page faults or idle OpenMP threads).
 Other arrays are gathered with `index_select`. On CUDA a background thread gathers batch k+1
 and copies it to the GPU on a side stream while the GPU computes batch k.
+With `augment="fundus"` a training batch is then rotated, zoomed and colour-jittered on the
+device (`retina.augment`), from parameters drawn once per epoch from (seed, epoch).
 Used by `retina.prepare.PreparedData.loader` (e.g. through `python -m retina.train`).
 """
 
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from retina.augment import build_augment
 from retina.errors import RetinaError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -121,7 +124,9 @@ class BatchLoader:
 
     Train: a fresh permutation and fresh flips per epoch from (seed, epoch) - call
     `set_epoch(epoch)` before each epoch - and a last batch of one image is dropped (BatchNorm
-    cannot train on it). Eval: the given order, no flips, the last partial batch kept.
+    cannot train on it). `augment="fundus"` adds a rotation, zoom and colour per training image
+    (`retina.augment`; "flips", the default, is flips alone). Eval: the given order, no flips,
+    no augmentation, the last partial batch kept.
     x and y live in buffers reused for the next batch: use them before asking for the next one
     (as a training step does) or `.clone()` them to keep them.
     """
@@ -136,6 +141,7 @@ class BatchLoader:
         *,
         train: bool,
         seed: int = 0,
+        augment: str = "flips",
     ) -> None:
         if images.ndim != 4 or images.shape[1] != 3 or images.dtype != np.uint8:
             raise ValueError(
@@ -153,6 +159,8 @@ class BatchLoader:
         self.train = bool(train)
         self.seed = int(seed)
         self._epoch = 0
+        augmenter = build_augment(augment)  # checked here, so a typo fails at once
+        self._augment = augmenter if self.train else None  # evaluation never augments
         self._file = _npy_file(images)  # rows read with preadv when set
         self._images = _tensor_view(images)
         self._labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
@@ -215,6 +223,17 @@ class BatchLoader:
         codes = torch.randint(0, 4, (n,), generator=gen)  # two fair, independent coin flips
         return order, codes
 
+    def _augment_plan(self) -> torch.Tensor | None:
+        """This epoch's augmentation parameters per batch position, on the device (or None)."""
+        if self._augment is None:
+            return None
+        return self._augment.draw(self.seed, self._epoch, len(self._indices), self.device)
+
+    def _augmented(self, x: torch.Tensor, plan: torch.Tensor | None, k: int) -> torch.Tensor:
+        """Batch k augmented: its position j takes row k * batch_size + j of the plan."""
+        rows = None if plan is None else plan[k * self.batch_size :][: len(x)]
+        return x if rows is None else self._augment(x, rows, self._scale, self._shift)
+
     def _batches(self):
         """(row indices, images per flip code or None) of each batch of this epoch."""
         order, codes = self._epoch_plan()
@@ -240,9 +259,10 @@ class BatchLoader:
                 yield from self._iter_cuda(fd)
             else:
                 slot = self._slots[0]
-                for idx, counts in self._batches():
+                plan = self._augment_plan()
+                for k, (idx, counts) in enumerate(self._batches()):
                     host_u8, host_y = self._gather(idx, slot, fd)
-                    yield self._convert(host_u8, counts), host_y
+                    yield self._augmented(self._convert(host_u8, counts), plan, k), host_y
         finally:
             if fd is not None:
                 os.close(fd)
@@ -316,12 +336,14 @@ class BatchLoader:
         released = torch.cuda.Event()
         released.record(compute)  # after everything queued before this epoch
         batches = enumerate(self._batches())
+        plan, k = self._augment_plan(), 0
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-loader") as pool:
             pending = self._submit(pool, batches, released, copier, fd)
             while pending is not None:
                 u8, y, counts, copied = pending.result()
                 compute.wait_event(copied)
-                x = self._convert(u8, counts)
+                x = self._augmented(self._convert(u8, counts), plan, k)
+                k += 1
                 # Recorded after batch k's conversion and after step k-1 (queued before it):
                 # batch k+1's copy reuses batch k-1's device buffers only once both are done.
                 released = torch.cuda.Event()

@@ -48,12 +48,15 @@ class PreparedData:
         *,
         train: bool,
         seed: int = 0,
+        augment: str = "flips",
     ) -> BatchLoader:
-        """Batches of one split, sliced from the memory-mapped cache (never copied)."""
+        """Batches of one split, sliced from the memory-mapped cache (never copied);
+        `augment` (retina.augment.AUGMENTS) applies to training batches only."""
         indices = self.split.indices(split_name)
         return BatchLoader(
-            self.cache.open(), self.labels, indices, batch_size, device, train=train, seed=seed
-        )
+            self.cache.open(), self.labels, indices, batch_size, device, train=train, seed=seed,
+            augment=augment,
+        )  # fmt: skip
 
     def on_this_machine(self) -> PreparedData:
         """This data with a cache on this machine: itself, or a cache built here once.

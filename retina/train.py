@@ -3,17 +3,20 @@
     python -m retina.train --data data/demo --arch resnet18 --pretrained false --epochs 2 \
         --image-size 64 --batch-size 16 --lr 0.01 [--weight-decay 5e-4] [--optimizer sgd|adamw]
         [--momentum 0.9] [--class-weighted] [--head classify|regress]
+        [--schedule constant|cosine] [--warmup-epochs 0] [--augment flips|fundus]
         [--preprocessing none|graham] [--seed 0]
         [--split-seed 0] [--skip-bad] [--device auto|cpu|cuda] [--cache-dir DIR]
         [--save CKPT.pt] [--evaluate-test]
 
 Prints the majority-class baseline on val, then one line per epoch (train and val loss,
-accuracy, kappa, images/s). `--save` writes {model, optimizer, epoch, config, metrics, best_epoch,
-best_model} after every epoch (atomically). `--evaluate-test` reports test metrics of the weights
-from the epoch with the best val kappa. `--head regress`: one output trained with SmoothL1 on the
-grade; val metrics cut it at the fixed 0.5/1.5/2.5/3.5, and the cuts fitted on val at the best
-epoch (`retina.thresholds`, saved as `best_thresholds`) grade the test. Bad input: `error: ...`
-and exit status 2.
+accuracy, kappa, images/s, and the lr at the epoch's end). `--schedule` steps the lr per batch
+after `--warmup-epochs` of linear warm-up (retina.schedules); `--augment fundus` adds rotation,
+zoom and colour to the flips (retina.augment). `--save` writes {model, optimizer, scheduler,
+epoch, config, metrics, best_epoch, best_model} after every epoch (atomically). `--evaluate-test`
+reports test metrics of the weights from the epoch with the best val kappa. `--head regress`: one
+output trained with SmoothL1 on the grade; val metrics cut it at the fixed 0.5/1.5/2.5/3.5, and
+the cuts fitted on val at the best epoch (`retina.thresholds`, saved as `best_thresholds`) grade
+the test. Bad input: `error: ...` and exit status 2.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from retina.augment import AUGMENTS
 from retina.cli import run_main
 from retina.engine import OPTIMIZERS, NonFiniteLoss
 from retina.errors import RetinaError
@@ -33,6 +37,7 @@ from retina.images import PREPROCESSING
 from retina.metrics import EpochMetrics
 from retina.models import ARCHS, ensure_weights
 from retina.prepare import prepare_data
+from retina.schedules import SCHEDULES, build_schedule, current_lr
 from retina.training import build_training, setup_process
 
 BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
@@ -75,6 +80,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m retina.train", description="Train one configuration (no Ray)."
@@ -92,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-weighted", action="store_true", help="inverse-frequency class weights")
     p.add_argument("--head", default="classify", choices=list(HEADS),
                    help="classify: 5-way softmax; regress: one score cut by thresholds")  # fmt: skip
+    p.add_argument("--schedule", default="constant", choices=list(SCHEDULES), help="lr per batch")
+    p.add_argument(
+        "--warmup-epochs", type=_non_negative_int, default=0, help="linear lr warm-up first"
+    )
+    p.add_argument(
+        "--augment",
+        default="flips",
+        choices=list(AUGMENTS),
+        help="fundus: + rotation, zoom, colour",
+    )
     p.add_argument("--preprocessing", default="none", choices=list(PREPROCESSING))
     p.add_argument("--seed", type=int, default=0, help="training seed (init, shuffling, flips)")
     p.add_argument("--split-seed", type=int, default=0, help="train/val/test split seed")
@@ -127,6 +149,11 @@ def _save(path: Path, checkpoint: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.warmup_epochs >= args.epochs:
+        raise RetinaError(
+            f"--warmup-epochs {args.warmup_epochs} leaves no epoch after the warm-up of a "
+            f"{args.epochs}-epoch run; use at most {args.epochs - 1}, or raise --epochs"
+        )
     device = resolve_device(args.device)
     setup_process(device, args.seed)  # deterministic on CPU; cuDNN autotuning on CUDA
 
@@ -156,7 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         class_weighted=args.class_weighted, train_counts=counts["train"], device=device,
         head=args.head,
     )  # fmt: skip
-    train_loader = data.loader("train", args.batch_size, device, train=True, seed=args.seed)
+    train_loader = data.loader(
+        "train", args.batch_size, device, train=True, seed=args.seed, augment=args.augment
+    )
+    run.scheduler = build_schedule(
+        args.schedule, run.optimizer, epochs=args.epochs, steps_per_epoch=len(train_loader),
+        warmup_epochs=args.warmup_epochs,
+    )  # fmt: skip
     val_loader = data.loader("val", args.batch_size, device, train=False)
     val_labels = data.labels[data.split.indices("val")]  # the val loader's order
 
@@ -180,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"epoch {epoch}/{args.epochs}  {_line('train', tm)}  {_line('val', vm)}  "
             f"bal_acc {vm.balanced_accuracy:.3f}  {tm.images_per_s:.0f} img/s train, "
-            f"{vm.images_per_s:.0f} img/s val  {tm.seconds + vm.seconds:.1f} s",
+            f"{vm.images_per_s:.0f} img/s val  {tm.seconds + vm.seconds:.1f} s  "
+            f"lr {current_lr(run.optimizer):.3g}",
             flush=True,
         )
         if vm.kappa > best_kappa:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from retina.engine import (
     autocast_dtype,
@@ -48,11 +49,14 @@ class Training:
     amp_dtype: torch.dtype | None
     scaler: torch.amp.GradScaler | None
     head: str = "classify"
+    # Set by the caller once the batches per epoch are known (retina.schedules.build_schedule);
+    # None: the optimizer's lr throughout.
+    scheduler: LRScheduler | None = None
 
     def train_epoch(self, loader: BatchLoader) -> EpochMetrics:
         return train_one_epoch(
             self.step_model, loader, self.optimizer, self.loss_fn, self.device,
-            amp_dtype=self.amp_dtype, scaler=self.scaler,
+            amp_dtype=self.amp_dtype, scaler=self.scaler, scheduler=self.scheduler,
         )  # fmt: skip
 
     def evaluate(
@@ -75,17 +79,23 @@ class Training:
         return list(fit_thresholds(metrics.scores, labels))
 
     def state(self) -> dict[str, Any]:
-        """What a checkpoint needs to continue training: weights, optimizer, loss scaler."""
+        """What a checkpoint needs to continue training: weights, optimizer, loss scaler and
+        the lr schedule (its step and curve: a resumed run continues the same lr per batch)."""
         out = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
         if self.scaler is not None:
             out["scaler"] = self.scaler.state_dict()
+        if self.scheduler is not None:
+            out["scheduler"] = self.scheduler.state_dict()
         return out
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from `state`; attach the scheduler first, or its step is not restored."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
+        if self.scheduler is not None and "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
 
 
 def build_training(

@@ -75,6 +75,7 @@ def bench_study(data: Path, image_size: int, trials: int, batch: int, cpus: int)
             "space.lr=0.01",
             f"space.batch_size={batch}",
             "space.epochs=1",
+            "space.warmup_epochs=0",  # demo.yaml warms up for 1 epoch: none in a 1-epoch run
             "space.weight_decay=0.0001",
             f"num_samples={trials}",
             f"resources.cpu={cpus}",

@@ -77,7 +77,8 @@ def test_sweep_with_confirmation_writes_stage_seed_and_predictions(
 ):
     folder = tmp_path / "confirm"
     args = sweep_args(synthetic_data, tmp_path, "confirm", "--set", "num_samples=2",
-                      "--set", "space.epochs=1", "--set", "max_concurrent=2",
+                      "--set", "space.epochs=1", "--set", "space.warmup_epochs=0",
+                      "--set", "max_concurrent=2",
                       "--mlflow", str(tmp_path / "mlruns"))  # fmt: skip
     proc = run_cli(*args, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

@@ -22,7 +22,8 @@ UNREACHABLE_MIRROR = "http://127.0.0.1:9/models"  # a closed port: "offline", at
 TINY_DEMO = [
     "--set", "search.algorithm=random", "--set", "space.pretrained={grid: [true, false]}",
     "--set", "space.arch=resnet18", "--set", "num_samples=1", "--set", "data.image_size=32",
-    "--set", "space.epochs=1", "--set", "space.batch_size=16", "--set", "test_top_k=1",
+    "--set", "space.epochs=1", "--set", "space.warmup_epochs=0",  # one epoch: no warm-up
+    "--set", "space.batch_size=16", "--set", "test_top_k=1",
     "--set", "max_concurrent=2", "--set", "confirm.seeds=1",
 ]  # fmt: skip
 

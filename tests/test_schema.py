@@ -101,6 +101,18 @@ def test_demo_matches_the_brief():
     assert cfg.resources.gpu == "auto" and max_epochs(cfg) == 3
 
 
+def test_recipes_of_the_shipped_spaces():
+    from retina.augment import AUGMENTS
+    from retina.schedules import SCHEDULES
+
+    demo, full, lab3 = (load_study(ROOT / "search_spaces" / f"{n}.yaml") for n in ("demo", "full", "lab3"))  # fmt: skip
+    # The names the schema accepts are the ones the core builds.
+    assert finite_values(full.space["schedule"]) == SCHEDULES
+    assert finite_values(full.space["augment"]) == AUGMENTS
+    assert [demo.space[k].values[0] for k in ("schedule", "warmup_epochs", "augment")] == ["cosine", 1, "flips"]  # fmt: skip
+    assert [lab3.space[k].values[0] for k in ("schedule", "warmup_epochs", "augment")] == ["constant", 0, "flips"]  # fmt: skip
+
+
 def test_lab3_is_the_reports_four_runs():
     cfg = load_study(LAB3)
     assert finite_values(cfg.space["arch"]) == ("resnet18", "resnet50")
@@ -173,6 +185,12 @@ CASES = {
     "keep checkpoints word": ("keep_checkpoints", "best", "keep_checkpoints", "expected needed or all, got 'best'"),
     "missing name": ("name", DELETE, "name", "missing"),
     "missing lr": ("space.lr", DELETE, "space.lr", "missing; add e.g. lr: {loguniform"),
+    "unknown schedule": ("space.schedule", {"choice": ["cosine", "step"]}, "space.schedule.choice[1]", "unknown schedule 'step'; choose one of constant, cosine"),
+    "unknown augment": ("space.augment", "rotate", "space.augment", "unknown augment 'rotate'; choose one of flips, fundus"),
+    "negative warm-up": ("space.warmup_epochs", -1, "space.warmup_epochs", "must be >= 0"),
+    "warm-up as long as a run": ("space.warmup_epochs", 2, "space.warmup_epochs", "2 warm-up epochs leave no epoch after the warm-up: a trial can run as few as 2 epochs (space.epochs); set warmup_epochs to at most 1"),
+    "sampled warm-up too long": ("space.warmup_epochs", {"randint": [0, 3]}, "space.warmup_epochs", "a trial can run as few as 2 epochs"),
+    "warm-up per epochs": ("space.warmup_epochs", {"depends_on": "epochs", "values": {2: 1, 3: 3}}, "space.warmup_epochs", "3 warm-up epochs leave no epoch after the warm-up where epochs = 3"),
 }  # fmt: skip
 
 
@@ -218,6 +236,8 @@ def test_yaml_1_2_floats_and_defaults(tmp_path):
     assert cfg.space["lr"].values == (1e-3,)  # not the string "1e-3"
     assert (cfg.metric.mode, cfg.search.algorithm, cfg.scheduler.name) == ("min", "optuna", "asha")
     assert [cfg.space[k].values[0] for k in ("optimizer", "momentum", "weight_decay", "pretrained", "class_weighted", "head")] == ["sgd", 0.9, 0.0, False, False, "classify"]  # fmt: skip
+    # Today's recipe unless a study says otherwise: a constant lr, no warm-up, flips only.
+    assert [cfg.space[k].values[0] for k in ("schedule", "warmup_epochs", "augment")] == ["constant", 0, "flips"]  # fmt: skip
     assert (cfg.test_top_k, cfg.max_failures, cfg.keep_checkpoints, cfg.seed) == (3, 2, "needed", 0)
     assert cfg.compile is False and cfg.max_concurrent is None and cfg.resources.cpu == 1.0
 
@@ -315,7 +335,8 @@ def test_resolve_trial_config_fills_fixed_and_conditional_values(tmp_path):
     assert list(hp) == list(DIMENSIONS)
     assert hp == {"arch": "resnet50", "pretrained": False, "lr": 0.01, "batch_size": 16,
                   "epochs": 4, "weight_decay": 1e-4, "optimizer": "sgd", "momentum": 0.9,
-                  "class_weighted": False, "head": "classify"}  # fmt: skip
+                  "class_weighted": False, "schedule": "cosine", "warmup_epochs": 1,
+                  "augment": "flips", "head": "classify"}  # fmt: skip
     assert [type(hp[k]) for k in ("pretrained", "lr", "batch_size")] == [bool, float, int]
     assert json.loads(json.dumps(study_to_dict(cfg)))["space"]["epochs"]["values"] == {"true": 2, "false": 4}  # fmt: skip
     assert study_from_dict(json.loads(json.dumps(study_to_dict(cfg)))) == cfg
@@ -324,7 +345,7 @@ def test_resolve_trial_config_fills_fixed_and_conditional_values(tmp_path):
 
 
 def test_max_epochs_of_a_randint(tmp_path):
-    cfg = load_study(DEMO, ["space.epochs={randint: [1, 6]}"])
+    cfg = load_study(DEMO, ["space.epochs={randint: [2, 6]}"])
     assert max_epochs(cfg) == 5 and finite_values(cfg.space["epochs"]) is None
 
 
@@ -389,3 +410,27 @@ def test_resolve_gpu():
     assert resolve_gpu(auto, True) == 1.0 and resolve_gpu(auto, False) == 0.0
     half = load_study(DEMO, ["resources.gpu=0.5"])
     assert resolve_gpu(half, False) == 0.5 and resolve_gpu(half, True) == 0.5
+
+
+def test_a_study_stored_before_the_recipe_dimensions_resumes_unchanged(tmp_path):
+    from study.run.preflight import check_study_folder
+
+    resolved = study_to_dict(load_study(DEMO, ["space.schedule=constant", "space.warmup_epochs=0"]))
+    old = json.loads(json.dumps(resolved))
+    for name in ("schedule", "warmup_epochs", "augment"):  # as study.json was written before them
+        del old["space"][name]
+    (tmp_path / "study.json").write_text(json.dumps({"config": old}))
+    check_study_folder(tmp_path, resolved, resume=True)  # the defaults are what it ran
+    changed = study_to_dict(load_study(DEMO))  # demo's own recipe: cosine, 1 warm-up epoch
+    with pytest.raises(RetinaError, match="space.schedule: 'constant' -> 'cosine'"):
+        check_study_folder(tmp_path, changed, resume=True)
+
+
+def test_warmup_is_checked_per_case_when_both_depend_on_one_dimension(tmp_path):
+    doc = changed(demo_doc(), "space.epochs", {"depends_on": "arch", "values": {"resnet18": 10, "resnet50": 2}})  # fmt: skip
+    paired = changed(doc, "space.warmup_epochs", {"depends_on": "arch", "values": {"resnet18": 3, "resnet50": 1}})  # fmt: skip
+    assert finite_values(load_study(write(tmp_path, paired)).space["warmup_epochs"]) == (3, 1)
+    too_long = changed(doc, "space.warmup_epochs", {"depends_on": "arch", "values": {"resnet18": 3, "resnet50": 2}})  # fmt: skip
+    assert "where arch = resnet50: a trial can run as few as 2 epochs" in error_of(write(tmp_path, too_long, "b.yaml"))  # fmt: skip
+    unpaired = changed(doc, "space.warmup_epochs", 3)  # any trial: resnet50 runs 2 epochs
+    assert "set warmup_epochs to at most 1" in error_of(write(tmp_path, unpaired, "c.yaml"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import torch
 
 from study.record.results import CONFUSION_COLUMNS, EPOCH_COLUMNS, TRIAL_TAIL_COLUMNS
 from tests.helpers.cli import run_cli
@@ -26,6 +27,12 @@ def test_small_sweep_writes_the_results_contract(small_study):
     assert set(trials["status"]) == {"TERMINATED"}
     assert (trials["arch"] == "resnet18").all() and not trials["pretrained"].any()
     assert trials["lr"].dtype == "float64" and trials["batch_size"].dtype == "int64"
+    # demo.yaml's recipe: cosine after a 1-epoch warm-up, flips; the trainable saved the
+    # schedule's state beside the optimizer's, so a resumed trial continues its curve.
+    recipe = trials[["schedule", "warmup_epochs", "augment"]].drop_duplicates()
+    assert recipe.values.tolist() == [["cosine", 1, "flips"]]
+    state = torch.load(next(small_study.glob("tune/**/checkpoint.pt")), weights_only=True)
+    assert state["scheduler"]["last_epoch"] > 0 and state["config"]["trial"]["schedule"] == "cosine"
 
     epochs = pd.read_parquet(small_study / "epochs.parquet")
     assert list(epochs.columns) == EPOCH_COLUMNS

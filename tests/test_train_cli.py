@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from retina.cli import run_main
 from retina.synthetic import generate
 from retina.train import main as train_main
+from study.define.schema import finite_values, resolve_trial_config, study_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 4
@@ -90,6 +92,9 @@ def test_missing_data_folder_exits_2_with_a_clear_message(tmp_path):
         ("--lr", "x", "invalid float value"),
         ("--optimizer", "rmsprop", "invalid choice"),
         ("--arch", "vgg16", "invalid choice"),
+        ("--schedule", "step", "invalid choice: 'step' (choose from 'constant', 'cosine')"),
+        ("--augment", "rotate", "invalid choice: 'rotate' (choose from 'flips', 'fundus')"),
+        ("--warmup-epochs", "-1", "must be >= 0"),
     ],
 )
 def test_bad_arguments_exit_2_with_argparse_message(tmp_path, capsys, flag, value, complaint):
@@ -117,3 +122,47 @@ def test_a_regress_head_trains_an_epoch_and_grades_the_test_with_cuts_fitted_on_
     assert len(cuts) == 4 and cuts == sorted(cuts) and cuts == checkpoint["thresholds"]
     assert "thresholds fitted on val at epoch 1: " in out and "test (epoch 1)" in out
     assert checkpoint["config"]["head"] == "regress"
+
+
+def test_warmup_as_long_as_the_run_is_refused_before_any_work(tmp_path, capsys):
+    argv = ["--data", str(tmp_path / "none"), "--epochs", "2", "--warmup-epochs", "2"]
+    assert run_main(train_main, argv) == 2
+    err = capsys.readouterr().err
+    assert "--warmup-epochs 2 leaves no epoch after the warm-up" in err and "at most 1" in err
+
+
+def test_a_space_over_schedule_and_augment_trains_each_value_through_the_cli(
+    demo, tmp_path, capsys
+):
+    """Every value of the two dimensions, from a study's space to `python -m retina.train`."""
+    doc = yaml.safe_load((ROOT / "search_spaces" / "demo.yaml").read_text())
+    doc["space"].update(schedule={"choice": ["constant", "cosine"]}, warmup_epochs=1,
+                        augment={"choice": ["flips", "fundus"]}, epochs=2)  # fmt: skip
+    study = study_from_dict(doc, "recipes.yaml")
+    schedules, augments = (finite_values(study.space[n]) for n in ("schedule", "augment"))
+    assert (schedules, augments) == (("constant", "cosine"), ("flips", "fundus"))
+    data, cache = demo
+    for schedule, augment in zip(schedules, augments, strict=True):  # each value once
+        hp = resolve_trial_config(study, {"arch": "resnet18", "pretrained": False, "lr": 0.01,
+                                          "batch_size": 32, "weight_decay": 1e-4,
+                                          "schedule": schedule, "augment": augment})  # fmt: skip
+        ckpt = tmp_path / f"{schedule}-{augment}.pt"
+        argv = [
+            "--data", str(data), "--arch", hp["arch"], "--pretrained", str(hp["pretrained"]),
+            "--epochs", str(hp["epochs"]), "--image-size", "32",
+            "--batch-size", str(hp["batch_size"]), "--lr", str(hp["lr"]),
+            "--weight-decay", str(hp["weight_decay"]), "--optimizer", hp["optimizer"],
+            "--schedule", hp["schedule"], "--warmup-epochs", str(hp["warmup_epochs"]),
+            "--augment", hp["augment"], "--device", "cpu", "--cache-dir", str(cache),
+            "--save", str(ckpt),
+        ]  # fmt: skip
+        assert run_main(train_main, argv) == 0
+        lrs = [float(line.rsplit("lr ", 1)[1]) for line in capsys.readouterr().out.splitlines()
+               if line.startswith("epoch ")]  # fmt: skip
+        saved = torch.load(ckpt, weights_only=True)
+        assert {k: saved["config"][k] for k in ("schedule", "warmup_epochs", "augment")} == {
+            "schedule": schedule, "warmup_epochs": 1, "augment": augment}  # fmt: skip
+        assert saved["scheduler"]["last_epoch"] > 0  # the schedule's step, to resume from
+        # After the warm-up epoch the lr is the base; by the end the cosine has decayed it.
+        assert lrs[0] == pytest.approx(0.01)
+        assert lrs[1] == pytest.approx(0.01) if schedule == "constant" else lrs[1] < 1e-3

@@ -2,12 +2,14 @@
 
     python -m retina.bench [--quick] [--json bench.json] [--keep DIR]     # make bench
     python -m retina.bench --gpu [--quick] [--json bench-gpu.json]        # make bench-gpu
+    python -m retina.bench --only augment [--quick] [--json augment.json]  # one section
 
 CPU suite: data loading at two sizes, a resnet18 training epoch against a bare loop, building
 the cache on one and on all cores, predict's images/s (JPEG files in) against a bare forward
 pass, Ray Tune's cost per trial and a trial's peak RSS on an 8x larger data set. `--gpu`:
-resnet18 and resnet50 at 512 px, alone and four trials sharing one GPU. Every number is the
-median of timed repeats after a warm-up. `--quick` uses tiny sizes (under a minute on 2 cores)
+resnet18 and resnet50 at 512 px, alone and four trials sharing one GPU. The CPU suite ends
+with the fundus augmentation's share of a 512 px resnet18 epoch (`--only augment`: just that).
+Every number is the median of timed repeats after a warm-up. `--quick` uses tiny sizes (under a minute on 2 cores)
 to check that every path runs; its numbers are not comparable.
 """
 
@@ -38,6 +40,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks every path runs")
     p.add_argument("--gpu", action="store_true", help="the GPU benchmark (CPU only with --quick)")
+    p.add_argument(
+        "--only",
+        choices=list(SECTIONS),
+        help="run one CPU section alone: augment (fundus augmentation's share of an epoch)",
+    )
     p.add_argument("--json", type=Path, help="write the results to this JSON file")
     p.add_argument("--keep", type=Path, help="work in this folder and keep it (default: temp)")
     p.add_argument(
@@ -55,6 +62,19 @@ def _section(name: str) -> float:
 
 def _done(started: float) -> None:
     print(f"[retina.bench]   {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+
+
+def run_augment(ws: Workspace) -> tuple[dict, dict]:
+    """The fundus augmentation's share of a training epoch at 512 px (resnet18, CPU)."""
+    from retina.bench.augment import bench_augment
+
+    started = _section("augmentation: flips vs fundus epoch, resnet18 at 512 px")
+    keys, details = bench_augment(ws)
+    _done(started)
+    return keys, {"augment": details}
+
+
+SECTIONS = {"augment": run_augment}  # --only: sections that can run alone
 
 
 def run_cpu(ws: Workspace) -> tuple[dict, dict]:
@@ -106,6 +126,10 @@ def run_cpu(ws: Workspace) -> tuple[dict, dict]:
     results.update(keys)
     measured("trials")
     _done(started)
+    keys, more = run_augment(ws)
+    results.update(keys)
+    details.update(more)
+    measured("augment")
     return results, details
 
 
@@ -144,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
 
             results, details, device = run_gpu(ws, args.quick)
             keys, targets = report.gpu_keys(ARCHS, SHARED), report.GPU_TARGETS
+        elif args.only:
+            device = torch.device("cpu")
+            results, details = SECTIONS[args.only](ws)
+            keys = tuple(k for k in report.CPU_KEYS if k in results)
+            targets = report.CPU_TARGETS
         else:
             device = torch.device("cpu")
             results, details = run_cpu(ws)

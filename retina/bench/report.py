@@ -52,6 +52,10 @@ CPU_KEYS = (
     "predict_images_per_s",
     "predict_bare_images_per_s",
     "predict_efficiency",
+    "augment_flips_images_per_s_512",
+    "augment_fundus_images_per_s_512",
+    "augment_overhead_512",
+    "augment_alone_share_512",
 )
 # key -> (comparison, bound) on a 2-core CPU machine (issue 5); scaling is checked separately.
 CPU_TARGETS = {
@@ -63,6 +67,7 @@ CPU_TARGETS = {
     "driver_cost_growth": ("<=", 1.5),  # issue 13: the driver's cost per result stays flat
     "driver_ms_per_result_1024": ("<=", 10.0),
     "predict_efficiency": (">=", 0.9),
+    "augment_overhead_512": ("<=", 0.05),  # issue 18: fundus augmentation's share of an epoch
 }
 GPU_TARGETS = {"resnet18_epoch_efficiency": (">=", 0.95), "resnet50_epoch_efficiency": (">=", 0.95)}
 # A ratio measured while the machine had less than this share of its cores free is not
@@ -73,7 +78,8 @@ LOAD_FREE = frozenset({"trial_peak_rss_ratio"})  # memory, not time: load does n
 # Which section of the CPU suite measured a key (by prefix); capacity is measured around each.
 SECTIONS = {"loader_": "loaders", "bare_": "training", "epoch_": "training",
             "cache_build": "cache_build", "predict_": "predict", "trial_": "trials",
-            "checkpoint_": "trials", "driver_": "trials", "ray_ms": "trials"}  # fmt: skip
+            "checkpoint_": "trials", "driver_": "trials", "ray_ms": "trials",
+            "augment_": "augment"}  # fmt: skip
 
 
 def gpu_keys(archs: tuple[str, ...], shared: int) -> tuple[str, ...]:

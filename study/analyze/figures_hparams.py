@@ -19,7 +19,17 @@ from plotly.subplots import make_subplots
 from study.analyze.figures import TEMPLATE, arch_colours, config_text, format_value
 
 LOG_BY_NAME = ("lr", "weight_decay")
-CATEGORY_BY_NAME = ("arch", "pretrained", "batch_size", "epochs", "optimizer", "class_weighted")
+CATEGORY_BY_NAME = (
+    "arch",
+    "pretrained",
+    "batch_size",
+    "epochs",
+    "optimizer",
+    "class_weighted",
+    "schedule",
+    "warmup_epochs",
+    "augment",
+)
 
 
 def axis_kind(name: str, values: pd.Series, space: dict | None = None) -> str:

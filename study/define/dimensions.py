@@ -7,6 +7,8 @@
       batch_size: {randint: [8, 33]}                # whole numbers lo .. hi-1 (hi exclusive)
       epochs: {depends_on: arch, values: {resnet18: 10, resnet50: 5}}
       momentum: 0.9                                 # a plain value: fixed for every trial
+      schedule: {choice: [constant, cosine]}        # lr per batch, after warmup_epochs of warm-up
+      augment: {choice: [flips, fundus]}            # fundus: + rotation, zoom, colour
 
 `study.define.schema` calls `parse_space`; `study.define.space` turns the result into Ray Tune objects.
 """
@@ -21,19 +23,25 @@ from study.define.overrides import Problem, closest, show, unknown_key
 
 # fmt: off
 DIMENSIONS = ("arch", "pretrained", "lr", "batch_size", "epochs", "weight_decay", "optimizer",
-              "momentum", "class_weighted", "head")
+              "momentum", "class_weighted", "schedule", "warmup_epochs", "augment", "head")
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
 CONDITIONAL = ("depends_on", "values")
 OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "cosine")  # retina.schedules.SCHEDULES (tests check they agree)
+AUGMENTS = ("flips", "fundus")  # retina.augment.AUGMENTS
 # classify: 5-way softmax + cross-entropy; regress: one output, SmoothL1 on the grade, cut by
 # thresholds (retina.heads; as OPTIMIZERS, named here so that validating needs no torch).
 HEADS = ("classify", "regress")
 TYPES = {"arch": str, "pretrained": bool, "lr": float, "batch_size": int, "epochs": int,
          "weight_decay": float, "optimizer": str, "momentum": float, "class_weighted": bool,
-         "head": str}
+         "schedule": str, "warmup_epochs": int, "augment": str, "head": str}
 # arch, lr, batch_size and epochs have no default: a study must say what it trains.
 DEFAULTS = {"pretrained": False, "weight_decay": 0.0, "optimizer": "sgd", "momentum": 0.9,
-            "class_weighted": False, "head": "classify"}
+            "class_weighted": False, "schedule": "constant", "warmup_epochs": 0, "augment": "flips",
+            "head": "classify"}
+# Names of the text dimensions other than arch (whose names come from retina.models).
+NAMES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": AUGMENTS, "head": HEADS}
+LOWEST = {"batch_size": 2, "warmup_epochs": 0}  # whole-number dimensions not starting at 1
 _EXAMPLES = {"arch": "{choice: [resnet18, resnet50]}", "lr": "{loguniform: [1.0e-4, 1.0e-1]}",
              "batch_size": "{choice: [16, 32]}", "epochs": "{choice: [2, 3]}"}
 # fmt: on
@@ -89,9 +97,6 @@ def number(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
-_NAMES = {"optimizer": OPTIMIZERS, "head": HEADS}  # the named values of each str dimension
-
-
 def _archs() -> tuple[str, ...]:
     from retina.models import ARCHS  # imported here: it loads torch, needed only to validate
 
@@ -106,14 +111,14 @@ def check_value(name: str, key: str, value: Any) -> Any:
             raise Problem(key, f"expected true or false, got {show(value)}", "write true or false")
         return value
     if kind is str:
-        choices = _archs() if name == "arch" else _NAMES[name]
+        choices = _archs() if name == "arch" else NAMES[name]
         if not isinstance(value, str) or value not in choices:
             raise Problem(
                 key, f"unknown {name} {show(value)}", f"choose one of {', '.join(choices)}"
             )
         return value
     if kind is int:
-        lo = 2 if name == "batch_size" else 1
+        lo = LOWEST.get(name, 1)
         if not isinstance(value, int) or isinstance(value, bool):
             raise Problem(
                 key, f"expected a whole number, got {show(value)}", f"write e.g. {lo * 8}"
@@ -300,4 +305,44 @@ def parse_space(raw: Any, algorithm: str) -> dict[str, Dimension]:
                 "write it as grid: [...] or a plain value, or use search.algorithm random or optuna"
             )
             raise Problem(f"space.{name}", what, fix, ["search.algorithm"])
+    check_warmup(dims)
     return {name: dims[name] for name in DIMENSIONS}
+
+
+def _extreme(dim: Dimension, pick) -> int:
+    """The least (pick=min) or most (pick=max) whole number a finite or randint `dim` takes."""
+    values = finite_values(dim)
+    if values is not None:
+        return int(pick(values))
+    return int(dim.low) if pick is min else int(dim.high) - 1  # randint: high is exclusive
+
+
+def _warmup_pairs(dims: dict[str, Dimension]) -> list[tuple[int, int, str]]:
+    """(warm-up, epochs, the case in words) pairs a trial can draw, the worst first.
+
+    Conditional values are paired by what they depend on (warm-up by epochs, or both by the
+    same dimension); otherwise any warm-up may meet any epochs, so the most meets the fewest.
+    """
+    warm, epochs = dims["warmup_epochs"], dims["epochs"]
+    if warm.kind == "conditional" and warm.depends_on == "epochs":
+        pairs = [(w, e, f"epochs = {e}") for e, w in warm.by]
+    elif warm.kind == "conditional" and warm.depends_on == epochs.depends_on:
+        by = dict(epochs.by)
+        pairs = [(w, by[k], f"{warm.depends_on} = {key_text(k)}") for k, w in warm.by]
+    else:
+        pairs = [(_extreme(warm, max), _extreme(epochs, min), "")]
+    return sorted(pairs, key=lambda p: p[1] - p[0])
+
+
+def check_warmup(dims: dict[str, Dimension]) -> None:
+    """A Problem unless every trial keeps at least one epoch after its warm-up."""
+    warm, epochs, case = _warmup_pairs(dims)[0]
+    if warm < epochs:
+        return
+    when = f" where {case}" if case else ""
+    what = (
+        f"{warm} warm-up epochs leave no epoch after the warm-up{when}: a trial can run as few "
+        f"as {epochs} epochs (space.epochs)"
+    )
+    fix = f"set warmup_epochs to at most {epochs - 1}, or raise the fewest epochs above {warm}"
+    raise Problem("space.warmup_epochs", what, fix, ["space.epochs"])

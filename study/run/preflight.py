@@ -17,7 +17,7 @@ from retina.errors import RetinaError
 from retina.models import ensure_weights, missing_weights
 from retina.prepare import PreparedData, prepare_data
 from study.define.dimensions import finite_values
-from study.define.schema import StudyConfig
+from study.define.schema import StudyConfig, study_from_dict, study_to_dict
 from study.record.results import DISK_FULL
 
 PROBE_BYTES = 1 << 20
@@ -59,6 +59,16 @@ def _diff(old: Any, new: Any, path: str = "") -> list[str]:
     return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
 
 
+def with_current_defaults(old: dict) -> dict:
+    """A stored resolved study with what this schema added since filled with its defaults
+    (a study run before `schedule` existed ran the default, `constant`: resuming it is no
+    change); as stored when this schema no longer reads it."""
+    try:
+        return study_to_dict(study_from_dict(old, "study.json"))
+    except RetinaError:
+        return old
+
+
 def check_study_folder(folder: Path, resolved: dict, resume: bool) -> None:
     """Refuse to mix two studies in one folder, or to resume a study whose space changed."""
     study_json = folder / "study.json"
@@ -79,7 +89,7 @@ def check_study_folder(folder: Path, resolved: dict, resume: bool) -> None:
         raise RetinaError(
             f"--resume: {study_json} is unreadable ({exc}); remove the folder"
         ) from None
-    changes = _diff(old, resolved)
+    changes = _diff(with_current_defaults(old), resolved)
     if changes:
         raise RetinaError(
             f"--resume: the study in {folder} was run with a different space; changed: "

@@ -19,6 +19,7 @@ from ray import tune
 
 from retina.engine import NonFiniteLoss
 from retina.prepare import PreparedData
+from retina.schedules import build_schedule
 from retina.training import build_training, setup_process
 from study.define.schema import StudyConfig, resolve_trial_config, study_to_dict
 from study.define.space import trial_seed, trial_values
@@ -67,6 +68,14 @@ def train_trial(
         class_weighted=hp["class_weighted"], train_counts=data.class_counts()["train"],
         device=device, compile=study.compile, head=hp["head"],
     )  # fmt: skip
+    train = data.loader(
+        "train", hp["batch_size"], device, train=True, seed=seed, augment=hp["augment"]
+    )
+    # Before the checkpoint is loaded: loading restores the schedule's step on its curve.
+    run.scheduler = build_schedule(
+        hp["schedule"], run.optimizer, epochs=hp["epochs"], steps_per_epoch=len(train),
+        warmup_epochs=hp["warmup_epochs"],
+    )  # fmt: skip
     first_epoch = 1
     best = BestSoFar(study.metric.name, study.metric.mode)
     checkpoint = tune.get_checkpoint()
@@ -76,7 +85,6 @@ def train_trial(
         run.load_state(state)
         first_epoch = state["epoch"] + 1
         best = BestSoFar(study.metric.name, study.metric.mode, state.get("best_so_far"))
-    train = data.loader("train", hp["batch_size"], device, train=True, seed=seed)
     val_index = data.split.indices("val")  # the val loader's order: the rows of the softmax
     val = data.loader("val", hp["batch_size"], device, train=False)
     val_labels = data.labels[val_index]
