@@ -163,7 +163,7 @@ class PatientMetrics:
         )
         return (
             f"{self.n_patients} patients ({self.n_both} both eyes, {self.n_one} one eye): "
-            f"referable (either eye >= {REFERABLE_GRADE}) sensitivity {self.sensitivity:.3f}, "
+            f"referable (either eye's grade >= {REFERABLE_GRADE}) sensitivity {self.sensitivity:.3f}, "
             f"specificity {self.specificity:.3f} ({self.n_referable} referable); {kappa}{one}"
         )
 
