@@ -2,6 +2,8 @@
 
 The best K trials by the study metric on val are re-evaluated from the checkpoint of their
 best epoch on the test split. The test split never picks anything: it is read here only.
+Each tested trial's line says its test per image, and per patient (both eyes, `retina.patients`;
+summary.json's `patients` key states the same with intervals).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from retina.engine import autocast_dtype, build_loss, evaluate
 from retina.heads import head_outputs
 from retina.models import build_model
+from retina.patients import grading_view
 from retina.prepare import PreparedData
 from study.define.schema import StudyConfig
 from study.record.layout import CHECKPOINT_FILE
@@ -78,6 +81,18 @@ def predictions_on_test(data: PreparedData, metrics) -> SplitPredictions:
     return split_predictions("test", data.split.indices("test"), metrics)
 
 
+def patient_line(data: PreparedData, test: SplitPredictions) -> str:
+    """The held-out test per patient: both eyes' max grade, referable if either eye >= 2."""
+    if not data.image_ids:  # a PreparedData built without the manifest's names
+        return "no image names: no patient-level view"
+    view = grading_view(
+        [data.image_ids[i] for i in test.index], data.labels[test.index], test.predicted
+    )
+    if not view.n_patients:
+        return "no test image name pairs eyes (<patient>_left/_right): no patient-level view"
+    return view.sentence()
+
+
 def evaluate_best_trials(
     store: ResultsStore, results_by_id: dict, data: PreparedData, study: StudyConfig
 ) -> tuple[list[str], dict[str, SplitPredictions]]:
@@ -101,5 +116,6 @@ def evaluate_best_trials(
         lines.append(
             f"{trial_id} (epoch {ckpt_epoch}): test acc {metrics.accuracy:.3f}, kappa {metrics.kappa:.3f}"
         )
+        lines.append(f"  per patient: {patient_line(data, tested[trial_id])}")
     store.flush()
     return lines, tested
