@@ -49,9 +49,11 @@ dashboard:
 weights: $(STAMP)
 	$(PY) -m retina.weights
 
-# Everything (~12 min on 2 cores): before a commit that lands.
+# Everything (~12 min on 2 cores): before a commit that lands. Test modules run in parallel
+# workers (one per core, each module in one worker: its fixtures are made once); much of a
+# sweep test is waiting on Ray and subprocesses, which the other worker fills.
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n auto --dist loadscope --durations=15
 
 # The edit loop (~2 min): no Ray start, no sweep (tests marked slow are left out).
 test-quick: $(STAMP)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.cli import run_cli
+from tests.helpers.shared import made_once, own_copy
 
 # A sweep small enough for 2 cores: 2 trials of resnet18 at 32 px, scratch (no weights offline).
 SMALL_SWEEP = [
@@ -42,6 +44,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SWEEP_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    # Modules with a slow test first, each module's tests kept together (module fixtures are
+    # made once): `make test` runs modules in parallel workers, and a long module started
+    # last would leave the other worker idle at the end.
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -59,21 +66,33 @@ def private_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory) -> Path:
-    """160 synthetic fundus images (80 patients) at 64 px in the Kaggle layout."""
+    """160 synthetic fundus images (80 patients) at 64 px in the Kaggle layout (one set per
+    run, read by every xdist worker: nothing writes into it)."""
     from retina.synthetic import generate
 
-    return generate(tmp_path_factory.mktemp("synthetic") / "data", n=160, size=64, seed=0)
+    made = made_once(
+        tmp_path_factory, "synthetic", lambda f: generate(f / "data", n=160, size=64, seed=0)
+    )
+    return made / "data"
+
+
+def _small_sweep(data: Path) -> Callable[[Path], None]:
+    def run(folder: Path) -> None:
+        results = folder / "results"
+        # The real sweep, counting the results stores its driver makes (tests/test_sweep.py).
+        proc = run_cli(
+            "tests.helpers.count_stores", "search_spaces/demo.yaml", "--data", str(data),
+            "--results", str(results), "--name", "small", *SMALL_SWEEP,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        (folder / "small-sweep.log").write_text(proc.stdout)  # outside results/
+
+    return run
 
 
 @pytest.fixture(scope="session")
 def small_study(tmp_path_factory, synthetic_data) -> Path:
-    """One real 2-trial Ray Tune sweep per pytest run; returns results/<study>."""
-    results = tmp_path_factory.mktemp("results")
-    # The real sweep, counting the results stores its driver makes (tests/test_sweep.py).
-    proc = run_cli(
-        "tests.helpers.count_stores", "search_spaces/demo.yaml", "--data", str(synthetic_data),
-        "--results", str(results), "--name", "small", *SMALL_SWEEP,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (results.parent / "small-sweep.log").write_text(proc.stdout)  # outside results/
-    return results / "small"
+    """One real 2-trial Ray Tune sweep per test run; returns results/<study> (under xdist, a
+    copy per worker: some tests write into it)."""
+    shared = made_once(tmp_path_factory, "small-sweep", _small_sweep(synthetic_data))
+    return own_copy(tmp_path_factory, shared, "small-sweep") / "results" / "small"
