@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from retina.errors import RetinaError
+from retina.patients import patient_of_id
 
 KAGGLE_CSV = "trainLabels.csv"
 LAB_CSVS = ("train_img.csv", "train_label.csv", "test_img.csv", "test_label.csv")
@@ -31,7 +32,6 @@ LAB_IMAGE_DIRS = ("data", "images", "train", "test", "img", ".")
 # Names may come with or without an extension; copies made on Windows often upper-case it.
 SUFFIXES = (".jpeg", ".jpg", ".JPEG", ".JPG")
 MAX_LISTED = 20
-_PATIENT = re.compile(r"^(.+)_(left|right)$", re.IGNORECASE)
 # "2.0" is accepted as grade 2: spreadsheets export integer columns that way and no information is
 # lost. "2.5", "mild", "-1" or "7" are rejected.
 _GRADE = re.compile(r"^[+-]?\d+(\.0*)?$")
@@ -146,8 +146,7 @@ def read_manifest(folder: str | Path) -> Manifest:
             seen.setdefault(image_id, []).append(e.where)
             ids.append(image_id)
             labels.append(-1 if label is None else label)
-            match = _PATIENT.match(image_id)
-            patients.append(match.group(1) if match else image_id)
+            patients.append(patient_of_id(image_id))  # the rule is retina.patients'
             paths.append(path)
             given.append(e.given)
     for image_id, places in seen.items():

@@ -1,7 +1,7 @@
 """Grade fundus photographs with an exported model.
 
     python -m retina.predict --model results/<study>/best INPUT... [--out preds.csv|preds.parquet]
-        [--batch-size N] [--device auto|cpu|cuda] [--workers N] [--tta 1|2|4|8]
+        [--batch-size N] [--device auto|cpu|cuda] [--workers N] [--tta 1|2|4|8] [--by-patient]
 
 INPUT: image files, folders of images (not searched recursively), or dataset folders in either
 layout (`retina.manifest`: Kaggle `trainLabels.csv` or the course lab's CSVs); for labelled
@@ -19,6 +19,9 @@ score; else grade >= 2), `error` (why the image could not be graded; its other c
 `score` is the expected grade sum_k k * p_k of a classify model, or a regress model's output; a
 regress model has no probabilities (p0..p4 empty) and its grade is the score cut by the
 thresholds in its model.pt (fitted on val when it was exported).
+With --by-patient, rows for patients too when names pair eyes (`<id>_left`/`<id>_right`), told
+apart by a `level` column (image|patient): a patient's grade is its higher eye's, referable when
+either eye is (`retina.patient_rows`); images whose names pair no eye are listed, and keep their row.
 Exit 0 when any image was graded (failures summarised), 2 with one `error:` line when none
 could be, or when the model folder, an input folder or a flag is wrong.
 """
@@ -43,6 +46,7 @@ from retina.grading import Graded, grade_files
 from retina.manifest import KAGGLE_CSV, LAB_CSVS, read_manifest
 from retina.metrics import NUM_CLASSES, REFERABLE_GRADE, EpochMetrics, confusion_matrix
 from retina.model_file import load_model
+from retina.patient_rows import print_patients, with_patient_rows
 from retina.screening import calibrated, referable_column
 from retina.tta import TTA_VIEWS
 
@@ -71,6 +75,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--tta", type=int, choices=TTA_VIEWS, metavar="{1,2,4,8}",
         help="dihedral views averaged per image (default: the study's, from model.pt)",
+    )  # fmt: skip
+    p.add_argument(
+        "--by-patient", action="store_true",
+        help="add a row per patient (level=patient; columns level, patient, eye added) when "
+        "names pair eyes as <id>_left/<id>_right: grade = the higher eye's, referable = either "
+        "eye's; with labels, patient-level sensitivity/specificity and a kappa of the patients "
+        "with both eyes graded are printed",
     )  # fmt: skip
     return p.parse_args(argv)
 
@@ -214,15 +225,18 @@ def main(argv: list[str] | None = None) -> int:
             f"none of the {len(frame)} images could be graded (first: {first}); check the files"
         )
     stream = sys.stdout if args.out is not None else sys.stderr
+    written, patients = with_patient_rows(frame) if args.by_patient else (frame, None)
     if args.out is not None:
-        write_predictions(frame, args.out)
+        write_predictions(written, args.out)
     else:
-        frame.to_csv(sys.stdout, index=False)
+        written.to_csv(sys.stdout, index=False)
     print_summary(frame, stream)
     views = loaded.tta if args.tta is None else args.tta
     if views > 1:
         print(f"each image: the mean of {views} dihedral views (--tta 1: as is)", file=stream)
     print_agreement(frame, inputs, loaded.info, stream)
+    if patients is not None:
+        print_patients(written, patients, stream)
     if args.out is not None:
         print(f"wrote {args.out}", file=stream)
     return 0

@@ -13,7 +13,7 @@ from tests.test_analyze_cli import analyze, assert_fails
 
 TOP_KEYS = {
     "schema_version", "study", "metric", "primary_metric", "confirm", "bootstrap", "cells",
-    "pairs", "tuning", "optimism", "seed_variance", "referable", "calibration",
+    "pairs", "tuning", "optimism", "seed_variance", "referable", "calibration", "patients",
 }  # fmt: skip
 CELL_KEYS = {"cell", "values", "trial_ids", "seeds", "n_runs", "metrics"}
 CELL_METRIC_KEYS = {"mean", "sd", "ci_low", "ci_high", "seed_sd", "runs"}
@@ -42,7 +42,7 @@ def test_a_study_with_a_confirm_stage(tmp_path):
     result = analyze(folder, "--resamples", "2000")
     assert result.returncode == 0, result.stderr
     summary = _strict(folder / "summary.json")
-    assert set(summary) == TOP_KEYS and summary["schema_version"] == 2
+    assert set(summary) == TOP_KEYS and summary["schema_version"] == 3
     assert summary["confirm"] == {
         "compare": ["arch", "pretrained"], "seeds": 3, "status": "ok", "note": ""
     }  # fmt: skip
@@ -104,6 +104,19 @@ def test_a_study_with_a_confirm_stage(tmp_path):
     assert calibration["best"]["temperature"] > 0 and len(calibration["best"]["bins"]) == 10
     section = text[text.index('<section id="referable">') :]
     assert "AUROC" in section and "test, per patient" in section and "Reliability" in section
+
+    # both eyes: the best trial per patient (intervals) and each confirm run (point values)
+    patients = summary["patients"]
+    view = patients["best"]
+    assert view["trial_id"] == "t01" and patients["bootstrap"]["resamples"] == 2000
+    assert (view["patients"], view["both_eyes"], view["one_eye"]) == (80, 80, 0)
+    assert view["per_image"]["n"] == 160 and view["per_patient"]["n"] == 80
+    lo, hi = view["per_patient"]["kappa_both_eyes_ci"]
+    assert lo <= view["per_patient"]["kappa_both_eyes"] <= hi
+    assert len(patients["confirm"]) == 12 and patients["confirm"][0]["per_patient"][
+        "sensitivity_ci"
+    ] == [None, None]
+    assert "Both eyes: per patient" in section and "80 test patients, 80 with both eyes" in section
 
 
 def test_the_same_seed_gives_the_same_summary(tmp_path):

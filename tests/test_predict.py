@@ -273,3 +273,48 @@ def test_a_regress_model_grades_as_evaluation_in_torch_with_its_thresholds(
     assert frame["score"].to_numpy() == pytest.approx(expected.scores, abs=1e-5)
     assert frame[PROB_COLUMNS].isna().all().all()  # a regress model has no probabilities
     assert (frame["referable"] == (frame["grade"] >= 2)).all()
+
+
+def test_by_patient_gives_the_studys_test_grades_and_their_max_per_patient(
+    small_study, model_dir, synthetic_data, tmp_path
+):
+    """--by-patient on the study's own data: the image rows of the test images are the
+    study's test predictions, each test patient's row is the max of its two eyes, referable when
+    either eye is, and the patient-level figures are the summary's `patients` (one rule,
+    retina.patients); the sweep's held-out test said them per patient too."""
+    from retina.metrics import confusion_matrix, quadratic_weighted_kappa
+
+    summary = json.loads((small_study / "summary.json").read_text())
+    view = summary["patients"]["best"]
+    stored = pd.read_parquet(small_study / "predictions" / f"{view['trial_id']}.parquet")
+    test = stored[stored["split"] == "test"]
+    out = tmp_path / "preds.parquet"
+    argv = ["--model", str(model_dir), str(synthetic_data), "--out", str(out), "--by-patient"]
+    assert run_main(main, [*argv, "--workers", "2"]) == 0
+    frame = pd.read_parquet(out)
+    images = frame[frame["level"] == "image"].set_index("image").loc[test["image"]]
+    assert images["grade"].tolist() == test["predicted"].tolist()
+    assert images["patient"].tolist() == test["patient"].tolist()  # the manifest's patients
+    patients = frame[frame["level"] == "patient"].set_index("patient")
+    mine = patients.loc[sorted(test["patient"].unique())]
+    by_patient = test.groupby("patient")
+    assert mine["grade"].tolist() == by_patient["predicted"].max().tolist()
+    assert mine["label"].tolist() == by_patient["true"].max().tolist()
+    assert mine["referable"].tolist() == images.groupby("patient")["referable"].any().tolist()
+    assert (mine["eye"] == "both").all()  # the synthetic data has two eyes per patient
+    assert view["patients"] == view["both_eyes"] == len(mine) and view["one_eye"] == 0
+    label, grade = mine["label"].to_numpy(int), mine["grade"].to_numpy(int)
+    positive, flagged = label >= 2, grade >= 2
+    per_patient = view["per_patient"]
+    if positive.any():
+        assert per_patient["sensitivity"] == pytest.approx(
+            (positive & flagged).sum() / positive.sum()
+        )
+    assert per_patient["specificity"] == pytest.approx(
+        (~positive & ~flagged).sum() / (~positive).sum()
+    )
+    kappa = quadratic_weighted_kappa(confusion_matrix(label, grade))
+    assert per_patient["kappa_both_eyes"] == pytest.approx(kappa)
+    log = (small_study.parent.parent / "small-sweep.log").read_text()
+    assert f"per patient: {len(mine)} patients ({len(mine)} both eyes, 0 one eye)" in log
+    assert f"quadratic kappa {kappa:.3f} on the {len(mine)} with both eyes graded" in log

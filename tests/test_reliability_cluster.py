@@ -14,12 +14,9 @@ import pandas as pd
 import pytest
 
 from tests.helpers.processes import (
-    descendants,
-    kill_tree,
     read_frame,
-    start_sweep,
+    running_sweep,
     sweep_args,
-    wait_for,
 )
 
 pytestmark = pytest.mark.slow
@@ -27,13 +24,18 @@ EPOCHS = 6
 
 
 def test_trials_of_a_lost_node_finish_on_the_survivor_from_their_checkpoints(
-    tmp_path, synthetic_data
+    tmp_path, synthetic_data, monkeypatch
 ):
     from ray.cluster_utils import Cluster
 
-    folder, log = tmp_path / "lost", tmp_path / "sweep.log"
+    from study.run.trainable import HOLD_ENV
+
+    folder, log, release = tmp_path / "lost", tmp_path / "sweep.log", tmp_path / "hold"
+    # Each trial waits after epoch 1 until the node is gone, however fast the machine: the
+    # cluster's workers are started by this process's raylets, so they read this environment.
+    release.touch()
+    monkeypatch.setenv(HOLD_ENV, f"1:{release}")
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    driver = None
     try:
         worker = cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
@@ -42,26 +44,25 @@ def test_trials_of_a_lost_node_finish_on_the_survivor_from_their_checkpoints(
             "--set", "num_samples=2", "--set", "max_concurrent=2",
             "--set", f"space.epochs={EPOCHS}", "--set", "max_failures=2",
         )  # fmt: skip
-        driver = start_sweep(args, log)
+        with running_sweep(args, log) as sweep:
 
-        def trial_on_worker():
-            trials = read_frame(folder, "trials.parquet")
-            epochs = read_frame(folder, "epochs.parquet")
-            if trials is None or epochs is None or epochs["trial_id"].nunique() < 2:
-                return None
-            on_worker = trials[trials["node"].str.endswith(worker.node_id[:8], na=False)]
-            return on_worker["trial_id"].iloc[0] if len(on_worker) else None
+            def trial_on_worker():
+                trials = read_frame(folder, "trials.parquet")
+                epochs = read_frame(folder, "epochs.parquet")
+                if trials is None or epochs is None or epochs["trial_id"].nunique() < 2:
+                    return None
+                on_worker = trials[trials["node"].str.endswith(worker.node_id[:8], na=False)]
+                return on_worker["trial_id"].iloc[0] if len(on_worker) else None
 
-        lost = wait_for(trial_on_worker, 300, "a trial training on the worker node", driver, log)
-        seen = read_frame(folder, "epochs.parquet")
-        seen = seen[seen["trial_id"] == lost].set_index("epoch").sort_index()
-        assert len(seen) < EPOCHS  # still training when its node goes
-        cluster.remove_node(worker, allow_graceful=False)  # SIGKILL: no goodbye to Ray
-        driver.wait(timeout=400)
+            lost = sweep.wait_for(trial_on_worker, 300, "a trial training on the worker node")
+            seen = read_frame(folder, "epochs.parquet")
+            seen = seen[seen["trial_id"] == lost].set_index("epoch").sort_index()
+            assert len(seen) < EPOCHS  # still training when its node goes
+            cluster.remove_node(worker, allow_graceful=False)  # SIGKILL: no goodbye to Ray
+            release.unlink()  # the survivor's trial goes on; the lost one restarts there
+            sweep.driver.wait(timeout=400)
+        driver = sweep.driver
     finally:
-        if driver is not None:
-            driver.kill()
-            kill_tree(list(descendants(driver.pid)))
         cluster.shutdown()
     out = log.read_text(errors="replace")
     assert driver.returncode == 0, out[-4000:]

@@ -23,14 +23,11 @@ from tests.conftest import SMALL_SWEEP
 from tests.helpers.cli import run_cli
 from tests.helpers.processes import (
     PARQUET_FILES,
-    descendants,
     fill,
-    kill_tree,
     read_frame,
-    start_sweep,
+    running_sweep,
     sweep_args,
     tmpfs,
-    wait_for,
 )
 
 
@@ -101,7 +98,6 @@ def test_another_study_in_the_folder_and_a_changed_space_on_resume(small_study):
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_disk_filling_mid_run_stops_cleanly_and_resume_finishes(tmp_path, synthetic_data):
     """The disk fills while a trial trains: a clear stop, readable files, then --resume."""
     mount, log = tmp_path / "disk", tmp_path / "sweep.log"
@@ -109,21 +105,19 @@ def test_disk_filling_mid_run_stops_cleanly_and_resume_finishes(tmp_path, synthe
         args = sweep_args(synthetic_data, mount, "fills", "--set", "num_samples=1",
                           "--set", "space.epochs=4")  # fmt: skip
         folder = mount / "fills"
-        driver = start_sweep(args, log)
-        tree: dict[int, str] = {}
-        try:
+        # The trial waits after epoch 1 (whatever the machine's speed) until the disk is full.
+        release = tmp_path / "hold"
+        with running_sweep(args, log, hold=(1, release)) as sweep:
 
-            def epoch_one():
-                tree.update(descendants(driver.pid))
+            def epoch_one():  # in the Parquet files too (rebuilt every few seconds): held, no race
                 epochs = read_frame(folder, "epochs.parquet")
                 return epochs is not None and len(epochs) >= 1
 
-            wait_for(epoch_one, 240, "epoch 1", driver, log)
-            fill(mount)  # everything left on the disk, while epoch 2 trains
-            driver.wait(timeout=300)
-        finally:
-            driver.kill()
-            kill_tree(list(tree | descendants(driver.pid)))
+            sweep.wait_for(epoch_one, 240, "epoch 1")
+            fill(mount)  # everything left on the disk, before epoch 2 trains
+            release.unlink()
+            sweep.driver.wait(timeout=300)
+        driver = sweep.driver
         out = log.read_text(errors="replace")
         assert driver.returncode == 2, out[-4000:]
         last = out.strip().splitlines()[-1]

@@ -18,14 +18,11 @@ from study.record.layout import JOURNAL_FILE
 from tests.helpers.cli import run_cli
 from tests.helpers.processes import (
     PARQUET_FILES,
-    descendants,
     journal_epochs,
     kill_driver_when,
-    kill_tree,
     read_frame,
-    start_sweep,
+    running_sweep,
     sweep_args,
-    wait_for,
 )
 
 pytestmark = pytest.mark.slow
@@ -78,15 +75,11 @@ def test_a_second_driver_is_refused_and_resume_takes_over_after_a_kill(tmp_path,
         synthetic_data, tmp_path, "locked", "--set", "num_samples=2", "--set", "space.epochs=3",
         "--set", "max_concurrent=1",
     )  # fmt: skip
-    driver = start_sweep(args, log)
-    tree: dict[int, str] = {}
-
-    def first_epoch():
-        tree.update(descendants(driver.pid))
-        return journal_epochs(folder)
-
-    try:
-        wait_for(first_epoch, 300, "the first epoch", driver, log)
+    # The first trial waits after epoch 1 (until the driver is killed): the study is still
+    # running, its lock held, however fast the machine.
+    with running_sweep(args, log, hold=(1, tmp_path / "hold")) as sweep:
+        sweep.wait_for(lambda: journal_epochs(folder), 300, "the first epoch")
+        driver = sweep.driver
         driver.send_signal(signal.SIGSTOP)  # frozen: its files can be compared byte for byte
         try:
             before = results_files(folder)
@@ -103,11 +96,7 @@ def test_a_second_driver_is_refused_and_resume_takes_over_after_a_kill(tmp_path,
                 assert results_files(folder) == before  # nothing of the first's changed
         finally:
             driver.send_signal(signal.SIGCONT)
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        driver.kill()
-        kill_tree(list(tree | descendants(driver.pid)))
+        sweep.kill()
     assert (folder / ".driver.lock").exists()  # left behind by the killed driver
 
     proc = run_cli(*args, "--resume", timeout=400)

@@ -26,11 +26,9 @@ import pytest
 from study.record.results import EPOCH_COLUMNS
 from tests.helpers.cli import ROOT
 from tests.helpers.processes import (
-    descendants,
-    kill_tree,
     listening_addresses,
     read_frame,
-    start_sweep,
+    running_sweep,
     sweep_args,
     wait_for,
 )
@@ -67,24 +65,18 @@ def observe(tmp: Path, data: Path, name: str, *extra: str, umask: int | None = N
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}  # Ray's own default
     env["RETINA_CACHE"] = str(cache)
     preexec = None if umask is None else (lambda: os.umask(umask))
-    driver = start_sweep(
-        sweep_args(data, tmp, name, *STUDY, *extra), log, env=env, preexec_fn=preexec
-    )
-    tree: dict[int, str] = {}
-    try:
+    args = sweep_args(data, tmp, name, *STUDY, *extra)
+    with running_sweep(args, log, env=env, preexec_fn=preexec) as sweep:
 
         def dashboard_port():
-            tree.update(descendants(driver.pid))
             found = re.search(r"Ray dashboard: http://[^:\s]+:(\d+)", log.read_text())
             return int(found.group(1)) if found else None
 
-        port = wait_for(dashboard_port, 240, "the dashboard URL", driver, log)
+        port = sweep.wait_for(dashboard_port, 240, "the dashboard URL")
         listening = wait_for(lambda: listening_addresses(port), 60, "the dashboard socket")
         status = jobs_api_status(port)
-        driver.wait(timeout=400)
-    finally:
-        driver.kill()
-        kill_tree(list(tree | descendants(driver.pid)))
+        sweep.driver.wait(timeout=400)
+    driver = sweep.driver
     return Observed(tmp / name, cache, log.read_text(errors="replace"), driver.returncode,
                     port, listening, status)  # fmt: skip
 

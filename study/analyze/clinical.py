@@ -24,7 +24,7 @@ SCORE_CLASSIFY = "p2+p3+p4 of the softmax after temperature scaling (T fitted on
 SCORE_REGRESS = "the regress head's score (its grade estimate)"
 
 
-def _runs(study: StudyResults) -> list[tuple[str, str]]:
+def summary_runs(study: StudyResults) -> list[tuple[str, str]]:
     """(trial id, role): the best search trial, then the confirm runs in trials.parquet order."""
     best = best_trial_ids(search_trials(study.trials), study.score_column, study.mode, 1)
     runs = [(best[0], "best")] if best else []
@@ -74,7 +74,7 @@ def clinical_summary(
     calibration = {"bins": N_BINS, "binning": "equal-mass", "confidence": "top label",
                    "fitted_on": "val", "best": None, "confirm": [], "note": ""}  # fmt: skip
     skipped = []
-    for trial_id, role in _runs(study):
+    for trial_id, role in summary_runs(study):
         rows = predictions[predictions["trial_id"] == trial_id]
         val, test = rows[rows["split"] == "val"], rows[rows["split"] == "test"]
         if val.empty or test.empty:

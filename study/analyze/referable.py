@@ -142,7 +142,7 @@ def per_patient(frame: pd.DataFrame, score: np.ndarray) -> pd.DataFrame:
     )
 
 
-def _interval(values: np.ndarray) -> list[float | None]:
+def percentile_interval(values: np.ndarray) -> list[float | None]:
     finite = values[np.isfinite(values)]
     if not len(finite):
         return [None, None]
@@ -187,14 +187,14 @@ def referable_analysis(
     def block(sens, spec, prefix, n, n_pos):
         return {
             "n": int(n), "referable": int(n_pos),
-            "sensitivity": sens, "sensitivity_ci": _interval(boot[f"{prefix}_sens"]),
-            "specificity": spec, "specificity_ci": _interval(boot[f"{prefix}_spec"]),
+            "sensitivity": sens, "sensitivity_ci": percentile_interval(boot[f"{prefix}_sens"]),
+            "specificity": spec, "specificity_ci": percentile_interval(boot[f"{prefix}_spec"]),
         }  # fmt: skip
 
     val_ss = sensitivity_specificity(val_score, val_pos, threshold)
     return {
         "auroc": auc,
-        "auroc_ci": _interval(boot["auc"]),
+        "auroc_ci": percentile_interval(boot["auc"]),
         "threshold": threshold,
         "val": {
             "n": len(val),

@@ -14,7 +14,14 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from retina.errors import RetinaError
-from study.analyze import figures, figures_hparams, section_clinical, section_comparison, tables
+from study.analyze import (
+    figures,
+    figures_hparams,
+    section_clinical,
+    section_comparison,
+    section_patients,
+    tables,
+)
 from study.analyze.banners import LiveStatus, running_banner, skipped_pretrained_banner
 from study.analyze.gallery import gallery_section
 from study.analyze.importance import param_importances, varying
@@ -34,7 +41,7 @@ SECTIONS = (
     ("stopping", "8 Early stopping"),
     ("comparison", "9 Comparison: seeds, intervals, tuning curves"),
     ("gallery", "10 What the best model gets wrong"),
-    ("referable", "11 Referable DR: operating point and calibration"),
+    ("referable", "11 Referable DR: operating point, calibration, both eyes"),
 )
 LABELS = {
     "trial_id": "trial", "best_epoch": "best epoch", "epochs_run": "epochs run",
@@ -245,7 +252,8 @@ def build_report(
         "stopping": _stopping(study, figs),
         "comparison": section_comparison.comparison_section(summary, figs.html),
         "gallery": gallery_section(study.folder),
-        "referable": section_clinical.clinical_section(summary, figs.html),
+        "referable": section_clinical.clinical_section(summary, figs.html)
+        + section_patients.patients_section(summary),
     }
     now = dt.datetime.now().astimezone()
     when = now.strftime("%Y-%m-%d %H:%M %Z")

@@ -17,11 +17,12 @@ import pandas as pd
 from study.analyze.clinical import clinical_summary
 from study.analyze.comparison import CONFIDENCE, compare_cells, value_label
 from study.analyze.load import StudyResults
+from study.analyze.patient_view import patients_summary
 from study.analyze.resample import METRIC_FUNCTIONS
 from study.analyze.tuning import optimism, search_trials, tuning_summary
 from study.record.ranking import best_trial_ids
 
-SCHEMA_VERSION = 2  # 2: pooled seed variance, model P(A>B), Holm (issue 19); no `context`
+SCHEMA_VERSION = 3  # 3: `patients` (both eyes, issue 18); 2: pooled seed variance, P(A>B), Holm
 DEFAULT_COMPARE = ("arch", "pretrained")
 CONFIRM_HINT = (
     "add `confirm: {compare: [arch, pretrained], seeds: 3}` to the study's YAML (or "
@@ -116,6 +117,7 @@ def build_summary(
         "optimism": optimism(study.trials, study.score_column, study.mode, best_cell),
         "seed_variance": comparison["seed_variance"],
         **clinical_summary(study, predictions, n_resamples, seed),  # referable, calibration
+        "patients": patients_summary(study, predictions, n_resamples, seed),
     }
 
 

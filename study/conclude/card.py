@@ -15,7 +15,7 @@ import numpy as np
 
 from retina.metrics import NUM_CLASSES, REFERABLE_GRADE, EpochMetrics
 from retina.tta import view_names
-from study.conclude.card_screening import screening_lines
+from study.conclude.card_screening import patient_lines, screening_lines
 from study.conclude.checklist import answer_items, count_line, render_checklist
 
 SPLITS = ("train", "val", "test")
@@ -146,6 +146,7 @@ def render_card(c: CardInputs) -> str:
         *_summary(c.summary),
         "",
         *screening_lines(c.summary, str(trial["trial_id"])),
+        *patient_lines(c.summary, str(trial["trial_id"])),
         "## How it was selected",
         c.selection,
         "",

@@ -1,7 +1,8 @@
 """The model card's section on referable DR and calibration, from summary.json's `referable`
 and `calibration` keys (study.analyze.clinical) when they describe the exported trial: the
-threshold and temperature that `retina.predict` applies, and their test performance. Pure:
-dicts in, Markdown lines out."""
+threshold and temperature that `retina.predict` applies, and their test performance; and its
+"Both eyes" section from the `patients` key (study.analyze.patient_view). Pure: dicts in,
+Markdown lines out."""
 
 from __future__ import annotations
 
@@ -93,4 +94,45 @@ def screening_lines(summary: dict | None, trial_id: str) -> list[str]:
         "threshold. 95% intervals resample test patients.",
         "",
     ]
+    return lines
+
+
+def _num(v: Any) -> str:
+    return "–" if not isinstance(v, int | float) or not math.isfinite(v) else f"{v:.3f}"
+
+
+def _num_ci(pair: Any) -> str:
+    if not pair or any(not isinstance(v, int | float) for v in pair):
+        return ""
+    return f" [{_num(pair[0])}, {_num(pair[1])}]"
+
+
+def patient_lines(summary: dict | None, trial_id: str) -> list[str]:
+    """The held-out test per patient (summary.json `patients.best`, when it is `trial_id`)."""
+    patients = (summary or {}).get("patients") or {}
+    best = patients.get("best")
+    lines = ["## Both eyes: per patient"]
+    if not best or str(best.get("trial_id")) != str(trial_id):
+        why = patients.get("note") or "summary.json has no patient-level view of this trial"
+        return lines + [f"No patient-level view: {why}", ""]
+    pat, img = best["per_patient"], best["per_image"]
+    lines += [
+        f"A patient's grade is the higher of its eyes' predicted grades; referable when it is "
+        f">= {REFERABLE_GRADE} (either eye); `retina.predict --by-patient` applies the same rule.",
+        f"- Test patients: **{best['patients']}** ({best['both_eyes']} with both eyes, "
+        f"{best['one_eye']} with one eye only: those count for referable, not for the kappa).",
+        f"- Referable per patient: sensitivity {_pct(pat['sensitivity'])}"
+        f"{_ci(pat['sensitivity_ci'])}, specificity {_pct(pat['specificity'])}"
+        f"{_ci(pat['specificity_ci'])} ({pat['referable']} referable of {pat['n']}); per image "
+        f"on the same images {_pct(img['sensitivity'])} / {_pct(img['specificity'])}.",
+        f"- Quadratic kappa per patient (max of the two eyes' grades, the {best['both_eyes']} "
+        f"with both eyes): {_num(pat['kappa_both_eyes'])}{_num_ci(pat['kappa_both_eyes_ci'])}; "
+        f"per image {_num(img['kappa'])}{_num_ci(img['kappa_ci'])} ({img['n']} images).",
+        "",
+        "These are of the predicted grades (not the threshold above); 95% intervals resample "
+        "test patients.",
+        "",
+    ]
+    if patients.get("note"):
+        lines[-1:-1] = [f"Note: {patients['note']}", ""]
     return lines

@@ -5,6 +5,8 @@ best epoch on the test split. The test split never picks anything: it is read he
 Every test averages the study's `tta` dihedral views (`retina.tta`), as `retina.predict` does
 by default with the exported model; with more than one view the test is also run on the image
 as is, so the study shows what the views bring (`test_kappa_1view`).
+Each tested trial's line says its test per image, and per patient (both eyes, `retina.patients`;
+summary.json's `patients` key states the same with intervals).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from retina.engine import autocast_dtype, build_loss, evaluate
 from retina.heads import head_outputs
 from retina.metrics import EpochMetrics
 from retina.models import build_model
+from retina.patients import grading_view
 from retina.prepare import PreparedData
 from retina.tta import with_views
 from study.define.schema import StudyConfig
@@ -113,6 +116,18 @@ def predictions_on_test(data: PreparedData, metrics) -> SplitPredictions:
     return split_predictions("test", data.split.indices("test"), metrics)
 
 
+def patient_line(data: PreparedData, test: SplitPredictions) -> str:
+    """The held-out test per patient: both eyes' max grade, referable if either eye >= 2."""
+    if not data.image_ids:  # a PreparedData built without the manifest's names
+        return "no image names: no patient-level view"
+    view = grading_view(
+        [data.image_ids[i] for i in test.index], data.labels[test.index], test.predicted
+    )
+    if not view.n_patients:
+        return "no test image name pairs eyes (<patient>_left/_right): no patient-level view"
+    return view.sentence()
+
+
 def evaluate_best_trials(
     store: ResultsStore, results_by_id: dict, data: PreparedData, study: StudyConfig
 ) -> tuple[list[str], dict[str, SplitPredictions]]:
@@ -128,10 +143,10 @@ def evaluate_best_trials(
         if folder is None:
             lines.append(f"{trial_id}: no checkpoint of epoch {epoch} kept; not tested")
             continue
-        result = evaluate_on_test(folder, data, device, study.tta)
-        metrics = result.metrics
-        store.record_test(trial_id, result.epoch, result.record(), metrics.confusion.reshape(-1))
-        tested[trial_id] = predictions_on_test(data, metrics)
-        lines.append(f"{trial_id} (epoch {result.epoch}): {result.line()}")
+        test = evaluate_on_test(folder, data, device, study.tta)
+        store.record_test(trial_id, test.epoch, test.record(), test.metrics.confusion.reshape(-1))
+        tested[trial_id] = predictions_on_test(data, test.metrics)
+        lines.append(f"{trial_id} (epoch {test.epoch}): {test.line()}")
+        lines.append(f"  per patient: {patient_line(data, tested[trial_id])}")
     store.flush()
     return lines, tested
