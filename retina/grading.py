@@ -4,6 +4,8 @@ No command of its own: `python -m retina.predict` (the CLI) and `python -m retin
 (`predict_efficiency`) call `grade_files`. Every file goes through `retina.images.decode_fundus`,
 the very function the decode-once cache runs, then `retina.loader.normalisation_affine`, the
 normalisation of training and evaluation: the model sees the pixels it was trained on.
+With `views` > 1 each batch is graded as the study's tests grade it: the outputs of that many
+dihedral views averaged (`retina.tta`; by default the model file's `tta`).
 
 Workers decode chunks of files while the main process runs the model on the batch before;
 at most a few batches are decoded ahead, so memory depends on the batch, not on the number of
@@ -35,6 +37,7 @@ from retina.images import BadImage, decode_fundus
 from retina.loader import normalisation_affine
 from retina.metrics import NUM_CLASSES
 from retina.model_file import LoadedModel
+from retina.tta import with_views
 
 MAX_CHUNK = 16  # files per worker task: large enough to amortise the round trip
 
@@ -106,9 +109,12 @@ def decoded_chunks(
 class _Batcher:
     """Collects decoded rows into one reused uint8 batch and grades it when full."""
 
-    def __init__(self, loaded: LoadedModel, batch_size: int, device: torch.device, n: int):
+    def __init__(
+        self, loaded: LoadedModel, batch_size: int, device: torch.device, n: int, views: int = 1
+    ):
         size = loaded.image_size
         self.loaded, self.device = loaded, device
+        self.network = with_views(loaded.model, views)
         self.u8 = torch.empty((batch_size, 3, size, size), dtype=torch.uint8)
         self.index = np.empty(batch_size, dtype=np.int64)
         self.filled = 0
@@ -138,7 +144,7 @@ class _Batcher:
             torch.inference_mode(),
             torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None),
         ):
-            logits = self.loaded.model(self.inputs())
+            logits = self.network(self.inputs())  # with views: log of the mean softmax
         rows = self.index[: self.filled]
         if logits.shape[1] > 1:  # a regress head has no probabilities: its rows stay NaN
             self.probs[rows] = torch.softmax(logits.float(), dim=1).cpu().numpy()
@@ -155,12 +161,14 @@ def grade_files(
     device: torch.device | str = "cpu",
     workers: int = 2,
     progress: bool = False,
+    views: int | None = None,
 ) -> Graded:
-    """Probabilities of grades 0-4 for every file in `paths`; bad files get their reason."""
+    """Probabilities of grades 0-4 for every file in `paths`; bad files get their reason.
+    `views`: dihedral views averaged per image (`retina.tta`); None: the model file's `tta`."""
     device = torch.device(device)
     n = len(paths)
     errors: list[str | None] = [None] * n
-    batcher = _Batcher(loaded, batch_size, device, n)
+    batcher = _Batcher(loaded, batch_size, device, n, loaded.tta if views is None else views)
     chunk = max(1, min(MAX_CHUNK, math.ceil(batch_size / (2 * max(workers, 1)))))
     # One batch plus a chunk per worker in flight: the workers never wait for the model.
     ahead = math.ceil(batch_size / chunk) + 2 * workers

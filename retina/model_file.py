@@ -19,6 +19,11 @@ One dict of plain values (tensors, str, int, float, bool, None, lists, dicts) so
     grade_names, referable_grade  ICDR names of grades 0-4; grade >= 2 is referable
     temperature, referable_threshold  optional (retina.screening): T fitted on val, and the
                              threshold on p2+p3+p4 (after T) chosen on val; absent: 1 and None
+    tta                      optional: the dihedral views the study's tests averaged (1, 2, 4
+                             or 8, `retina.tta`), retina.predict's default; absent: 1. The
+                             version stays: a reader that ignores it grades the image as is,
+                             a valid grading (the card states its test kappa too), where a
+                             misread regress output (version 2) would not be
     info                     anything else worth keeping (the trial, its config and metrics,
                              the dataset hash, versions): plain values, read by people
 """
@@ -39,6 +44,7 @@ from retina.loader import IMAGENET_MEAN, IMAGENET_STD
 from retina.metrics import REFERABLE_GRADE
 from retina.models import ARCHS, build_model
 from retina.thresholds import DEFAULT_THRESHOLDS, check_thresholds
+from retina.tta import TTA_VIEWS, check_views
 
 FORMAT = "retina-study model"
 FORMAT_VERSION = 2  # the newest this harness reads; a classify model is still written as 1
@@ -80,8 +86,10 @@ def model_record(
     info: dict[str, Any],
     head: str = "classify",
     thresholds: list[float] | None = None,
+    tta: int = 1,
 ) -> dict[str, Any]:
-    """The dict that `save_model` writes (weights copied to the CPU, everything else plain)."""
+    """The dict that `save_model` writes (weights copied to the CPU, everything else plain);
+    `tta`: the views the study tested with (`retina.tta`)."""
     return {
         "format": FORMAT,
         "format_version": 1 if head == "classify" else FORMAT_VERSION,
@@ -94,6 +102,7 @@ def model_record(
         "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         "grade_names": list(GRADE_NAMES),
         "referable_grade": REFERABLE_GRADE,
+        "tta": check_views(tta),
         "info": plain(info),
     }
 
@@ -124,6 +133,7 @@ class LoadedModel:
     referable_threshold: float | None = None  # on p2+p3+p4 after temperature; None: grade >= 2
     head: str = "classify"
     thresholds: tuple[float, ...] | None = None  # a regress head's cuts
+    tta: int = 1  # views averaged by the study's tests (retina.tta): retina.predict's default
 
 
 def _model_path(where: Path) -> Path:
@@ -194,6 +204,7 @@ def load_model(where: str | Path, device: torch.device | str = "cpu") -> LoadedM
                 else float(record["referable_threshold"])
             ),
             **loaded_head(record),
+            tta=stored_views(record),
         )
     except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
@@ -202,6 +213,14 @@ def load_model(where: str | Path, device: torch.device | str = "cpu") -> LoadedM
         ) from None
     loaded.model.to(device)
     return loaded
+
+
+def stored_views(record: dict[str, Any]) -> int:
+    """The record's `tta` (1 when absent: a file from before test-time augmentation)."""
+    views = record.get("tta", 1)
+    if type(views) is not int or views not in TTA_VIEWS:
+        raise ValueError(f"tta {views!r} is not one of {', '.join(map(str, TTA_VIEWS))}")
+    return views
 
 
 def loaded_head(record: dict[str, Any]) -> dict[str, Any]:

@@ -1,13 +1,16 @@
 """Grade fundus photographs with an exported model.
 
     python -m retina.predict --model results/<study>/best INPUT... [--out preds.csv|preds.parquet]
-        [--batch-size N] [--device auto|cpu|cuda] [--workers N] [--by-patient]
+        [--batch-size N] [--device auto|cpu|cuda] [--workers N] [--tta 1|2|4|8] [--by-patient]
 
 INPUT: image files, folders of images (not searched recursively), or dataset folders in either
 layout (`retina.manifest`: Kaggle `trainLabels.csv` or the course lab's CSVs); for labelled
 images the accuracy, quadratic kappa and confusion matrix against the labels are printed too.
 Each image gets exactly the decode-once cache's crop-to-fundus and resize and the training
 normalisation (`retina.grading`), decoded on `--workers` processes with a progress bar.
+`--tta N` averages the model over N dihedral views of each image (`retina.tta`: rotations and
+mirrors; N times the compute); the default is the study's own `tta`, stored in model.pt, so
+the grades are those of the study's test. `--tta 1` grades the image as is.
 
 Output, one row per image (CSV to stdout without --out): `image`, [`label`], `grade`, `p0`..`p4`
 (temperature-scaled when the model stores its study's temperature), `score`, `referable` (at the
@@ -45,6 +48,7 @@ from retina.metrics import NUM_CLASSES, REFERABLE_GRADE, EpochMetrics, confusion
 from retina.model_file import load_model
 from retina.patient_rows import print_patients, with_patient_rows
 from retina.screening import calibrated, referable_column
+from retina.tta import TTA_VIEWS
 
 WRITERS = {".csv": "to_csv", ".parquet": "to_parquet"}
 MAX_LISTED = 20  # failed images named in the summary
@@ -68,6 +72,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--workers", type=int, help="decoding processes (default: all cores)")
+    p.add_argument(
+        "--tta", type=int, choices=TTA_VIEWS, metavar="{1,2,4,8}",
+        help="dihedral views averaged per image (default: the study's, from model.pt)",
+    )  # fmt: skip
     p.add_argument(
         "--by-patient", action="store_true",
         help="add a row per patient (level=patient; columns level, patient, eye added) when "
@@ -206,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     inputs = collect_inputs(args.inputs)
     graded = grade_files(
         loaded, inputs.paths, batch_size=args.batch_size, device=device,
-        workers=min(workers, len(inputs.paths)), progress=True,
+        workers=min(workers, len(inputs.paths)), progress=True, views=args.tta,
     )  # fmt: skip
     graded = calibrated(graded, loaded.temperature)  # the study's temperature, fitted on val
     frame = predictions_frame(inputs, graded)
@@ -223,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         written.to_csv(sys.stdout, index=False)
     print_summary(frame, stream)
+    views = loaded.tta if args.tta is None else args.tta
+    if views > 1:
+        print(f"each image: the mean of {views} dihedral views (--tta 1: as is)", file=stream)
     print_agreement(frame, inputs, loaded.info, stream)
     if patients is not None:
         print_patients(written, patients, stream)

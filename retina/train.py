@@ -6,7 +6,7 @@
         [--schedule constant|cosine] [--warmup-epochs 0] [--augment flips|fundus]
         [--preprocessing none|graham] [--seed 0]
         [--split-seed 0] [--skip-bad] [--device auto|cpu|cuda] [--cache-dir DIR]
-        [--save CKPT.pt] [--evaluate-test]
+        [--save CKPT.pt] [--evaluate-test [--tta 1|2|4|8]]
 
 Prints the majority-class baseline on val, then one line per epoch (train and val loss,
 accuracy, kappa, images/s, and the lr at the epoch's end). `--schedule` steps the lr per batch
@@ -16,7 +16,8 @@ epoch, config, metrics, best_epoch, best_model} after every epoch (atomically). 
 reports test metrics of the weights from the epoch with the best val kappa. `--head regress`: one
 output trained with SmoothL1 on the grade; val metrics cut it at the fixed 0.5/1.5/2.5/3.5, and
 the cuts fitted on val at the best epoch (`retina.thresholds`, saved as `best_thresholds`) grade
-the test. Bad input: `error: ...` and exit status 2.
+the test. `--tta N` averages the test over N dihedral views (`retina.tta`, as a study's `tta`)
+and prints the one-view test beside it. Bad input: `error: ...` and exit status 2.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from retina.models import ARCHS, ensure_weights
 from retina.prepare import prepare_data
 from retina.schedules import SCHEDULES, build_schedule, current_lr
 from retina.training import build_training, setup_process
+from retina.tta import TTA_VIEWS
 
 BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 DEVICES = {
@@ -122,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None, help="default: $RETINA_CACHE")
     p.add_argument("--save", type=Path, default=None, metavar="CKPT.pt")
     p.add_argument("--evaluate-test", action="store_true", help="test metrics of the best epoch")
+    p.add_argument(
+        "--tta", type=int, default=1, choices=TTA_VIEWS, metavar="{1,2,4,8}",
+        help="dihedral views averaged by --evaluate-test (val stays one view)",
+    )  # fmt: skip
     return p
 
 
@@ -241,11 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.evaluate_test:
         run.model.load_state_dict(best_state)  # the checkpoint on disk keeps the final weights
         test_loader = data.loader("test", args.batch_size, device, train=False)
-        te = run.evaluate(test_loader, thresholds=best_thresholds)
+        te = run.evaluate(test_loader, thresholds=best_thresholds, views=args.tta)
+        views = f", {args.tta} views" if args.tta > 1 else ""
         print(
-            f"test (epoch {best_epoch})  {_line('test', te)}  bal_acc {te.balanced_accuracy:.3f}  "
-            f"referable sens {te.referable_sensitivity:.3f} spec {te.referable_specificity:.3f}"
+            f"test (epoch {best_epoch}{views})  {_line('test', te)}  bal_acc "
+            f"{te.balanced_accuracy:.3f}  referable sens {te.referable_sensitivity:.3f} spec "
+            f"{te.referable_specificity:.3f}"
         )
+        if args.tta > 1:  # what the views bring
+            one = run.evaluate(test_loader, thresholds=best_thresholds)
+            print(f"test (epoch {best_epoch}, 1 view)  {_line('test', one)}")
         if args.save is not None:
             checkpoint["test_metrics"] = {"epoch": best_epoch, **te.as_dict("test")}
             _save(args.save, checkpoint)

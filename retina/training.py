@@ -28,6 +28,7 @@ from retina.loader import BatchLoader
 from retina.metrics import EpochMetrics
 from retina.models import build_model
 from retina.thresholds import fit_thresholds
+from retina.tta import with_views
 
 
 def setup_process(device: torch.device, seed: int) -> None:
@@ -64,10 +65,12 @@ class Training:
         loader: BatchLoader,
         keep_probabilities: bool = False,
         thresholds: Sequence[float] | None = None,
+        views: int = 1,
     ) -> EpochMetrics:
-        """`thresholds`: a regress head's cuts; None, the fixed 0.5/1.5/2.5/3.5 (the search's)."""
+        """`thresholds`: a regress head's cuts; None, the fixed 0.5/1.5/2.5/3.5 (the search's).
+        `views`: dihedral views averaged (`retina.tta`; tests only: val stays one view)."""
         return evaluate(
-            self.step_model, loader, self.loss_fn, self.device, amp_dtype=self.amp_dtype,
+            with_views(self.step_model, views), loader, self.loss_fn, self.device, amp_dtype=self.amp_dtype,
             keep_probabilities=keep_probabilities, thresholds=thresholds,
         )  # fmt: skip
 

@@ -31,7 +31,10 @@ SMALL_SWEEP = [
     "max_concurrent=2",
     "--set",
     "confirm.seeds=0",
-]  # fmt: skip  (the confirmation stage has its own sweep: tests/test_confirm_sweep.py)
+    "--set",
+    "tta=8",
+]  # fmt: skip  (the confirmation stage has its own sweep: tests/test_confirm_sweep.py; tta=8:
+#  the held-out test, predictions/, the export and retina.predict average all 8 dihedral views)
 
 
 # `make test-quick` runs `-m "not slow"`: no Ray start, no sweep. A test that uses one of these

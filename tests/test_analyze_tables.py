@@ -148,3 +148,13 @@ def test_course_table_flags_a_model_that_only_predicts_grade_0(tmp_path):
     flags = {(r.arch, r.init): r.like_majority for r in course.itertuples()}
     assert flags[("resnet18", "scratch")] is True and flags[("resnet18", "pretrained")] is False
     assert flags[("resnet50", "scratch")] is None  # no trial in that group
+
+
+def test_the_best_trials_test_kappa_with_one_view_and_with_the_studys_views():
+    best = pd.Series({"test_kappa": 0.61, "test_kappa_1view": 0.55})
+    assert tables.test_time_views(best, 8) == (
+        "test kappa 0.610 over 8 dihedral views (tta: 8), 0.550 with one view (+0.060 from the views)"
+    )
+    assert tables.test_time_views(best, 1).startswith("none (tta: 1)")
+    assert "not tested" in tables.test_time_views(pd.Series({"test_kappa": math.nan}), 4)
+    assert "one view not recorded" in tables.test_time_views(pd.Series({"test_kappa": 0.6}), 2)

@@ -5,6 +5,7 @@ card's first lines; the referable threshold and temperature of summary.json are 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from study.conclude.card import CardInputs, render_card
 from study.conclude.checklist import (
@@ -102,3 +103,14 @@ def test_the_card_states_threshold_temperature_and_intervals():
     assert "threshold **0.3125**" in section and "T = **1.734**" in section
     assert "per patient (either eye): sensitivity 66.7% [30.0%, 100.0%]" in section
     assert "0.120 as trained, 0.050 after scaling" in section
+
+
+def test_the_card_states_the_test_time_views_and_the_one_view_kappa():
+    one = render_card(_inputs(SUMMARY))
+    assert "Test-time augmentation: none; the study tested each image as is (`tta: 1`)" in one
+    card = render_card(replace(_inputs(SUMMARY, TRIAL | {"test_kappa_1view": 0.4321}), tta=8))
+    views = "identity, hflip, vflip, rot180, rot90, rot270, transpose, anti-transpose"
+    assert f"softmax probabilities of 8 dihedral views of each image ({views}; `tta: 8`)" in card
+    assert "`--tta 1` grades the image as is" in card
+    assert "the image as is (one view) has test quadratic weighted kappa 0.4321" in card
+    assert "the log of the mean softmax over 8 dihedral views (the graph includes them" in card

@@ -37,6 +37,8 @@ def check_contract(folder) -> pd.DataFrame:
     assert sorted(confirm["seed"]) == [1000, 1001] == record["seeds"]["confirm"]
     assert (confirm["status"] == "TERMINATED").all(), confirm[["status", "error"]]
     assert confirm["test_acc"].notna().all()  # every confirm run tested once
+    # ...over the demo's 2 views (tta: 2), and with one view beside it
+    assert record["config"]["tta"] == 2 and confirm["test_kappa_1view"].notna().all()
     # ...as the cell's best search trial: the same configuration, all its epochs.
     best = search.sort_values(["best_val_kappa", "best_val_loss"], ascending=[False, True])
     for name in record["hyperparameters"]:

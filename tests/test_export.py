@@ -26,6 +26,8 @@ from retina.files import write_folder_atomic
 from retina.heads import grades_of
 from retina.model_file import load_model
 from retina.models import build_model
+from retina.thresholds import DEFAULT_THRESHOLDS
+from retina.tta import dihedral_view, with_views
 from study.conclude.export import (
     check_target,
     export_winner,
@@ -65,30 +67,37 @@ def test_the_sweep_exports_its_best_trial_which_reloads_to_its_test_metrics(smal
     assert "optimizer" not in record  # weights only, no training state
 
     loaded = load_model(best)
+    assert loaded.tta == record["tta"] == study["config"]["tta"] == 8
     data = prepare_study_data(study)  # the conftest's private cache: reused, not rebuilt
     row = trials.set_index("trial_id").loc[winner]
-    metrics = evaluate(
-        loaded.model, data.loader("test", 64, CPU, train=False), build_loss(False), CPU
-    )
+
+    def test(model: torch.nn.Module):
+        return evaluate(model, data.loader("test", 64, CPU, train=False), build_loss(False), CPU)
+
+    metrics = test(with_views(loaded.model, loaded.tta))  # the study tested its 8 views
     assert metrics.n_images == sum(study["data"]["class_counts"]["test"])
     assert metrics.accuracy == pytest.approx(row["test_acc"])
     assert metrics.kappa == pytest.approx(row["test_kappa"], abs=1e-9)
     assert metrics.loss == pytest.approx(row["test_loss"], rel=1e-4)
+    assert test(loaded.model).kappa == pytest.approx(row["test_kappa_1view"], abs=1e-9)
 
 
-def test_onnx_gives_pytorchs_logits_on_real_images_at_any_batch(small_study):
+def test_onnx_gives_pytorchs_views_on_real_images_at_any_batch(small_study):
+    """The ONNX graph holds the study's 8 views: one call gives the tested model's output."""
     best = small_study / "best"
     assert onnx.load(str(best / "model.onnx")).opset_import[0].version >= 17
     study, _ = study_of(small_study)
     x = parity_images(prepare_study_data(study))
-    model = load_model(best).model
+    model = with_views(load_model(best).model, 8)  # one forward per view, as the test ran
     session = ort.InferenceSession(str(best / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map["tta"] == "8"
     for batch in (x[:1], x[:3], x):
         got = session.run(["logits"], {"images": batch.numpy()})[0]
         with torch.inference_mode():
             expected = model(batch).numpy()
         assert got.shape == (len(batch), 5)
         assert np.abs(got - expected).max() <= 1e-4
+        assert np.allclose(np.exp(got).sum(axis=1), 1.0, atol=1e-5)  # log of a mean softmax
 
 
 def test_the_card_says_what_the_model_is_and_is_not(small_study):
@@ -97,6 +106,8 @@ def test_the_card_says_what_the_model_is_and_is_not(small_study):
     winner = trials.set_index("trial_id").loc[best_trial_ids(trials, "best_val_kappa", "max")[0]]
     assert "a research model, not a medical device" in card.lower()
     assert study["data"]["dataset_hash"] in card
+    assert "softmax probabilities of 8 dihedral views of each image" in card  # tta: 8
+    assert f"test quadratic weighted kappa {winner['test_kappa_1view']:.4g}" in card
     assert "majority baseline" in card and "split seed 0" in card
     assert f"{winner['test_acc']:.4g}" in card and f"{winner['best_val_acc']:.4g}" in card
     assert "How it was selected" in card and "onnxruntime" in card and "torch" in card
@@ -234,6 +245,24 @@ def test_a_regress_model_exports_its_score_and_thresholds_with_parity(tmp_path):
         model.fc.bias += 0.05  # a real mismatch: scores move, and grades with them
     with pytest.raises(RetinaError, match="disagrees with PyTorch.*score difference"):
         onnx_parity(path, model, x)
+
+
+def test_a_regress_model_exports_the_mean_score_of_its_views_with_parity(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet18", pretrained=False, num_classes=1).eval()
+    x = torch.randn(8, 3, 32, 32)
+    path = tmp_path / "model.onnx"
+    meta = onnx_metadata("regress", list(DEFAULT_THRESHOLDS), 4)
+    write_onnx(with_views(model, 4, stacked=True), x, path, meta)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map["tta"] == "4"
+    assert onnx_parity(path, with_views(model, 4), x).ok  # against the views, one per forward
+    got = session.run(["score"], {"images": x.numpy()})[0]
+    with torch.inference_mode():
+        mean = torch.stack([model(dihedral_view(x, k)) for k in range(4)]).mean(0)
+    assert got.shape == (8, 1) and np.allclose(got, mean.numpy(), atol=1e-4)
+    with pytest.raises(RetinaError, match="disagrees with PyTorch.*score difference"):
+        onnx_parity(path, model, x)  # the image as is is not what the file computes
 
 
 def test_an_export_replaces_only_model_folders_and_never_half(tmp_path):

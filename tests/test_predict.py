@@ -22,6 +22,7 @@ from retina.engine import build_loss, evaluate
 from retina.grading import _Batcher, decoded_chunks
 from retina.loader import BatchLoader
 from retina.manifest import read_manifest
+from retina.metrics import EpochMetrics, confusion_matrix
 from retina.model_file import LoadedModel, load_model, model_record
 from retina.models import build_model
 from retina.predict import main
@@ -191,24 +192,32 @@ def test_the_exported_model_loads_with_its_preprocessing(model_dir):
 def test_predict_matches_the_studys_own_test_predictions(
     small_study, model_dir, synthetic_data, tmp_path
 ):
-    """model.pt carries the summary's temperature and threshold; predict on the study's own
-    test images gives the temperature-scaled probabilities of predictions/ and, at the stored
-    threshold, the summary's test sensitivity and specificity."""
+    """model.pt carries the summary's temperature and threshold and the study's 8 test views;
+    predict on the study's own test images (by default, and with --tta 8) gives the grades and
+    temperature-scaled probabilities of predictions/ and, at the stored threshold, the
+    summary's test sensitivity and specificity; --tta 1 gives the study's one-view kappa."""
     from study.analyze.calibration import apply_temperature
 
     record = torch.load(model_dir / "model.pt", weights_only=True)
     summary = json.loads((small_study / "summary.json").read_text())
     best = summary["referable"]["best"]
     assert best["trial_id"] == record["info"]["trial_id"]
+    assert record["tta"] == 8  # the conftest's sweep tests with every dihedral view
     temperature = summary["calibration"]["best"]["temperature"]
     assert record["temperature"] == temperature
     assert record["referable_threshold"] == best["threshold"]
     stored = pd.read_parquet(small_study / "predictions" / f"{best['trial_id']}.parquet")
     test = stored[stored["split"] == "test"].set_index("image")
-    out = tmp_path / "preds.parquet"
-    argv = ["--model", str(model_dir), str(synthetic_data), "--out", str(out)]
-    assert run_main(main, [*argv, "--workers", "2"]) == 0
-    ours = pd.read_parquet(out).set_index("image").loc[test.index]
+
+    def predict(*extra: str) -> pd.DataFrame:
+        out = tmp_path / "preds.parquet"
+        argv = ["--model", str(model_dir), str(synthetic_data), "--out", str(out), *extra]
+        assert run_main(main, [*argv, "--workers", "2"]) == 0
+        return pd.read_parquet(out).set_index("image").loc[test.index]
+
+    ours = predict()
+    assert predict("--tta", "8").equals(ours)  # the default is the study's own
+    assert ours["grade"].tolist() == test["predicted"].tolist()
     expected = apply_temperature(test[PROB_COLUMNS].to_numpy(np.float64), temperature)
     assert np.allclose(ours[PROB_COLUMNS].to_numpy(), expected, atol=1e-4)
     positive = test["true"] >= 2
@@ -220,6 +229,11 @@ def test_predict_matches_the_studys_own_test_predictions(
     assert (~flagged & ~positive).sum() / (~positive).sum() == pytest.approx(
         best["test_image"]["specificity"]
     )
+    trials = pd.read_parquet(small_study / "trials.parquet").set_index("trial_id")
+    one = predict("--tta", "1")
+    conf = confusion_matrix(test["true"].to_numpy(int), one["grade"].to_numpy(int))
+    kappa = EpochMetrics.from_confusion(conf, float("nan"), 0.0).kappa
+    assert kappa == pytest.approx(trials.loc[best["trial_id"], "test_kappa_1view"], abs=1e-9)
 
 
 def test_a_regress_model_grades_as_evaluation_in_torch_with_its_thresholds(

@@ -115,6 +115,23 @@ def test_load_takes_back_everything_written(store, tmp_path):
         )
 
 
+def test_the_one_view_test_kappa_is_kept_beside_the_test_over_the_views(store, tmp_path):
+    views = {f"test_{k}": 0.5 for k in METRIC_KEYS} | {"test_kappa_1view": 0.42}
+    store.record_test("t1", 2, views, [1] * 25)
+    store.record_test("t2", 2, {f"test_{k}": 0.5 for k in METRIC_KEYS}, [1] * 25)  # without
+    store.flush()
+    for source in ("journal", "parquet"):
+        if source == "parquet":
+            (tmp_path / "journal.jsonl").unlink()  # a study stored before the journal
+        again = ResultsStore(tmp_path, HP, "val_kappa", "max", journal=False)
+        again.load()
+        trials = again.trials_frame().set_index("trial_id")
+        assert trials.loc["t1", "test_kappa_1view"] == 0.42, source
+        assert trials.loc["t1", "test_kappa"] == 0.5 and pd.isna(
+            trials.loc["t2", "test_kappa_1view"]
+        )
+
+
 def test_atomic_write_leaves_no_temp_and_is_not_world_writable(tmp_path):
     df = pd.DataFrame({"a": [1, 2]})
     write_parquet_atomic(tmp_path / "x.parquet", df)

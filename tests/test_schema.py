@@ -19,9 +19,11 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.search.sample import Categorical, Float, Integer
 from ray.tune.search.variant_generator import generate_variants
 
+import retina.tta
 from retina.errors import RetinaError
 from study.define.schema import (
     DIMENSIONS,
+    TTA_VIEWS,
     finite_values,
     hyperparameter_names,
     load_study,
@@ -111,6 +113,24 @@ def test_recipes_of_the_shipped_spaces():
     assert finite_values(full.space["augment"]) == AUGMENTS
     assert [demo.space[k].values[0] for k in ("schedule", "warmup_epochs", "augment")] == ["cosine", 1, "flips"]  # fmt: skip
     assert [lab3.space[k].values[0] for k in ("schedule", "warmup_epochs", "augment")] == ["constant", 0, "flips"]  # fmt: skip
+    # Test-time augmentation: the counts the schema accepts are the subgroups retina.tta has.
+    assert tuple(TTA_VIEWS) == retina.tta.TTA_VIEWS
+    assert (demo.tta, lab3.tta, full.tta) == (2, 8, 8)
+
+
+def test_tta_defaults_to_one_view_and_a_study_from_before_it_resumes_unchanged(tmp_path):
+    from study.run.preflight import check_study_folder
+
+    doc = changed(demo_doc(), "tta", DELETE)
+    assert load_study(write(tmp_path, doc)).tta == 1
+    assert load_study(DEMO, ["tta=8"]).tta == 8
+    resolved = study_to_dict(load_study(DEMO, ["tta=1"]))
+    old = json.loads(json.dumps(resolved))
+    del old["tta"]  # as study.json was written before tta: it tested one view
+    (tmp_path / "study.json").write_text(json.dumps({"config": old}))
+    check_study_folder(tmp_path, resolved, resume=True)
+    with pytest.raises(RetinaError, match="tta: 1 -> 8"):
+        check_study_folder(tmp_path, study_to_dict(load_study(DEMO, ["tta=8"])), resume=True)
 
 
 def test_lab3_is_the_reports_four_runs():
@@ -187,6 +207,9 @@ CASES = {
     "missing lr": ("space.lr", DELETE, "space.lr", "missing; add e.g. lr: {loguniform"),
     "unknown schedule": ("space.schedule", {"choice": ["cosine", "step"]}, "space.schedule.choice[1]", "unknown schedule 'step'; choose one of constant, cosine"),
     "unknown augment": ("space.augment", "rotate", "space.augment", "unknown augment 'rotate'; choose one of flips, fundus"),
+    "tta 3": ("tta", 3, "tta", "expected 1, 2, 4 or 8 views, got 3; write the views of the square image averaged at test (1: the image as is; 2: + its left-right mirror; 4: "),
+    "tta as bool": ("tta", True, "tta", "expected 1, 2, 4 or 8 views, got true"),
+    "tta as text": ("tta", "all", "tta", "expected 1, 2, 4 or 8 views, got 'all'"),
     "negative warm-up": ("space.warmup_epochs", -1, "space.warmup_epochs", "must be >= 0"),
     "warm-up as long as a run": ("space.warmup_epochs", 2, "space.warmup_epochs", "2 warm-up epochs leave no epoch after the warm-up: a trial can run as few as 2 epochs (space.epochs); set warmup_epochs to at most 1"),
     "sampled warm-up too long": ("space.warmup_epochs", {"randint": [0, 3]}, "space.warmup_epochs", "a trial can run as few as 2 epochs"),

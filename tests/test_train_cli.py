@@ -95,6 +95,7 @@ def test_missing_data_folder_exits_2_with_a_clear_message(tmp_path):
         ("--schedule", "step", "invalid choice: 'step' (choose from 'constant', 'cosine')"),
         ("--augment", "rotate", "invalid choice: 'rotate' (choose from 'flips', 'fundus')"),
         ("--warmup-epochs", "-1", "must be >= 0"),
+        ("--tta", "3", "invalid choice: 3 (choose from 1, 2, 4, 8)"),
     ],
 )
 def test_bad_arguments_exit_2_with_argparse_message(tmp_path, capsys, flag, value, complaint):
@@ -113,14 +114,18 @@ def test_a_regress_head_trains_an_epoch_and_grades_the_test_with_cuts_fitted_on_
         "--data", str(data), "--arch", "resnet18", "--epochs", "1", "--image-size", "32",
         "--batch-size", "16", "--optimizer", "adamw", "--lr", "1e-3", "--head", "regress",
         "--device", "cpu", "--cache-dir", str(cache), "--save", str(ckpt), "--evaluate-test",
+        "--tta", "4",
     ]  # fmt: skip
     assert run_main(train_main, argv) == 0
     out = capsys.readouterr().out
+    assert (
+        "test (epoch 1, 4 views)  test loss" in out and "test (epoch 1, 1 view)  test loss" in out
+    )
     checkpoint = torch.load(ckpt, weights_only=True)
     assert checkpoint["model"]["fc.weight"].shape == (1, 512)
     cuts = checkpoint["best_thresholds"]
     assert len(cuts) == 4 and cuts == sorted(cuts) and cuts == checkpoint["thresholds"]
-    assert "thresholds fitted on val at epoch 1: " in out and "test (epoch 1)" in out
+    assert "thresholds fitted on val at epoch 1: " in out
     assert checkpoint["config"]["head"] == "regress"
 
 

@@ -64,7 +64,7 @@ def format_cell(column: str, value) -> str:
             return f"{value * 100:+.1f} pp"
         if column.endswith(PERCENT_SUFFIXES):
             return f"{value * 100:.1f} %"
-        if column.endswith(("_kappa", "_loss")):
+        if column.endswith(("_kappa", "_loss", "_kappa_1view")):
             return f"{value:.3f}"
         if column in ("rank", "epochs_run", "best_epoch", "trials") or float(value).is_integer():
             return f"{int(value)}" if abs(value) < 1e15 else f"{value:g}"

@@ -50,7 +50,7 @@ LABELS = {
     "course_test_acc": "course report test acc", "majority_share": "majority share (grade 0)",
     "planned_epochs": "planned epochs", "stop_rung": "stopped at epoch (rung)",
     "saved_epochs": "epochs saved", "stopped_trials": "trials stopped",
-    "like_majority": "≈ predicts grade 0 only",
+    "like_majority": "≈ predicts grade 0 only", "test_kappa_1view": "test kappa, 1 view",
 }  # fmt: skip
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -133,6 +133,7 @@ def _summary(study: StudyResults, ranked, totals: dict) -> str:
                 f"{m.replace('_', ' ')} {format_cell(prefix + m, best[prefix + m])}"
                 for m in tables.REPORTED_METRICS
             )
+        info["test-time augmentation"] = tables.test_time_views(best, int(cfg.get("tta", 1)))
         parts.append(key_values(info))
     failed = trials[trials["error"].notna()]
     if not failed.empty:

@@ -195,3 +195,20 @@ def tested_epoch(confusion: pd.DataFrame, trial_id: str) -> int | None:
     """The epoch the trial's test matrix came from (its best checkpoint), if it was tested."""
     rows = confusion[(confusion["trial_id"] == trial_id) & (confusion["split"] == "test")]
     return None if rows.empty else int(rows["epoch"].max())
+
+
+def test_time_views(best: pd.Series, views: int) -> str:
+    """The best trial's test kappa over the study's `tta` dihedral views and with one view
+    (`test_kappa_1view`), in words: what test-time augmentation brought."""
+    if views == 1:
+        return "none (tta: 1): the test grades each image as is"
+    over = f"{views} dihedral views (tta: {views})"
+    with_views, one = best.get("test_kappa", math.nan), best.get("test_kappa_1view", math.nan)
+    if pd.isna(with_views):
+        return f"{over}; this trial was not tested"
+    if pd.isna(one):  # a study tested before the one-view kappa was recorded
+        return f"test kappa {with_views:.3f} over {over}; one view not recorded"
+    return (
+        f"test kappa {with_views:.3f} over {over}, {one:.3f} with one view "
+        f"({with_views - one:+.3f} from the views)"
+    )

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from retina.metrics import NUM_CLASSES, REFERABLE_GRADE, EpochMetrics
+from retina.tta import view_names
 from study.conclude.card_screening import patient_lines, screening_lines
 from study.conclude.checklist import answer_items, count_line, render_checklist
 
@@ -43,6 +44,7 @@ class CardInputs:
     date: str
     summary: dict[str, Any] | None  # summary.json of the confirm stage, when it exists
     thresholds: list[float] | None = None  # a regress head's cuts (model.pt's); None: classify
+    tta: int = 1  # dihedral views the study's tests averaged (model.pt's `tta`)
 
 
 def majority_baseline(class_counts: dict[str, list[int]]) -> tuple[int, dict[str, EpochMetrics]]:
@@ -98,10 +100,11 @@ def render_card(c: CardInputs) -> str:
         f"preprocessing `{data.get('preprocessing')}`, then normalised with ImageNet's mean and "
         "std. `python -m retina.predict` does all of this.",
         *_output_lines(c.thresholds),
+        _tta_line(c.tta, c.thresholds),
         "- `model.pt`: weights and everything needed to use them; "
         "`torch.load(path, weights_only=True)`.",
         f"- `model.onnx`: opset {c.opset}, input `images` float32 [N, 3, {size}, {size}] "
-        f"(normalised), output {_onnx_output(c.thresholds)}, any N. Largest difference to "
+        f"(normalised), output {_onnx_output(c.thresholds, c.tta)}, any N. Largest difference to "
         f"PyTorch on {c.onnx_images} real cached images: {c.onnx_max_diff:.2e} (allowed: 1e-4 "
         "+ 1e-5 x the largest |output|; the predicted grades agree).",
         "",
@@ -136,7 +139,8 @@ def render_card(c: CardInputs) -> str:
         "",
         f"Majority baseline: grade {majority} (the most common in train) for every image. "
         "Val picked this model, so its val numbers are optimistic; test was read once."
-        + ("" if _finite(trial.get("test_kappa")) else " This trial was not tested."),
+        + ("" if _finite(trial.get("test_kappa")) else " This trial was not tested.")
+        + _one_view_words(c.tta, trial.get("test_kappa_1view")),
         "",
         "## Confirm stage",
         *_summary(c.summary),
@@ -190,10 +194,35 @@ def _output_lines(thresholds: list[float] | None) -> list[str]:
     ]
 
 
-def _onnx_output(thresholds: list[float] | None) -> str:
+def _onnx_output(thresholds: list[float] | None, views: int = 1) -> str:
+    over = f" over {views} dihedral views (the graph includes them; metadata `tta`)"
     if thresholds is None:
-        return f"`logits` [N, {NUM_CLASSES}]"
-    return "`score` [N, 1] (the thresholds are in its metadata, key `thresholds`, JSON)"
+        if views == 1:
+            return f"`logits` [N, {NUM_CLASSES}]"
+        return (f"`logits` [N, {NUM_CLASSES}], the log of the mean softmax{over}: softmax and "
+                "arg max read it as logits")  # fmt: skip
+    score = "`score` [N, 1]" + (f", the mean score{over}" if views > 1 else "")
+    return score + " (the thresholds are in its metadata, key `thresholds`, JSON)"
+
+
+def _tta_line(views: int, thresholds: list[float] | None) -> str:
+    if views == 1:
+        return ("- Test-time augmentation: none; the study tested each image as is (`tta: 1`), "
+                "as `python -m retina.predict` grades it by default.")  # fmt: skip
+    averaged = "softmax probabilities" if thresholds is None else "scores"
+    return (
+        f"- Test-time augmentation: every test of the study averaged the {averaged} of {views} "
+        f"dihedral views of each image ({', '.join(view_names(views))}; `tta: {views}`), and "
+        f"so does `python -m retina.predict` by default ({views} times the compute; `--tta 1` "
+        "grades the image as is). The search's val metrics are of one view."
+    )
+
+
+def _one_view_words(views: int, kappa_1view: Any) -> str:
+    if views == 1 or not _finite(kappa_1view):
+        return ""
+    return (f" Test is over {views} views; the image as is (one view) has test quadratic "
+            f"weighted kappa {kappa_1view:.4g}.")  # fmt: skip
 
 
 def _finite(value: Any) -> bool:

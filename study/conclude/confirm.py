@@ -76,9 +76,10 @@ def confirm_cells(
 
 
 def evaluate_confirm_runs(
-    store: ResultsStore, results_by_id: dict, data: PreparedData, folder: Path
+    store: ResultsStore, results_by_id: dict, data: PreparedData, folder: Path, views: int = 1
 ) -> list[str]:
-    """Evaluate each finished confirm run not yet tested on test, once; write its predictions."""
+    """Evaluate each finished confirm run not yet tested on test, once, over `views` dihedral
+    views (the study's `tta`, as the held-out test); write its predictions."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     trials, best = store.trials_frame(), store.best_epochs()
     runs = trials[(trials["stage"] == "confirm") & (trials["status"] == "TERMINATED")]
@@ -91,19 +92,14 @@ def evaluate_confirm_runs(
         if checkpoint is None:
             lines.append(f"{trial_id}: no checkpoint of epoch {epoch} kept; not tested")
             continue
-        ckpt_epoch, metrics = evaluate_on_test(checkpoint, data, device)
-        parts = [val_predictions(result, epoch), predictions_on_test(data, metrics)]
+        test = evaluate_on_test(checkpoint, data, device, views)
+        parts = [val_predictions(result, epoch), predictions_on_test(data, test.metrics)]
         write_trial_predictions(folder, trial_id, data, parts)
         # Recorded after its file: a kill in between tests it again, never leaves it untested.
-        store.record_test(
-            trial_id, ckpt_epoch, metrics.as_dict("test"), metrics.confusion.reshape(-1)
-        )
+        store.record_test(trial_id, test.epoch, test.record(), test.metrics.confusion.reshape(-1))
         store.flush()
         seed = trials.set_index("trial_id").loc[trial_id, "seed"]
-        lines.append(
-            f"{trial_id} (seed {seed}, epoch {ckpt_epoch}): test acc {metrics.accuracy:.3f}, "
-            f"kappa {metrics.kappa:.3f}"
-        )
+        lines.append(f"{trial_id} (seed {seed}, epoch {test.epoch}): {test.line()}")
     return lines
 
 
@@ -135,6 +131,6 @@ def run_confirm(
         return False
     by_id = results_by_trial(grid)
     print("test of the confirmation runs (each once, from its best epoch on val):")
-    for line in evaluate_confirm_runs(store, by_id, data, folder):
+    for line in evaluate_confirm_runs(store, by_id, data, folder, study.tta):
         print(f"  {line}")
     return True

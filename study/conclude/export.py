@@ -7,7 +7,12 @@ search trial by the study's one ranking (`study.record.ranking`) unless `--trial
 its weights come from the checkpoint of its best epoch in `tune/`. The ONNX file is checked
 against PyTorch with onnxruntime on real cached images before anything is kept: outputs that
 differ beyond a tolerance scaled by their size, or other probabilities or grades, fail the
-export (`study.conclude.parity`). The folder is filled under a temporary
+export (`study.conclude.parity`). With the study's `tta` > 1 the ONNX graph holds the views
+itself (`retina.tta.DihedralTTA`, stacked: one network, views x N images per run) and is
+checked against the views as the study's tests ran them: an ONNX user gets the tested model
+from one call, with nothing to rebuild (which views, averaged how) and nothing to get wrong;
+`model.pt` keeps the bare network and its `tta`, so retina.predict can also grade with
+`--tta 1`. The folder is filled under a temporary
 name and renamed into place (`retina.files.write_folder_atomic`): never a half-written best/.
 """
 
@@ -30,6 +35,7 @@ from retina.model_file import CARD_FILE, GRADE_NAMES, MODEL_FILE, ONNX_FILE, mod
 from retina.models import build_model
 from retina.prepare import PreparedData, prepare_data
 from retina.thresholds import DEFAULT_THRESHOLDS
+from retina.tta import DihedralTTA, with_views
 from study.conclude.card import CardInputs, render_card
 from study.conclude.card_screening import screening_record
 from study.conclude.holdout import checkpoint_on_disk
@@ -159,8 +165,10 @@ def parity_images(data: PreparedData) -> torch.Tensor:
 
 
 def onnx_output(model: torch.nn.Module) -> str:
-    """The ONNX output's name: `logits` [N, 5] (classify) or `score` [N, 1] (regress)."""
-    return "score" if model.fc.out_features == 1 else "logits"
+    """The ONNX output's name: `logits` [N, 5] (classify) or `score` [N, 1] (regress); of the
+    network inside a `DihedralTTA` (its outputs keep the network's shape and meaning)."""
+    network = model.model if isinstance(model, DihedralTTA) else model
+    return "score" if network.fc.out_features == 1 else "logits"
 
 
 def write_onnx(
@@ -192,12 +200,15 @@ def add_onnx_metadata(path: Path, metadata: dict[str, str]) -> None:
     onnx.save(proto, str(path))
 
 
-def onnx_metadata(head: str, thresholds: list[float] | None) -> dict[str, str]:
+def onnx_metadata(head: str, thresholds: list[float] | None, views: int = 1) -> dict[str, str]:
     """What an ONNX user needs to grade a regress head's score: grade g when
-    thresholds[g-1] <= score < thresholds[g] (`retina.predict` applies model.pt's)."""
-    if thresholds is None:
-        return {"head": head}
-    return {"head": head, "thresholds": json.dumps(thresholds)}
+    thresholds[g-1] <= score < thresholds[g] (`retina.predict` applies model.pt's); `tta`:
+    how many dihedral views the graph averages (classify: its logits are then the log of the
+    mean softmax; regress: the mean score)."""
+    meta = {"head": head, "tta": str(views)}
+    if thresholds is not None:
+        meta["thresholds"] = json.dumps(thresholds)
+    return meta
 
 
 def onnx_parity(
@@ -272,6 +283,8 @@ def export_model(
     model = build_model(config["arch"], pretrained=False, num_classes=head_outputs(head))
     model.load_state_dict(state["model"])
     model.eval()
+    views = int(study.get("config", {}).get("tta", 1))  # a study from before tta: 1
+    tested = with_views(model, views)  # as the study's tests ran it: one forward per view
     x = parity_images(data)
     date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     versions = package_versions(EXPORT_PACKAGES)
@@ -288,18 +301,21 @@ def export_model(
         record = model_record(
             model, arch=config["arch"], image_size=data.image_size,
             preprocessing=data.preprocessing, info=info, head=head,
-            thresholds=state.get("thresholds"),
+            thresholds=state.get("thresholds"), tta=views,
         )  # fmt: skip
         record |= screening_record(folder, trial_id)  # T and threshold for retina.screening
         torch.save(record, tmp / MODEL_FILE)
-        write_onnx(model, x, tmp / ONNX_FILE, onnx_metadata(head, record["thresholds"]))
-        result["diff"] = onnx_parity(tmp / ONNX_FILE, model, x, record["thresholds"]).max_diff
+        graph = with_views(model, views, stacked=True)  # the network once in the ONNX graph
+        meta = onnx_metadata(head, record["thresholds"], views)
+        write_onnx(graph, x, tmp / ONNX_FILE, meta)
+        result["diff"] = onnx_parity(tmp / ONNX_FILE, tested, x, record["thresholds"]).max_diff
         summary_path = folder / "summary.json"
         card = CardInputs(
             study=study, trial=row, config=config, selection=selection,
             grade_names=GRADE_NAMES, onnx_max_diff=result["diff"], onnx_images=len(x),
             opset=OPSET, versions=versions, date=date, thresholds=record["thresholds"],
             summary=json.loads(summary_path.read_text()) if summary_path.exists() else None,
+            tta=views,
         )  # fmt: skip
         (tmp / CARD_FILE).write_text(render_card(card))
         result["sizes"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}

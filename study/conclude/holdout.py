@@ -2,21 +2,27 @@
 
 The best K trials by the study metric on val are re-evaluated from the checkpoint of their
 best epoch on the test split. The test split never picks anything: it is read here only.
+Every test averages the study's `tta` dihedral views (`retina.tta`), as `retina.predict` does
+by default with the exported model; with more than one view the test is also run on the image
+as is, so the study shows what the views bring (`test_kappa_1view`).
 Each tested trial's line says its test per image, and per patient (both eyes, `retina.patients`;
 summary.json's `patients` key states the same with intervals).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from retina.engine import autocast_dtype, build_loss, evaluate
 from retina.heads import head_outputs
+from retina.metrics import EpochMetrics
 from retina.models import build_model
 from retina.patients import grading_view
 from retina.prepare import PreparedData
+from retina.tta import with_views
 from study.define.schema import StudyConfig
 from study.record.layout import CHECKPOINT_FILE
 from study.record.predictions import SplitPredictions, split_predictions
@@ -55,11 +61,33 @@ def checkpoint_on_disk(trial_dir: Path, epoch: int) -> Path | None:
     return None
 
 
+@dataclass(frozen=True)
+class Tested:
+    """One checkpoint's test: its epoch, the metrics over `views` views (with per-image
+    `.probabilities`, `.scores`, `.grades`) and the metrics of the image as is."""
+
+    epoch: int
+    metrics: EpochMetrics
+    one_view: EpochMetrics  # `metrics` itself when views is 1
+    views: int
+
+    def record(self) -> dict[str, float]:
+        """The test metrics as `ResultsStore.record_test` takes them (`test_*`)."""
+        return self.metrics.as_dict("test") | {"test_kappa_1view": self.one_view.kappa}
+
+    def line(self) -> str:
+        text = f"test acc {self.metrics.accuracy:.3f}, kappa {self.metrics.kappa:.3f}"
+        if self.views > 1:
+            text += f" ({self.views} views; 1 view: kappa {self.one_view.kappa:.3f})"
+        return text
+
+
 def evaluate_on_test(
-    checkpoint_dir: Path, data: PreparedData, device: torch.device, batch_size: int = 64
-):
-    """(the checkpoint's epoch, its test metrics with per-image `.probabilities`, `.scores`
-    and `.grades`). A regress head is graded with its cuts fitted on val at that epoch."""
+    checkpoint_dir: Path, data: PreparedData, device: torch.device, views: int = 1,
+    batch_size: int = 64,
+) -> Tested:  # fmt: skip
+    """The checkpoint's test over `views` dihedral views (`retina.tta`), and over one. A
+    regress head is graded with its cuts fitted on val at that epoch."""
     state = torch.load(checkpoint_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     trial = state["config"]["trial"]
     head = trial.get("head", "classify")  # a checkpoint from before heads: classify
@@ -69,11 +97,18 @@ def evaluate_on_test(
     model.to(device)
     counts = data.class_counts()["train"]
     loss_fn = build_loss(trial["class_weighted"], counts, head).to(device)
-    loader = data.loader("test", batch_size, device, train=False)
-    return state["epoch"], evaluate(
-        model, loader, loss_fn, device, amp_dtype=autocast_dtype(device), keep_probabilities=True,
-        thresholds=state.get("thresholds"),
-    )  # fmt: skip
+
+    def test(network: torch.nn.Module, keep: bool) -> EpochMetrics:
+        loader = data.loader("test", batch_size, device, train=False)
+        return evaluate(
+            network, loader, loss_fn, device, amp_dtype=autocast_dtype(device),
+            keep_probabilities=keep, thresholds=state.get("thresholds"),
+        )  # fmt: skip
+
+    metrics = test(with_views(model, views), keep=True)
+    # 1/views of the cost again: the per-image rows are those of the views (what predict gives)
+    one_view = metrics if views == 1 else test(model, keep=False)
+    return Tested(int(state["epoch"]), metrics, one_view, views)
 
 
 def predictions_on_test(data: PreparedData, metrics) -> SplitPredictions:
@@ -108,14 +143,10 @@ def evaluate_best_trials(
         if folder is None:
             lines.append(f"{trial_id}: no checkpoint of epoch {epoch} kept; not tested")
             continue
-        ckpt_epoch, metrics = evaluate_on_test(folder, data, device)
-        store.record_test(
-            trial_id, ckpt_epoch, metrics.as_dict("test"), metrics.confusion.reshape(-1)
-        )
-        tested[trial_id] = predictions_on_test(data, metrics)
-        lines.append(
-            f"{trial_id} (epoch {ckpt_epoch}): test acc {metrics.accuracy:.3f}, kappa {metrics.kappa:.3f}"
-        )
+        test = evaluate_on_test(folder, data, device, study.tta)
+        store.record_test(trial_id, test.epoch, test.record(), test.metrics.confusion.reshape(-1))
+        tested[trial_id] = predictions_on_test(data, test.metrics)
+        lines.append(f"{trial_id} (epoch {test.epoch}): {test.line()}")
         lines.append(f"  per patient: {patient_line(data, tested[trial_id])}")
     store.flush()
     return lines, tested

@@ -8,7 +8,8 @@ A study file holds `name`, `data` (`path`, `image_size`, `preprocessing`, `split
 `max_concurrent`, `resources`, `test_top_k`, `max_failures`, `keep_checkpoints`, `seed`, `compile`,
 `confirm` (`compare`: finite dimensions whose cells are retrained, `seeds`: new training seeds
 per cell, 0 = off), `operating_point` (the referable-DR threshold's target met on val:
-`{sensitivity: 0.9}`, the default, or `{specificity: 0.95}`), `on_missing_weights` (`fail`, or `skip`: run scratch only where ImageNet
+`{sensitivity: 0.9}`, the default, or `{specificity: 0.95}`), `tta` (test-time augmentation: 1, 2, 4 or 8
+dihedral views of the square image averaged at test, `retina.tta`; default 1), `on_missing_weights` (`fail`, or `skip`: run scratch only where ImageNet
 weights are missing) (see search_spaces/*.yaml). `data.path` is kept as written; a relative path is relative to the
 working directory the sweep runs in (the repository root for `make sweep`).
 
@@ -43,7 +44,7 @@ from study.define.overrides import (
 )
 
 # fmt: off
-__all__ = ["DIMENSIONS", "KEYS", "ConfirmConfig", "Dimension", "StudyConfig", "finite_values", "hyperparameter_names",
+__all__ = ["DIMENSIONS", "KEYS", "TTA_VIEWS", "ConfirmConfig", "Dimension", "StudyConfig", "finite_values", "hyperparameter_names",
            "load_study", "max_epochs", "resolve_trial_config", "study_from_dict", "study_to_dict"]
 # fmt: on
 
@@ -53,6 +54,14 @@ SCHEDULERS = ("asha", "none")
 KEEP_CHECKPOINTS = ("needed", "all")  # after the study: the tested trials' and winner's, or all
 # on_missing_weights: stop, or drop pretrained=true (study/run/weights_policy.py)
 MISSING_WEIGHTS = ("fail", "skip")
+# tta: the dihedral subgroups retina.tta averages over (named here so that validating needs no
+# torch; tests check they agree with retina.tta.TTA_VIEWS)
+TTA_VIEWS = {
+    1: "the image as is",
+    2: "+ its left-right mirror",
+    4: "+ the up-down mirror and the 180-degree turn (the flips training uses)",
+    8: "+ the 90/270-degree turns and the two diagonal mirrors",
+}
 METRICS = {"val_kappa": "max", "val_acc": "max", "val_balanced_acc": "max", "val_loss": "min"}
 SEED_MAX = 2**32 - 1  # numpy RandomState / Optuna TPESampler accept 0 .. 2**32-1
 NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
@@ -134,6 +143,10 @@ class StudyConfig:
     confirm: ConfirmConfig = ConfirmConfig()
     on_missing_weights: str = "fail"
     operating_point: OperatingPointConfig = OperatingPointConfig()
+    # Views averaged by every test of a trained model (held-out, confirm, export, predict's
+    # default). The search's val metrics stay one view: N views would cost N times every val
+    # pass of every trial, and the views are a choice for the chosen model, not one to tune.
+    tta: int = 1
 
 
 # fmt: off
@@ -150,7 +163,7 @@ _SECTION_KEYS = {
 }
 _TOP_KEYS = ("name", "data", "space", "search", "scheduler", "metric", "num_samples",
              "max_concurrent", "resources", "test_top_k", "max_failures", "keep_checkpoints",
-             "seed", "compile", "confirm", "on_missing_weights", "operating_point")
+             "seed", "compile", "confirm", "on_missing_weights", "operating_point", "tta")
 # fmt: on
 # The key tree `--set` paths are checked against (a leaf is None, or TEXT for verbatim text).
 KEYS: dict[str, Any] = {k: _SECTION_KEYS.get(k, TEXT if k == "name" else None) for k in _TOP_KEYS}
@@ -292,7 +305,19 @@ def _parse(doc: Any) -> StudyConfig:
         operating_point=_parse_operating_point(
             top.section("operating_point", {"sensitivity": OperatingPointConfig.value})
         ),
+        tta=_parse_tta(top),
     )
+
+
+def _parse_tta(top: _Section) -> int:
+    value = top.get("tta", StudyConfig.tta)
+    # type() too: true == 1 and 8.0 == 8 in Python, and neither is a number of views
+    if type(value) is not int or value not in TTA_VIEWS:
+        what = f"expected 1, 2, 4 or 8 views, got {show(value)}"
+        sizes = "; ".join(f"{n}: {views}" for n, views in TTA_VIEWS.items())
+        fix = f"write the views of the square image averaged at test ({sizes})"
+        raise Problem("tta", what, fix)
+    return value
 
 
 def _keep_checkpoints(top: _Section) -> str:

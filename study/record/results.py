@@ -35,6 +35,7 @@ from study.record.tables import (  # noqa: F401 (the tables' columns, for the st
     METRIC_KEYS,
     NUM_CLASSES,
     STAGES,
+    TEST_ONLY_KEYS,
     TRIAL_TAIL_COLUMNS,
     TableCache,
     arrow_table,
@@ -183,7 +184,9 @@ class ResultsStore:
     def record_test(
         self, trial_id: str, epoch: int, metrics: Mapping[str, float], confusion
     ) -> None:
-        metrics = {f"test_{k}": float(metrics[f"test_{k}"]) for k in METRIC_KEYS}
+        """`metrics`: test_<k> for every METRIC_KEYS, and optionally test_kappa_1view."""
+        keys = [*METRIC_KEYS, *(k for k in TEST_ONLY_KEYS if f"test_{k}" in metrics)]
+        metrics = {f"test_{k}": float(metrics[f"test_{k}"]) for k in keys}
         self._emit(event("test", trial=trial_id, epoch=int(epoch), metrics=metrics,
                          confusion=[int(c) for c in confusion]))  # fmt: skip
 
@@ -246,7 +249,8 @@ class ResultsStore:
             self.trials_changed = True
         elif name == "test":
             metrics = change["metrics"]
-            self.trials[trial_id]["test"] = {k: float(metrics[f"test_{k}"]) for k in METRIC_KEYS}
+            known = [*METRIC_KEYS, *(k for k in TEST_ONLY_KEYS if f"test_{k}" in metrics)]
+            self.trials[trial_id]["test"] = {k: float(metrics[f"test_{k}"]) for k in known}
             self.confusion[(trial_id, "test", int(change["epoch"]))] = list(change["confusion"])
         elif name == "trial_running":
             self.trials.setdefault(trial_id, {})["status"] = Status.RUNNING
@@ -375,5 +379,6 @@ class ResultsStore:
             if info["error"] and info["status"] == "ERROR":
                 info["failed"] = True
             if not math.isnan(row.get("test_acc", float("nan"))):
-                info["test"] = {k: float(row[f"test_{k}"]) for k in METRIC_KEYS}
+                known = [*METRIC_KEYS, *(k for k in TEST_ONLY_KEYS if f"test_{k}" in row)]
+                info["test"] = {k: float(row[f"test_{k}"]) for k in known}
             self.trials[str(row["trial_id"])] = info

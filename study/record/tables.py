@@ -31,6 +31,9 @@ METRIC_KEYS = (
     "referable_sensitivity",
     "referable_specificity",
 )
+# Of the test alone: quadratic kappa of the image as is, beside test_kappa over the study's
+# `tta` views (retina.tta; equal to it with one view). NaN where a test did not record it.
+TEST_ONLY_KEYS = ("kappa_1view",)
 EPOCH_COLUMNS = (
     ["trial_id", "epoch"]
     + [f"train_{k}" for k in ("loss", "acc", "kappa", "images_per_s")]
@@ -43,7 +46,7 @@ STAGES = tuple(Stage)  # `stage` of a trial: found by the search, or a confirm r
 TRIAL_TAIL_COLUMNS = (
     ["epochs_run", "stopped_early", "best_epoch"]
     + [f"best_val_{k}" for k in METRIC_KEYS]
-    + [f"test_{k}" for k in METRIC_KEYS]
+    + [f"test_{k}" for k in (*METRIC_KEYS, *TEST_ONLY_KEYS)]
     + ["error", "seconds", "device", "node"]
 )
 
@@ -88,7 +91,7 @@ def trial_row(
     out["best_epoch"] = int(row["epoch"]) if row else -1
     out |= {f"best_val_{k}": row.get(f"val_{k}", float("nan")) for k in METRIC_KEYS}
     test = info.get("test", {})
-    out |= {f"test_{k}": test.get(k, float("nan")) for k in METRIC_KEYS}
+    out |= {f"test_{k}": test.get(k, float("nan")) for k in (*METRIC_KEYS, *TEST_ONLY_KEYS)}
     out["error"] = info.get("error")
     out["seconds"] = float(info.get("seconds", 0.0))
     out["device"], out["node"] = info.get("device"), info.get("node")
