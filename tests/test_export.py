@@ -57,7 +57,8 @@ def test_the_sweep_exports_its_best_trial_which_reloads_to_its_test_metrics(smal
     winner = best_trial_ids(trials, "best_val_kappa", "max")[0]
     record = torch.load(best / "model.pt", weights_only=True)  # plain values only
     assert record["info"]["trial_id"] == winner
-    assert record["arch"] == "resnet18" and record["image_size"] == 32
+    size = int(trials.set_index("trial_id").loc[winner, "image_size"])  # searched: 32 or 48
+    assert record["arch"] == "resnet18" and record["image_size"] == size
     assert record["preprocessing"] == "none" and len(record["grade_names"]) == 5
     assert record["info"]["config"]["lr"] == pytest.approx(
         float(trials.set_index("trial_id").loc[winner, "lr"])
@@ -65,7 +66,8 @@ def test_the_sweep_exports_its_best_trial_which_reloads_to_its_test_metrics(smal
     assert "optimizer" not in record  # weights only, no training state
 
     loaded = load_model(best)
-    data = prepare_study_data(study)  # the conftest's private cache: reused, not rebuilt
+    # the conftest's private cache, at the winner's size: reused, not rebuilt
+    data = prepare_study_data(study).at_size(size)
     row = trials.set_index("trial_id").loc[winner]
     metrics = evaluate(
         loaded.model, data.loader("test", 64, CPU, train=False), build_loss(False), CPU
@@ -80,8 +82,9 @@ def test_onnx_gives_pytorchs_logits_on_real_images_at_any_batch(small_study):
     best = small_study / "best"
     assert onnx.load(str(best / "model.onnx")).opset_import[0].version >= 17
     study, _ = study_of(small_study)
-    x = parity_images(prepare_study_data(study))
-    model = load_model(best).model
+    loaded = load_model(best)  # its ONNX input is fixed at the winning trial's size
+    x = parity_images(prepare_study_data(study).at_size(loaded.image_size))
+    model = loaded.model
     session = ort.InferenceSession(str(best / "model.onnx"), providers=["CPUExecutionProvider"])
     for batch in (x[:1], x[:3], x):
         got = session.run(["logits"], {"images": batch.numpy()})[0]

@@ -86,8 +86,9 @@ def data_source(c: CardInputs) -> str:
 
 def preparation(c: CardInputs) -> str:
     d = c.study.get("data", {})
+    size = c.config.get("image_size", d.get("image_size"))  # the model's (the size is searchable)
     return (f"Each photograph decoded, cropped to the fundus disc, padded square, resized to "
-            f"{d.get('image_size')} px, preprocessing `{d.get('preprocessing')}`; "
+            f"{size} px, preprocessing `{d.get('preprocessing')}`; "
             f"{d.get('skipped', 0)} undecodable images skipped. No other quality check.")  # fmt: skip
 
 
@@ -102,7 +103,7 @@ def predictors(c: CardInputs) -> str:
 
 
 def predictor_input(c: CardInputs) -> str:
-    size = c.study.get("data", {}).get("image_size")
+    size = c.config.get("image_size", c.study.get("data", {}).get("image_size"))
     return (f"RGB pixels at {size} x {size}, scaled to 0..1 and normalised with ImageNet's mean "
             "and std; random flips in training only.")  # fmt: skip
 

@@ -130,8 +130,8 @@ def check_value(name: str, key: str, value: Any) -> Any:
     if kind is int:
         lo = LOWEST.get(name, 1)
         if not isinstance(value, int) or isinstance(value, bool):
-            example = _EXAMPLES.get(name, lo * 8)
-            raise Problem(key, f"expected a whole number, got {show(value)}", f"write e.g. {example}")
+            fix = f"write e.g. {_EXAMPLES.get(name, lo * 8)}"
+            raise Problem(key, f"expected a whole number, got {show(value)}", fix)
         if value < lo:
             raise Problem(key, f"must be >= {lo}, got {show(value)}", f"use {lo} or more")
         if value > HIGHEST.get(name, value):
