@@ -72,7 +72,9 @@ def abstract(c: CardInputs) -> str:
 
 
 def objectives(c: CardInputs) -> str:
-    space = ", ".join(str(k) for k in (_config(c).get("space") or {}))
+    # study.json's hyperparameters: the space's and data.image_size (a dimension too)
+    names = c.study.get("hyperparameters") or list(_config(c).get("space") or {})
+    space = ", ".join(str(k) for k in names)
     return (f"Develop a grader by hyperparameter search (dimensions: {space or '–'}) and evaluate "
             "it once on a held-out test split of the same dataset (internal validation).")  # fmt: skip
 
