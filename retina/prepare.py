@@ -7,8 +7,7 @@ No command of its own: `python -m retina.train --data DIR ...` and the study's t
 
 from __future__ import annotations
 
-import logging
-import time
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,8 +20,6 @@ from retina.errors import RetinaError
 from retina.loader import BatchLoader
 from retina.manifest import Manifest, read_manifest
 from retina.split import SPLIT_NAMES, Split, split_by_patient
-
-log = logging.getLogger(__name__)
 
 NUM_GRADES = 5
 
@@ -170,19 +167,19 @@ def build_caches(
 ) -> dict[int, ImageCache]:
     """A decode-once cache per size: a complete one is reused, the others built one after
     another, each on every core (a build is CPU-bound: two side by side would only share
-    the same cores)."""
-    caches = {}
-    for i, size in enumerate(sizes):
-        started = time.perf_counter()
-        caches[size] = build_cache(
-            manifest, size, preprocessing,
-            cache_root=Path(cache_root) if cache_root is not None else None,
-            skip_bad=skip_bad, progress=progress,
-        )  # fmt: skip
-        if len(sizes) > 1:  # which of the study's sizes this was (its bar says the px too)
-            log.info("cache %d of %d (%d px) ready in %.1f s", i + 1, len(sizes), size,
-                     time.perf_counter() - started)  # fmt: skip
-    return caches
+    the same cores). Each size decodes the file itself: JPEG's DCT scaling is chosen per size
+    (`retina.images`), so one decode resized to several sizes gives a smaller size pixels up
+    to 5 levels off `decode_fundus`'s, which `retina.predict` feeds the exported model."""
+    if progress and len(sizes) > 1:  # each build's bar names its size
+        print(f"decode-once caches at {', '.join(map(str, sizes))} px: one per size, "
+              "each reused if already built", file=sys.stderr)  # fmt: skip
+    root = Path(cache_root) if cache_root is not None else None
+    return {
+        size: build_cache(
+            manifest, size, preprocessing, cache_root=root, skip_bad=skip_bad, progress=progress
+        )
+        for size in sizes
+    }
 
 
 def _grade_counts(labels: np.ndarray, indices: np.ndarray) -> list[int]:
