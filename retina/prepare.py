@@ -7,7 +7,9 @@ No command of its own: `python -m retina.train --data DIR ...` and the study's t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,9 @@ NUM_GRADES = 5
 
 @dataclass(frozen=True, eq=False)
 class PreparedData:
+    """One split of one dataset, decoded at `image_size` (`cache`); `caches` holds every size
+    prepared (a study that searches `data.image_size`), and `at_size` picks one of them."""
+
     cache: ImageCache
     labels: np.ndarray  # int64 [N] over the whole manifest; the split's indices select from it
     split: Split
@@ -35,6 +40,24 @@ class PreparedData:
     # Per manifest row, like `labels`: what a per-image prediction names (image id, patient).
     image_ids: tuple[str, ...] = ()
     patient_ids: tuple[str, ...] = ()
+    caches: Mapping[int, ImageCache] = field(default_factory=dict)  # size -> its cache
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The sizes prepared, smallest first (just `image_size` when only one was)."""
+        return tuple(sorted(self.caches)) or (self.image_size,)
+
+    def at_size(self, size: int) -> PreparedData:
+        """The same images and split at `size` px: the cache prepared for it, never a new one."""
+        if size == self.image_size:
+            return self
+        if size not in self.caches:
+            raise RetinaError(
+                f"no decode-once cache at {size} px was prepared (prepared: "
+                f"{', '.join(map(str, self.sizes))} px); prepare the data with every size "
+                "the study's data.image_size names"
+            )
+        return replace(self, cache=self.caches[size], image_size=size)
 
     def class_counts(self) -> dict[str, list[int]]:
         """Images per grade 0-4 in each split: {"train": [5 ints], "val": ..., "test": ...}."""
@@ -85,7 +108,7 @@ class PreparedData:
 
 def prepare_data(
     data_dir: str | Path,
-    image_size: int,
+    image_size: int | Sequence[int],
     preprocessing: str = "none",
     *,
     split_seed: int = 0,
@@ -95,22 +118,21 @@ def prepare_data(
     test_fraction: float = 0.15,
     progress: bool = True,
 ) -> PreparedData:
-    """Read, cache (validating every image), split and check the dataset in `data_dir`."""
+    """Read, cache (validating every image), split and check the dataset in `data_dir`.
+
+    `image_size` may list several sizes: one split, a decode-once cache per size (built once,
+    before any training), and the result is at the smallest; `at_size` gives the others."""
+    sizes = sorted(set([image_size] if isinstance(image_size, int) else image_size))
     manifest = read_manifest(data_dir)
     # Split and check once before the cache: bad fractions or a dataset too small for them are
     # reported in a second rather than after decoding every image. Skipping bad images later
     # only removes images, so a dataset that passes here is checked again below.
     split = split_by_patient(manifest, split_seed, val_fraction, test_fraction)
     _check_split(manifest, split, skipped=0, val_fraction=val_fraction, test_fraction=test_fraction)
-    cache = build_cache(
-        manifest,
-        image_size,
-        preprocessing,
-        cache_root=Path(cache_root) if cache_root is not None else None,
-        skip_bad=skip_bad,
-        progress=progress,
-    )
-    skipped = cache.skipped_indices
+    caches = build_caches(manifest, sizes, preprocessing, cache_root, skip_bad, progress)
+    cache = caches[sizes[0]]
+    # A file that cannot be decoded fails at every size; the union is kept out of the split.
+    skipped = frozenset().union(*(c.skipped_indices for c in caches.values()))
     if skipped:
         split = split_by_patient(manifest, split_seed, val_fraction, test_fraction, exclude=skipped)
         _check_split(
@@ -127,11 +149,37 @@ def prepare_data(
         manifest_hash=str(cache.meta.get("manifest_hash") or manifest.content_hash()),
         layout=manifest.layout,
         data_dir=manifest.root,
-        image_size=image_size,
+        image_size=sizes[0],
         preprocessing=preprocessing,
         image_ids=manifest.image_ids,
         patient_ids=manifest.patient_ids,
+        caches=caches,
     )
+
+
+def build_caches(
+    manifest: Manifest,
+    sizes: Sequence[int],
+    preprocessing: str,
+    cache_root: str | Path | None,
+    skip_bad: bool,
+    progress: bool,
+) -> dict[int, ImageCache]:
+    """A decode-once cache per size: a complete one is reused, the others built one after
+    another, each on every core (a build is CPU-bound: two side by side would only share
+    the same cores). Each size decodes the file itself: JPEG's DCT scaling is chosen per size
+    (`retina.images`), so one decode resized to several sizes gives a smaller size pixels up
+    to 5 levels off `decode_fundus`'s, which `retina.predict` feeds the exported model."""
+    if progress and len(sizes) > 1:  # each build's bar names its size
+        print(f"decode-once caches at {', '.join(map(str, sizes))} px: one per size, "
+              "each reused if already built", file=sys.stderr)  # fmt: skip
+    root = Path(cache_root) if cache_root is not None else None
+    return {
+        size: build_cache(
+            manifest, size, preprocessing, cache_root=root, skip_bad=skip_bad, progress=progress
+        )
+        for size in sizes
+    }
 
 
 def _grade_counts(labels: np.ndarray, indices: np.ndarray) -> list[int]:

@@ -12,6 +12,8 @@ import argparse
 import os
 from pathlib import Path
 
+import pandas as pd
+
 from retina.cli import run_main
 
 
@@ -36,10 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     study = read_study(args.study)
-    locate(args.study, study, args.trial)  # a wrong folder, trial or checkpoint fails in seconds
+    # a wrong folder, trial or checkpoint fails in seconds
+    row, _, _ = locate(args.study, study, args.trial)
     if args.out is not None:
         check_target(args.out)
-    data = prepare_study_data(study, args.cache_dir)
+    size = row.get("image_size")  # only the trial's size is needed (absent: an older study)
+    data = prepare_study_data(study, args.cache_dir, None if pd.isna(size) else int(size))
     done = export_model(args.study, data, trial_id=args.trial, out=args.out)
     print(f"exported trial {done.trial_id} (epoch {done.epoch}) to {done.folder}")
     for name, size in done.sizes.items():

@@ -81,12 +81,17 @@ def test_sweep_with_confirmation_writes_stage_seed_and_predictions(
     args = sweep_args(synthetic_data, tmp_path, "confirm", "--set", "num_samples=2",
                       "--set", "space.epochs=1", "--set", "space.warmup_epochs=0",
                       "--set", "max_concurrent=2",
+                      # demo's seeded TPE draws 32 px, then 48: the confirm runs take the best's
+                      "--set", "data.image_size={choice: [32, 48]}",
                       "--mlflow", str(tmp_path / "mlruns"))  # fmt: skip
     proc = run_cli(*args, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "confirmation: 1 cells x 2 seeds [1000, 1001]" in proc.stdout
     trials = check_contract(folder)
     assert (trials["stage"] == "search").sum() == 2 and (trials["stage"] == "confirm").sum() == 2
+    # check_contract: each confirm run has the best search trial's image_size, and its test
+    # rows (read from that size's cache) give its test accuracy
+    assert set(trials.loc[trials["stage"] == "search", "image_size"]) == {32, 48}
     assert (folder / "tune-confirm").is_dir()
     from mlflow.tracking import MlflowClient  # the confirm runs are tracked as the search's
 

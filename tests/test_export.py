@@ -59,7 +59,8 @@ def test_the_sweep_exports_its_best_trial_which_reloads_to_its_test_metrics(smal
     winner = best_trial_ids(trials, "best_val_kappa", "max")[0]
     record = torch.load(best / "model.pt", weights_only=True)  # plain values only
     assert record["info"]["trial_id"] == winner
-    assert record["arch"] == "resnet18" and record["image_size"] == 32
+    size = int(trials.set_index("trial_id").loc[winner, "image_size"])  # searched: 32 or 48
+    assert record["arch"] == "resnet18" and record["image_size"] == size
     assert record["preprocessing"] == "none" and len(record["grade_names"]) == 5
     assert record["info"]["config"]["lr"] == pytest.approx(
         float(trials.set_index("trial_id").loc[winner, "lr"])
@@ -68,7 +69,8 @@ def test_the_sweep_exports_its_best_trial_which_reloads_to_its_test_metrics(smal
 
     loaded = load_model(best)
     assert loaded.tta == record["tta"] == study["config"]["tta"] == 8
-    data = prepare_study_data(study)  # the conftest's private cache: reused, not rebuilt
+    # the conftest's private cache, at the winner's size: reused, not rebuilt
+    data = prepare_study_data(study).at_size(size)
     row = trials.set_index("trial_id").loc[winner]
 
     def test(model: torch.nn.Module):
@@ -87,8 +89,9 @@ def test_onnx_gives_pytorchs_views_on_real_images_at_any_batch(small_study):
     best = small_study / "best"
     assert onnx.load(str(best / "model.onnx")).opset_import[0].version >= 17
     study, _ = study_of(small_study)
-    x = parity_images(prepare_study_data(study))
-    model = with_views(load_model(best).model, 8)  # one forward per view, as the test ran
+    loaded = load_model(best)  # its ONNX input is fixed at the winning trial's size
+    x = parity_images(prepare_study_data(study).at_size(loaded.image_size))
+    model = with_views(loaded.model, 8)  # one forward per view, as the test ran
     session = ort.InferenceSession(str(best / "model.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_modelmeta().custom_metadata_map["tta"] == "8"
     for batch in (x[:1], x[:3], x):

@@ -185,7 +185,10 @@ def test_predict_feeds_the_model_exactly_the_cache_pixels(synthetic_data, privat
 
 def test_the_exported_model_loads_with_its_preprocessing(model_dir):
     loaded = load_model(model_dir)
-    assert loaded.image_size == 32 and loaded.preprocessing == "none"
+    trials = pd.read_parquet(model_dir.parent / "trials.parquet").set_index("trial_id")
+    winner = torch.load(model_dir / "model.pt", weights_only=True)["info"]["trial_id"]
+    assert loaded.image_size == trials.loc[winner, "image_size"]  # the trial's searched size
+    assert loaded.preprocessing == "none"
     assert not loaded.model.training
 
 

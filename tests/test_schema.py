@@ -21,6 +21,7 @@ from ray.tune.search.variant_generator import generate_variants
 
 import retina.tta
 from retina.errors import RetinaError
+from study.define.dimensions import key_of
 from study.define.schema import (
     DIMENSIONS,
     TTA_VIEWS,
@@ -97,7 +98,7 @@ def test_every_shipped_space_loads_and_round_trips(path, tmp_path):
 
 def test_demo_matches_the_brief():
     cfg = load_study(DEMO)
-    assert (cfg.data.path, cfg.data.image_size, cfg.search.algorithm) == ("data/demo", 64, "optuna")
+    assert (cfg.data.path, cfg.image_sizes, cfg.search.algorithm) == ("data/demo", (64,), "optuna")
     assert cfg.space["lr"].kind == "loguniform" and cfg.space["lr"].low == pytest.approx(1e-4)
     assert cfg.scheduler.name == "asha" and cfg.metric.name == "val_kappa"
     assert cfg.resources.gpu == "auto" and max_epochs(cfg) == 3
@@ -143,7 +144,7 @@ def test_lab3_is_the_reports_four_runs():
         "val_acc",
     )
     assert cfg.space["lr"].values == (1e-4,) and cfg.space["weight_decay"].values == (5e-3,)
-    assert cfg.space["batch_size"].values == (8,) and cfg.data.image_size == 512
+    assert cfg.space["batch_size"].values == (8,) and cfg.image_sizes == (512,)
     assert max_epochs(cfg) == 10
     runs = [resolve_trial_config(cfg, {"arch": a, "pretrained": p}) for a, p in
             [("resnet18", True), ("resnet18", False), ("resnet50", True), ("resnet50", False)]]  # fmt: skip
@@ -159,7 +160,7 @@ CASES = {
     "unknown dimension": ("space.batchsize", 8, "space.batchsize", "did you mean space.batch_size"),
     "unknown dimension far off": ("space.learning_rate", 0.1, "space.learning_rate", "valid keys here: arch, pretrained, lr"),
     "unknown distribution": ("space.lr", {"logunifrom": [1e-4, 1e-2]}, "space.lr.logunifrom", "did you mean space.lr.loguniform"),
-    "wrong type int": ("data.image_size", "big", "data.image_size", "expected an integer, got 'big'"),
+    "wrong type int": ("data.image_size", "big", "data.image_size", "expected a whole number, got 'big'; write e.g. 512"),
     "wrong type float int": ("num_samples", 2.5, "num_samples", "expected an integer, got 2.5"),
     "wrong type bool": ("space.pretrained", "yes please", "space.pretrained", "expected true or false"),
     "wrong type section": ("data", ["data/demo"], "data", "expected a mapping"),
@@ -195,7 +196,15 @@ CASES = {
     "grace period": ("scheduler.grace_period", 4, "scheduler.grace_period", "at most 3"),
     "reduction factor": ("scheduler.reduction_factor", 1, "scheduler.reduction_factor", "must be > 1.0"),
     "fractions": ("data.val_fraction", 0.9, "data.test_fraction", "val_fraction + test_fraction must be < 1"),
-    "image size": ("data.image_size", 8, "data.image_size", "between 16 and 1024"),
+    "image size": ("data.image_size", 8, "data.image_size", "must be >= 32, got 8; use 32 or more"),
+    "image size 31": ("data.image_size", 31, "data.image_size", "must be >= 32, got 31; use 32 or more"),
+    "image size huge": ("data.image_size", 2048, "data.image_size", "must be <= 1024"),
+    "image size in a choice": ("data.image_size", {"choice": [256, 16]}, "data.image_size.choice[1]", "must be >= 32, got 16"),
+    "image size twice": ("data.image_size", {"choice": [64, 64]}, "data.image_size.choice[1]", "listed twice"),
+    "image size loguniform": ("data.image_size", {"loguniform": [64, 512]}, "data.image_size.loguniform", "each size needs a decode-once cache; list them, e.g. {choice: [256, 384, 512]}"),
+    "image size randint": ("data.image_size", {"randint": [64, 512]}, "data.image_size.randint", "list them, e.g. {choice"),
+    "image size grid with optuna": ("data.image_size", {"grid": [64, 128]}, "data.image_size", "does not work with search.algorithm optuna"),
+    "image size in space": ("space.image_size", 64, "space.image_size", "image_size is written under data; move it to data.image_size"),
     "preprocessing": ("data.preprocessing", "clahe", "data.preprocessing", "choose one of none, graham"),
     "name with slash": ("name", "../x", "name", "not a usable folder name"),
     "gpu text": ("resources.gpu", "all", "resources.gpu", "write a number or auto"),
@@ -278,7 +287,7 @@ def test_overrides_of_each_kind(tmp_path):
     ])  # fmt: skip
     assert cfg.num_samples == 3  # the last one wins
     assert cfg.space["pretrained"].kind == "fixed" and cfg.space["pretrained"].values == (False,)
-    assert cfg.data.image_size == 32 and cfg.space["lr"].low == 1e-4
+    assert cfg.image_sizes == (32,) and cfg.space["lr"].low == 1e-4
     assert cfg.name == "2024" and cfg.data.path == "/srv/eyes: 2"  # text keys are verbatim
     assert cfg.metric.name == "val_loss" and cfg.max_concurrent is None
     assert cfg.resources.cpu == 2.0 and cfg.search.seed == 7
@@ -313,7 +322,7 @@ def test_overrides_do_not_change_the_callers_document():
         ("space.lr=-1", "--set space.lr=-1: space.lr: must be > 0"),
         (
             "data.image_size=big",
-            "--set data.image_size=big: data.image_size: expected an integer, got 'big'",
+            "--set data.image_size=big: data.image_size: expected a whole number, got 'big'",
         ),
         ("space.arch={grid: [resnet18]}", "--set space.arch={grid: [resnet18]}: space.arch: grid"),
         ("search.algorithm=grid", "--set search.algorithm=grid: space.arch: choice is not a grid"),
@@ -359,7 +368,7 @@ def test_resolve_trial_config_fills_fixed_and_conditional_values(tmp_path):
     assert hp == {"arch": "resnet50", "pretrained": False, "lr": 0.01, "batch_size": 16,
                   "epochs": 4, "weight_decay": 1e-4, "optimizer": "sgd", "momentum": 0.9,
                   "class_weighted": False, "schedule": "cosine", "warmup_epochs": 1,
-                  "augment": "flips", "head": "classify"}  # fmt: skip
+                  "augment": "flips", "head": "classify", "image_size": 64}  # fmt: skip
     assert [type(hp[k]) for k in ("pretrained", "lr", "batch_size")] == [bool, float, int]
     assert json.loads(json.dumps(study_to_dict(cfg)))["space"]["epochs"]["values"] == {"true": 2, "false": 4}  # fmt: skip
     assert study_from_dict(json.loads(json.dumps(study_to_dict(cfg)))) == cfg
@@ -406,7 +415,7 @@ def test_ray_objects_build_for_every_shipped_space(path):
     rng = np.random.RandomState(0)
     for _, variant in list(generate_variants({"config": space}, random_state=rng))[:8]:
         hp = resolve_trial_config(cfg, variant["config"])
-        assert load_study(path, [f"space.{k}={json.dumps(v)}" for k, v in hp.items()])
+        assert load_study(path, [f"{key_of(k)}={json.dumps(v)}" for k, v in hp.items()])
 
 
 def test_optuna_suggests_configs_from_the_param_space():

@@ -227,6 +227,8 @@ def test_random_set_overrides(name, items):
 
 
 def _attr(cfg: StudyConfig, dotted: str):
+    if dotted == "data.image_size":  # a dimension written under data
+        return cfg.space["image_size"].values[0]
     node = cfg
     for part in dotted.split("."):
         node = node[part] if isinstance(node, dict) else getattr(node, part)
@@ -235,7 +237,7 @@ def _attr(cfg: StudyConfig, dotted: str):
 
 VALID = {
     "num_samples": (st.integers(1, 10_000), str),
-    "data.image_size": (st.integers(16, 1024), str),
+    "data.image_size": (st.integers(32, 1024), str),
     "search.seed": (st.integers(0, 2**32 - 1), str),
     "space.lr": (st.floats(1e-9, 10.0), repr),  # repr gives 1e-05: read as a float
     "space.momentum": (st.floats(0.0, 0.999), repr),

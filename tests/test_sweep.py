@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -33,6 +34,17 @@ def test_small_sweep_writes_the_results_contract(small_study):
     assert recipe.values.tolist() == [["cosine", 1, "flips"]]
     state = torch.load(next(small_study.glob("tune/**/checkpoint.pt")), weights_only=True)
     assert state["scheduler"]["last_epoch"] > 0 and state["config"]["trial"]["schedule"] == "cosine"
+    # data.image_size {choice: [32, 48]}: both sampled, a column like any hyperparameter, and
+    # a cache per size built by the preflight (each trial mapped the one its config names).
+    assert trials["image_size"].dtype == "int64" and set(trials["image_size"]) == {32, 48}
+    assert record["data"]["image_size"] == [32, 48]
+    assert list(record["data"]["caches"]) == ["32", "48"]
+    for size, cache in record["data"]["caches"].items():
+        assert np.load(cache, mmap_mode="r").shape[-2:] == (int(size), int(size))
+    for path in small_study.glob("tune/**/checkpoint.pt"):
+        trial = torch.load(path, weights_only=True)["config"]["trial"]
+        row = trials[[f"_{tid}_" in str(path) for tid in trials["trial_id"]]]
+        assert len(row) == 1 and row["image_size"].item() == trial["image_size"]
 
     epochs = pd.read_parquet(small_study / "epochs.parquet")
     assert list(epochs.columns) == EPOCH_COLUMNS

@@ -29,6 +29,7 @@ CATEGORY_BY_NAME = (
     "schedule",
     "warmup_epochs",
     "augment",
+    "image_size",  # a list of sizes (a cache each), never a range: spaced as categories
 )
 
 

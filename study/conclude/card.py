@@ -80,7 +80,7 @@ def _baseline_value(m: EpochMetrics, key: str) -> float:
 def render_card(c: CardInputs) -> str:
     data, trial, config = c.study.get("data", {}), c.trial, c.config
     counts = data.get("class_counts", {})
-    size = data.get("image_size")
+    size = config.get("image_size", data.get("image_size"))  # the trial's, if searched
     init = "ImageNet-pretrained" if config.get("pretrained") else "trained from scratch"
     answers = answer_items(c)  # the reporting checklist: counted at the top, listed at the end
     lines = [

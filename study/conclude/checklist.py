@@ -72,7 +72,9 @@ def abstract(c: CardInputs) -> str:
 
 
 def objectives(c: CardInputs) -> str:
-    space = ", ".join(str(k) for k in (_config(c).get("space") or {}))
+    # study.json's hyperparameters: the space's and data.image_size (a dimension too)
+    names = c.study.get("hyperparameters") or list(_config(c).get("space") or {})
+    space = ", ".join(str(k) for k in names)
     return (f"Develop a grader by hyperparameter search (dimensions: {space or '–'}) and evaluate "
             "it once on a held-out test split of the same dataset (internal validation).")  # fmt: skip
 
@@ -86,8 +88,9 @@ def data_source(c: CardInputs) -> str:
 
 def preparation(c: CardInputs) -> str:
     d = c.study.get("data", {})
+    size = c.config.get("image_size", d.get("image_size"))  # the model's (the size is searchable)
     return (f"Each photograph decoded, cropped to the fundus disc, padded square, resized to "
-            f"{d.get('image_size')} px, preprocessing `{d.get('preprocessing')}`; "
+            f"{size} px, preprocessing `{d.get('preprocessing')}`; "
             f"{d.get('skipped', 0)} undecodable images skipped. No other quality check.")  # fmt: skip
 
 
@@ -102,7 +105,7 @@ def predictors(c: CardInputs) -> str:
 
 
 def predictor_input(c: CardInputs) -> str:
-    size = c.study.get("data", {}).get("image_size")
+    size = c.config.get("image_size", c.study.get("data", {}).get("image_size"))
     return (f"RGB pixels at {size} x {size}, scaled to 0..1 and normalised with ImageNet's mean "
             "and std; random flips in training only.")  # fmt: skip
 

@@ -40,7 +40,8 @@ from study.conclude.card import CardInputs, render_card
 from study.conclude.card_screening import screening_record
 from study.conclude.holdout import checkpoint_on_disk
 from study.conclude.parity import Parity, compare_logits, compare_scores, worst
-from study.record.layout import BEST_DIR, CHECKPOINT_FILE, EXPORT_FAILED_FILE, TUNE_DIR
+from study.define.schema import study_from_dict
+from study.record.layout import BEST_DIR, CHECKPOINT_FILE, EXPORT_FAILED_FILE, STUDY_JSON, TUNE_DIR
 from study.record.ranking import best_trial_ids, rank_trials
 from study.record.study_json import package_versions
 
@@ -148,11 +149,23 @@ def find_trial_checkpoint(folder: Path, trial_id: str, epoch: int) -> Path:
     )
 
 
-def prepare_study_data(study: dict, cache_root: Path | None = None) -> PreparedData:
-    """The study's data, split and cache again (the cache is reused when it is still there)."""
+def study_sizes(study: dict) -> list[int]:
+    """Every image size of a study.json: its one size, or each one `data.image_size` names."""
+    size = study["config"]["data"]["image_size"]
+    if isinstance(size, int):  # also a study run before sizes were searchable
+        return [size]
+    return list(study_from_dict(study["config"], STUDY_JSON).image_sizes)
+
+
+def prepare_study_data(
+    study: dict, cache_root: Path | None = None, image_size: int | None = None
+) -> PreparedData:
+    """The study's data, split and cache again (the cache is reused when it is still there),
+    at `image_size` (one trial's), or at every size the study names."""
     d = study["config"]["data"]
+    sizes = [image_size] if image_size is not None else study_sizes(study)
     return prepare_data(
-        d["path"], d["image_size"], d["preprocessing"], split_seed=d["split_seed"],
+        d["path"], sizes, d["preprocessing"], split_seed=d["split_seed"],
         skip_bad=d["skip_bad"], cache_root=cache_root, val_fraction=d["val_fraction"],
         test_fraction=d["test_fraction"], progress=True,
     )  # fmt: skip
@@ -279,6 +292,7 @@ def export_model(
     check_target(target)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     config = state["config"]["trial"]
+    data = data.at_size(config.get("image_size", data.image_size))  # the size it trained at
     head = config.get("head", "classify")  # a checkpoint from before heads: classify
     model = build_model(config["arch"], pretrained=False, num_classes=head_outputs(head))
     model.load_state_dict(state["model"])

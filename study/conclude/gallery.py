@@ -125,10 +125,11 @@ def load_checkpoint_model(checkpoint_dir: Path, device: torch.device) -> torch.n
     return model.to(device).eval()
 
 
-def checkpoint_thresholds(checkpoint_dir: Path) -> list[float] | None:
-    """A regress head's cuts fitted on val at the checkpoint's epoch (None for classify)."""
+def checkpoint_inputs(checkpoint_dir: Path) -> tuple[list[float] | None, int | None]:
+    """(a regress head's cuts fitted on val at the checkpoint's epoch (None for classify),
+    the image size the trial trained at (None in a checkpoint from before it was searched))."""
     state = torch.load(checkpoint_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    return state.get("thresholds")
+    return state.get("thresholds"), state["config"]["trial"].get("image_size")
 
 
 def grade_probs(logits: torch.Tensor, thresholds: list[float] | None) -> torch.Tensor:
@@ -277,9 +278,10 @@ def make_gallery(
         return f"{source.trial_id}: no checkpoint of epoch {source.epoch} kept; no gallery"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = load_checkpoint_model(checkpoint, device)
+    thresholds, size = checkpoint_inputs(checkpoint)
     index, files = build_gallery(
-        model, data, source, study.seed, device, progress=progress,
-        thresholds=checkpoint_thresholds(checkpoint),
+        model, data.at_size(size or data.image_size), source, study.seed, device,
+        progress=progress, thresholds=thresholds,
     )  # fmt: skip
     final = write_gallery(folder, index, files)
     errors = int((index["kind"] == "error").sum())

@@ -90,6 +90,7 @@ def evaluate_on_test(
     regress head is graded with its cuts fitted on val at that epoch."""
     state = torch.load(checkpoint_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     trial = state["config"]["trial"]
+    data = data.at_size(trial.get("image_size", data.image_size))  # the size it trained at
     head = trial.get("head", "classify")  # a checkpoint from before heads: classify
     # The weights come from the checkpoint: the ImageNet file is not needed here.
     model = build_model(trial["arch"], pretrained=False, num_classes=head_outputs(head))

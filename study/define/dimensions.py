@@ -9,6 +9,8 @@
       momentum: 0.9                                 # a plain value: fixed for every trial
       schedule: {choice: [constant, cosine]}        # lr per batch, after warmup_epochs of warm-up
       augment: {choice: [flips, fundus]}            # fundus: + rotation, zoom, colour
+    data:
+      image_size: {choice: [256, 384, 512]}         # a dimension written under data: a cache each
 
 `study.define.schema` calls `parse_space`; `study.define.space` turns the result into Ray Tune objects.
 """
@@ -23,7 +25,12 @@ from study.define.overrides import Problem, closest, show, unknown_key
 
 # fmt: off
 DIMENSIONS = ("arch", "pretrained", "lr", "batch_size", "epochs", "weight_decay", "optimizer",
-              "momentum", "class_weighted", "schedule", "warmup_epochs", "augment", "head")
+              "momentum", "class_weighted", "schedule", "warmup_epochs", "augment", "head",
+              "image_size")
+# Dimensions the YAML writes under `data`, not `space`: the size is what the data is decoded
+# to (a decode-once cache per size), yet searchable, and a column of trials.parquet like any.
+WHERE = {"image_size": "data.image_size"}
+SPACE_NAMES = tuple(name for name in DIMENSIONS if name not in WHERE)
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
 CONDITIONAL = ("depends_on", "values")
 OPTIMIZERS = ("sgd", "adamw")
@@ -34,16 +41,19 @@ AUGMENTS = ("flips", "fundus")  # retina.augment.AUGMENTS
 HEADS = ("classify", "regress")
 TYPES = {"arch": str, "pretrained": bool, "lr": float, "batch_size": int, "epochs": int,
          "weight_decay": float, "optimizer": str, "momentum": float, "class_weighted": bool,
-         "schedule": str, "warmup_epochs": int, "augment": str, "head": str}
-# arch, lr, batch_size and epochs have no default: a study must say what it trains.
+         "schedule": str, "warmup_epochs": int, "augment": str, "head": str, "image_size": int}
+# arch, lr, batch_size, epochs and image_size have no default: a study must say what it trains.
 DEFAULTS = {"pretrained": False, "weight_decay": 0.0, "optimizer": "sgd", "momentum": 0.9,
             "class_weighted": False, "schedule": "constant", "warmup_epochs": 0, "augment": "flips",
             "head": "classify"}
 # Names of the text dimensions other than arch (whose names come from retina.models).
 NAMES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": AUGMENTS, "head": HEADS}
-LOWEST = {"batch_size": 2, "warmup_epochs": 0}  # whole-number dimensions not starting at 1
+# Whole-number dimensions not starting at 1; below 32 px a ResNet's stride-32 stem leaves no
+# 1x1 map to pool, and above 1024 px one cache of 35,000 photographs is over 100 GB.
+LOWEST = {"batch_size": 2, "warmup_epochs": 0, "image_size": 32}
+HIGHEST = {"image_size": 1024}
 _EXAMPLES = {"arch": "{choice: [resnet18, resnet50]}", "lr": "{loguniform: [1.0e-4, 1.0e-1]}",
-             "batch_size": "{choice: [16, 32]}", "epochs": "{choice: [2, 3]}"}
+             "batch_size": "{choice: [16, 32]}", "epochs": "{choice: [2, 3]}", "image_size": "512"}
 # fmt: on
 
 
@@ -120,11 +130,13 @@ def check_value(name: str, key: str, value: Any) -> Any:
     if kind is int:
         lo = LOWEST.get(name, 1)
         if not isinstance(value, int) or isinstance(value, bool):
-            raise Problem(
-                key, f"expected a whole number, got {show(value)}", f"write e.g. {lo * 8}"
-            )
+            fix = f"write e.g. {_EXAMPLES.get(name, lo * 8)}"
+            raise Problem(key, f"expected a whole number, got {show(value)}", fix)
         if value < lo:
             raise Problem(key, f"must be >= {lo}, got {show(value)}", f"use {lo} or more")
+        if value > HIGHEST.get(name, value):
+            hi = HIGHEST[name]
+            raise Problem(key, f"must be <= {hi}, got {show(value)}", f"use {hi} or less")
         return value
     out = number(value)
     if out is None:
@@ -205,6 +217,9 @@ def _plain(name: str, key: str, raw: Any) -> Dimension:
         what = f"has {len(raw)} distributions ({', '.join(map(str, raw))})" if raw else "is empty"
         raise Problem(key, what, fix)
     ((kind, arg),) = raw.items()
+    if name == "image_size" and kind not in ("choice", "grid"):
+        what = f"{kind} is not a list of sizes, and each size needs a decode-once cache"
+        raise Problem(f"{key}.{kind}", what, "list them, e.g. {choice: [256, 384, 512]}")
     fits = _FITS[TYPES[name]]
     if kind not in fits:
         what = f"{kind} does not fit {name}, {_WORDS[TYPES[name]]}"
@@ -249,7 +264,7 @@ def _conditional(name: str, key: str, raw: dict, dims: dict[str, Dimension]) -> 
     if dep == name or options is None:
         what = "itself" if dep == name else f"{dep}, which is not a choice, grid or fixed value"
         fix = "depend on a dimension written as choice, grid or a plain value"
-        raise Problem(f"{key}.depends_on", f"{name} cannot depend on {what}", fix, [f"space.{dep}"])
+        raise Problem(f"{key}.depends_on", f"{name} cannot depend on {what}", fix, [key_of(dep)])
     values = raw["values"]
     if not isinstance(values, dict) or not values:
         what = (
@@ -263,48 +278,58 @@ def _conditional(name: str, key: str, raw: dict, dims: dict[str, Dimension]) -> 
         option = _match(k, options)
         if option is None:
             fix = f"use its values: {listed}"
-            raise Problem(where, f"{show(k)} is not a value of space.{dep}", fix, [f"space.{dep}"])
+            raise Problem(where, f"{show(k)} is not a value of {key_of(dep)}", fix, [key_of(dep)])
         if any(_same(c, option) for c, _ in chosen):
             raise Problem(where, f"{show(k)} is given twice", f"give each value of {dep} once")
         chosen.append((option, check_value(name, where, v)))
     for option in options:
         if not any(_same(c, option) for c, _ in chosen):
             what, fix = f"no value for {dep} = {key_text(option)}", f"give one for each of {listed}"
-            raise Problem(f"{key}.values", what, fix, [f"space.{dep}"])
+            raise Problem(f"{key}.values", what, fix, [key_of(dep)])
     by = tuple(next(p for p in chosen if _same(p[0], o)) for o in options)
     return Dimension(name, "conditional", depends_on=dep, by=by)
 
 
-def parse_space(raw: Any, algorithm: str) -> dict[str, Dimension]:
-    """Every dimension of `DIMENSIONS` (defaults filled), validated for the search `algorithm`."""
+def key_of(name: str) -> str:
+    """Where the YAML writes dimension `name`: `space.<name>`, or under `data` (WHERE)."""
+    return WHERE.get(name, f"space.{name}")
+
+
+def parse_space(raw: Any, algorithm: str, data: dict[str, Any]) -> dict[str, Dimension]:
+    """Every dimension of `DIMENSIONS` (defaults filled), validated for the search `algorithm`;
+    `data` holds those written under the YAML's `data` (WHERE), as given there."""
     if not isinstance(raw, dict):
         fix = "write e.g. space: {arch: resnet18, lr: 1.0e-3, batch_size: 16, epochs: 2}"
         raise Problem("space", f"expected a mapping of dimensions, got {show(raw)}", fix)
     for word in raw:
-        if word not in DIMENSIONS:
-            raise unknown_key("space", word, DIMENSIONS)
+        if word in WHERE:
+            fix = f"move it to {WHERE[word]} (a size, or e.g. {{choice: [256, 384, 512]}})"
+            raise Problem(f"space.{word}", f"{word} is written under data", fix, [WHERE[word]])
+        if word not in SPACE_NAMES:
+            raise unknown_key("space", word, SPACE_NAMES)
+    raw = {**raw, **data}
     dims: dict[str, Dimension] = {}
     for name in DIMENSIONS:
         if name not in raw and name not in DEFAULTS:
-            raise Problem(f"space.{name}", "missing", f"add e.g. {name}: {_EXAMPLES[name]}")
+            raise Problem(key_of(name), "missing", f"add e.g. {name}: {_EXAMPLES[name]}")
         if name not in raw:
             dims[name] = Dimension(name, "fixed", (DEFAULTS[name],))
         elif not _is_conditional(raw[name]):
-            dims[name] = _plain(name, f"space.{name}", raw[name])
+            dims[name] = _plain(name, key_of(name), raw[name])
     for name in DIMENSIONS:  # after the others: a conditional looks up what it depends on
         if name in raw and _is_conditional(raw[name]):
-            dims[name] = _conditional(name, f"space.{name}", raw[name], dims)
+            dims[name] = _conditional(name, key_of(name), raw[name], dims)
     for name, dim in dims.items():
         if algorithm == "optuna" and dim.kind == "grid":
             what = "grid: [...] does not work with search.algorithm optuna"
             fix = "write choice: [...] (Optuna samples it), or use search.algorithm grid or random"
-            raise Problem(f"space.{name}", what, fix, ["search.algorithm"])
+            raise Problem(key_of(name), what, fix, ["search.algorithm"])
         if algorithm == "grid" and dim.sampled and dim.kind != "grid":
             what = f"{dim.kind} is not a grid, and search.algorithm grid only enumerates grids"
             fix = (
                 "write it as grid: [...] or a plain value, or use search.algorithm random or optuna"
             )
-            raise Problem(f"space.{name}", what, fix, ["search.algorithm"])
+            raise Problem(key_of(name), what, fix, ["search.algorithm"])
     check_warmup(dims)
     return {name: dims[name] for name in DIMENSIONS}
 

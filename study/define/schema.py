@@ -3,7 +3,8 @@
     from study.define.schema import load_study
     study = load_study("search_spaces/demo.yaml", ["num_samples=2", "data.image_size=32"])
 
-A study file holds `name`, `data` (`path`, `image_size`, `preprocessing`, `split_seed`, `skip_bad`,
+A study file holds `name`, `data` (`path`, `image_size` (a size in px, or sizes to search:
+`{choice: [256, 384, 512]}`, `{grid: [..]}`, `depends_on`), `preprocessing`, `split_seed`, `skip_bad`,
 `val_fraction`, `test_fraction`), `space`, `search`, `scheduler`, `metric`, `num_samples`,
 `max_concurrent`, `resources`, `test_top_k`, `max_failures`, `keep_checkpoints`, `seed`, `compile`,
 `confirm` (`compare`: finite dimensions whose cells are retrained, `seeds`: new training seeds
@@ -29,7 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from retina.errors import RetinaError
-from study.define.dimensions import DIMENSIONS, Dimension, coerce_value, finite_values, parse_space
+from study.define.dimensions import (
+    DIMENSIONS,
+    WHERE,
+    Dimension,
+    coerce_value,
+    finite_values,
+    parse_space,
+)
 from study.define.dimensions import number as as_number
 from study.define.overrides import (
     TEXT,
@@ -70,8 +78,9 @@ _REQUIRED = object()
 
 @dataclass(frozen=True)
 class DataConfig:
+    """`data` less `image_size`, which is a dimension (`StudyConfig.space["image_size"]`)."""
+
     path: str
-    image_size: int
     preprocessing: str = "none"
     split_seed: int = 0
     skip_bad: bool = False
@@ -148,12 +157,17 @@ class StudyConfig:
     # pass of every trial, and the views are a choice for the chosen model, not one to tune.
     tta: int = 1
 
+    @property
+    def image_sizes(self) -> tuple[int, ...]:
+        """Every size a trial can be decoded at, smallest first: one decode-once cache each."""
+        return tuple(sorted(finite_values(self.space["image_size"]) or ()))
+
 
 # fmt: off
 _SECTION_KEYS = {
     "data": {"path": TEXT, "image_size": None, "preprocessing": TEXT, "split_seed": None,
              "skip_bad": None, "val_fraction": None, "test_fraction": None},
-    "space": dict.fromkeys(DIMENSIONS),
+    "space": dict.fromkeys(DIMENSIONS),  # space.image_size too: parse_space says where it goes
     "search": {"algorithm": TEXT, "seed": None},
     "scheduler": {"name": TEXT, "grace_period": None, "reduction_factor": None},
     "metric": {"name": TEXT, "mode": TEXT},
@@ -246,7 +260,6 @@ def _parse(doc: Any) -> StudyConfig:
     d = top.section("data", _REQUIRED)
     data = DataConfig(
         path=d.text("path"),
-        image_size=d.int("image_size", lo=16, hi=1024),
         preprocessing=d.text("preprocessing", "none", PREPROCESSING),
         split_seed=d.int("split_seed", 0, hi=SEED_MAX),
         skip_bad=d.bool("skip_bad", False),
@@ -258,7 +271,9 @@ def _parse(doc: Any) -> StudyConfig:
         raise Problem("data.test_fraction", what, fix, ["data.val_fraction"])
     s = top.section("search")
     search = SearchConfig(s.text("algorithm", "optuna", ALGORITHMS), s.int("seed", 0, hi=SEED_MAX))
-    space = parse_space(top.get("space", _REQUIRED), search.algorithm)
+    # data.image_size is a dimension written under data (searchable, a cache per size)
+    in_data = {name: d.get(key.split(".", 1)[1], _REQUIRED) for name, key in WHERE.items()}
+    space = parse_space(top.get("space", _REQUIRED), search.algorithm, in_data)
     sc = top.section("scheduler")
     scheduler = SchedulerConfig(
         sc.text("name", "asha", SCHEDULERS),
@@ -403,7 +418,8 @@ def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
 def study_to_dict(cfg: StudyConfig) -> dict[str, Any]:
     """The resolved study (defaults filled) as JSON-serialisable data; loads back to `cfg`."""
     out: dict[str, Any] = {"name": cfg.name, "data": asdict(cfg.data)}
-    out["space"] = {name: dim.to_yaml() for name, dim in cfg.space.items()}
+    out["data"]["image_size"] = cfg.space["image_size"].to_yaml()  # as written: under data
+    out["space"] = {name: dim.to_yaml() for name, dim in cfg.space.items() if name not in WHERE}
     for key in _TOP_KEYS[3:]:
         value = getattr(cfg, key)
         out[key] = asdict(value) if key in _SECTION_KEYS else value

@@ -57,13 +57,15 @@ def study_record(study: StudyConfig, resolved: dict, data: PreparedData, space_f
             "path": str(data.data_dir),
             "layout": data.layout,
             "dataset_hash": data.manifest_hash,
-            "image_size": data.image_size,
+            # one size, or every size the study searches (each trial's is in trials.parquet)
+            "image_size": data.image_size if len(data.sizes) == 1 else list(data.sizes),
             "preprocessing": data.preprocessing,
             "split_seed": data.split.seed,
             "n_images": {split: int(sum(c)) for split, c in counts.items()},
             "class_counts": counts,
             "skipped": skipped,
-            "cache": str(data.cache.path),
+            "cache": str(data.cache.path),  # the smallest size's; caches: each size's
+            "caches": {str(s): str(data.at_size(s).cache.path) for s in data.sizes},
         },
         "search": resolved.get("search"),
         "scheduler": resolved.get("scheduler"),

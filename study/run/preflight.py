@@ -2,7 +2,8 @@
 
 The results folder must be writable and must not hold another study; the ImageNet weights
 for every arch the space can run pretrained must be present or downloadable; the data is
-validated and its decode-once cache built (the core's clear errors).
+validated and its decode-once cache built, one per size `data.image_size` names (the core's
+clear errors), so no trial decodes an image.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def preflight(
     check_weights(study)
     data = prepare_data(
         study.data.path,
-        study.data.image_size,
+        study.image_sizes,  # a cache per size the space names, each built once, here
         study.data.preprocessing,
         split_seed=study.data.split_seed,
         skip_bad=study.data.skip_bad,

@@ -2,8 +2,8 @@
 
 All training logic lives in `retina.engine`; this file builds the objects for one trial,
 resumes from `tune.get_checkpoint()`, and reports each epoch with a checkpoint. The data
-(`PreparedData`: cache path and the one split) arrives through `tune.with_parameters`, so no
-trial decodes images or re-splits the data.
+(`PreparedData`: the cache path of every size and the one split) arrives through
+`tune.with_parameters`, so no trial decodes images or re-splits the data.
 """
 
 from __future__ import annotations
@@ -58,7 +58,9 @@ def train_trial(
         return  # its epochs are in the results already: nothing to run again
     hp = resolve_trial_config(study, trial_values(config))
     seed = trial_seed(study, config)  # a confirm trial carries its own; search trials: study.seed
-    data = data.on_this_machine()  # a node without the driver's cache builds it once
+    # The cache of this trial's size (the preflight built one per size); a node without the
+    # driver's cache builds that one once.
+    data = data.at_size(hp["image_size"]).on_this_machine()
     device = trial_device()
     torch.set_num_threads(max(1, int(study.resources.cpu)))
     setup_process(device, seed)  # per trial: a reused worker keeps the last one's settings
