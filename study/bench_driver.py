@@ -1,6 +1,7 @@
 """The driver's own cost per result, at two study sizes: does it stay flat as a study grows?
 
     python -m study.bench_driver --work DIR [--trials 64 1024] [--epochs 30] [--json OUT]
+        [--compare-ray-retention]
 
 Run by `python -m study.bench_trials` (so by `python -m retina.bench`) inside its Ray. A real
 Ray Tune run of a no-op trainable (each trial reports `epochs` results shaped like the sweep's:
@@ -13,6 +14,13 @@ harness before and after a change to it:
   the kept copy of Tune's snapshot) per reported result;
 - ray_ms_per_result: the rest of the tuning loop's wall time (from the callback's setup to
   the experiment's end) per result - Ray Tune's own cost, not ours to fix.
+- ray_ms_per_result_ckpt_64 / _1024: the same when each result carries a tiny checkpoint
+  (one small file), kept as a sweep keeps them: Ray keeps every checkpoint and our callback
+  deletes the superseded ones (study.run.retention). `ray_ckpt_ratio_1024` is that over the
+  no-checkpoint figure at the large size (target <= 2), `ray_ckpt_growth` large over small
+  (target <= 1.5). `--compare-ray-retention` also runs the retention before issue 17 (Ray
+  deleting, `num_to_keep=1`, which forces an experiment snapshot per checkpoint) for the
+  record; it costs O(trials) per result, so compare with few epochs.
 
 Trials are packed onto the cores (a fraction of a CPU each, workers reused) so 1,024 trials
 x 30 epochs take a few minutes.
@@ -23,6 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +42,7 @@ from study.define.schema import StudyConfig, hyperparameter_names, load_study
 from study.define.space import tune_config, tune_param_space
 from study.record.results import EPOCH_COLUMNS, ResultsStore
 from study.run.callback import ParquetCallback
+from study.run.keep import KEEP_SCORE, BestSoFar, checkpoint_config
 
 DEMO_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "demo.yaml"
 CONCURRENT = 4  # trials at once: Tune's loop in the driver is the bottleneck, not the workers
@@ -98,36 +109,75 @@ def driver_study(trials: int, cpu: float) -> StudyConfig:
     )
 
 
-def noop_trial(config: dict, epochs: int) -> None:
-    """Reports `epochs` results shaped like a real trial's, and does nothing else."""
+# How the checkpoints of a run are kept: none saved; the sweep's way (Ray keeps all, the
+# driver deletes); the way before issue 17 (Ray deletes: num_to_keep=1, a forced snapshot each).
+RETENTIONS = ("none", "ours", "ray")
+
+
+class RayDeletes:
+    """The callback's retention switched off: Ray's `num_to_keep=1` deletes, as before."""
+
+    deleted = 0
+
+    def saved(self, *args, **kwargs) -> None:
+        pass
+
+    def snapshot_taken(self, generation: int) -> None:
+        pass
+
+    def snapshot_durable(self, generation: int) -> None:
+        pass
+
+
+def noop_trial(config: dict, epochs: int, checkpoint: bool = False) -> None:
+    """Reports `epochs` results shaped like a real trial's, and does nothing else; with
+    `checkpoint`, each result carries a tiny checkpoint scored as the trainable scores it."""
     metrics = {c: 0.5 for c in EPOCH_COLUMNS[2:] if c not in ("time_total_s",)}
     confusion = list(range(25))
+    best = BestSoFar("val_kappa", "max")
     for epoch in range(1, epochs + 1):
-        tune.report(
-            {"epoch": epoch, **metrics, "val_confusion": confusion, "device": "cpu", "node": "n"}
-        )
+        result = {"epoch": epoch, **metrics, "val_confusion": confusion, "device": "cpu"}
+        result["node"] = "n"
+        if not checkpoint:
+            tune.report(result)
+            continue
+        result[KEEP_SCORE] = best.update(result)  # every epoch ties: epoch 1 stays the best
+        with tempfile.TemporaryDirectory() as folder:
+            Path(folder, "checkpoint.pt").write_bytes(b"x" * 1024)
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def measure(work: Path, trials: int, epochs: int) -> dict:
-    """One Tune run of `trials` no-op trials x `epochs` results; the driver's cost per result."""
+def measure(work: Path, trials: int, epochs: int, retention: str = "none") -> dict:
+    """One Tune run of `trials` no-op trials x `epochs` results; the driver's cost per result.
+    `retention` (one of RETENTIONS): whether results carry checkpoints, and who deletes them."""
     cpu = max(0.01, (os.cpu_count() or 1) / CONCURRENT)
     study = driver_study(trials, cpu)
-    run = work / f"driver-{trials}x{epochs}"
+    run = work / f"driver-{trials}x{epochs}-{retention}"
+    shutil.rmtree(run, ignore_errors=True)  # a kept workspace: a fresh experiment each time
     callback = TimedCallback(
         ResultsStore(
             run / "results", hyperparameter_names(study), study.metric.name, study.metric.mode
         ),
         study,
     )
+    kept = checkpoint_config()  # the sweep's: Ray keeps all, our callback deletes
+    if retention == "ray":
+        callback.retention = RayDeletes()
+        kept = tune.CheckpointConfig(  # study.run.keep before issue 17
+            num_to_keep=1, checkpoint_score_attribute=KEEP_SCORE, checkpoint_score_order="max"
+        )
+    trainable = tune.with_parameters(noop_trial, epochs=epochs, checkpoint=retention != "none")
     tuner = tune.Tuner(
-        tune.with_resources(
-            tune.with_parameters(noop_trial, epochs=epochs), {"cpu": cpu, "gpu": 0}
-        ),
+        tune.with_resources(trainable, {"cpu": cpu, "gpu": 0}),
         param_space=tune_param_space(study),
         tune_config=tune_config(study),
         run_config=tune.RunConfig(
-            name="tune", storage_path=str(run), callbacks=[callback], verbose=0
-        ),
+            name="tune",
+            storage_path=str(run),
+            callbacks=[callback],
+            verbose=0,
+            checkpoint_config=kept,
+        ),  # fmt: skip
     )
     started = time.perf_counter()
     grid = tuner.fit()
@@ -140,9 +190,13 @@ def measure(work: Path, trials: int, epochs: int) -> dict:
     if n != trials * epochs or bench["loop_started"] is None:
         raise RuntimeError(f"the timed callback saw {n} results of {trials * epochs}")
     loop = bench["loop_ended"] - bench["loop_started"]
+    checkpoints = sorted(run.glob("tune/*/checkpoint_*"))
     return {
         "trials": trials,
         "epochs": epochs,
+        "retention": retention,
+        "checkpoints_left": len(checkpoints),  # each trial's best (epoch 1: all tie) and latest
+        "deleted_by_driver": callback.retention.deleted,
         "results": n,
         "driver_s": bench["busy_s"],
         "loop_s": loop,
@@ -155,18 +209,52 @@ def measure(work: Path, trials: int, epochs: int) -> dict:
     }
 
 
-def measure_sizes(work: Path, sizes: tuple[int, int], epochs: int) -> tuple[dict, dict]:
+def measure_sizes(
+    work: Path, sizes: tuple[int, int], epochs: int, compare: bool = False
+) -> tuple[dict, dict]:
     """The keys for a small and a large study (named _64 and _1024 whatever the sizes: the
-    quick run uses smaller ones), and every run's details."""
-    small, large = (measure(work, n, epochs) for n in sizes)
+    quick run uses smaller ones), and every run's details. Each size's runs follow each other
+    (no checkpoints, then ours, then Ray's with `compare`), so load drifts alike."""
+    retentions = RETENTIONS if compare else RETENTIONS[:2]
+    runs = {(n, r): measure(work, n, epochs, r) for n in sizes for r in retentions}
+    small, large = (runs[(n, "none")] for n in sizes)
+    small_ckpt, large_ckpt = (runs[(n, "ours")] for n in sizes)
     keys = {
         "driver_ms_per_result_64": small["driver_ms_per_result"],
         "driver_ms_per_result_1024": large["driver_ms_per_result"],
         "driver_cost_growth": large["driver_ms_per_result"] / small["driver_ms_per_result"],
         "ray_ms_per_result_64": small["ray_ms_per_result"],
         "ray_ms_per_result_1024": large["ray_ms_per_result"],
+        "ray_ms_per_result_ckpt_64": small_ckpt["ray_ms_per_result"],
+        "ray_ms_per_result_ckpt_1024": large_ckpt["ray_ms_per_result"],
+        "ray_ckpt_ratio_1024": large_ckpt["ray_ms_per_result"] / large["ray_ms_per_result"],
+        "ray_ckpt_growth": large_ckpt["ray_ms_per_result"] / small_ckpt["ray_ms_per_result"],
     }
-    return keys, {"small": small, "large": large}
+    details = {"small": small, "large": large, "small_ckpt": small_ckpt, "large_ckpt": large_ckpt}
+    if compare:
+        details |= {
+            "small_ckpt_ray": runs[(sizes[0], "ray")],
+            "large_ckpt_ray": runs[(sizes[1], "ray")],
+        }
+    return keys, details
+
+
+def comparison(keys: dict, details: dict) -> str:
+    """Ray's ms per result without checkpoints, with ours, with Ray's old retention."""
+    lines = [f"{'trials':>7} {'none':>9} {'ours':>9} {'ray (before)':>13} {'ours/none':>10}"]
+    for size in ("small", "large"):
+        none, ours = details[size], details[f"{size}_ckpt"]
+        ray = details.get(f"{size}_ckpt_ray")
+        before = f"{ray['ray_ms_per_result']:13.2f}" if ray else f"{'-':>13}"
+        lines.append(
+            f"{none['trials']:>7} {none['ray_ms_per_result']:9.2f} {ours['ray_ms_per_result']:9.2f} "
+            f"{before} {ours['ray_ms_per_result'] / none['ray_ms_per_result']:10.2f}"
+        )
+    lines.append(
+        f"ray_ckpt_ratio_1024 {keys['ray_ckpt_ratio_1024']:.2f} (target <= 2), "
+        f"ray_ckpt_growth {keys['ray_ckpt_growth']:.2f} (target <= 1.5)"
+    )
+    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -175,6 +263,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--trials", type=int, nargs=2, default=(64, 1024), metavar=("SMALL", "LARGE"))
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--json", type=Path, help="where to write the numbers (default: print)")
+    p.add_argument(
+        "--compare-ray-retention",
+        action="store_true",
+        help="also run Ray's retention of before issue 17 (slow: use few --epochs)",
+    )
     return p.parse_args(argv)
 
 
@@ -188,13 +281,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     start_ray(None, "127.0.0.1")
     try:
-        keys, details = measure_sizes(args.work, tuple(args.trials), args.epochs)
+        keys, details = measure_sizes(
+            args.work, tuple(args.trials), args.epochs, args.compare_ray_retention
+        )
     finally:
         ray.shutdown()
     text = json.dumps({**keys, "details": details}, indent=1)
     if args.json:
         args.json.write_text(text)
     print(text)
+    print(comparison(keys, details))
     return 0
 
 

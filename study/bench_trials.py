@@ -21,7 +21,9 @@ processes and memory out of the benchmark's.
   process's peak would carry over), on caches built beforehand, so the trials only map them.
 - driver_ms_per_result_64 / _1024, driver_cost_growth, ray_ms_per_result_64 / _1024: the
   driver's own cost per reported result in a Tune run of no-op trials, 64 and 1,024 trials x
-  30 epochs (`--driver-trials`, `--driver-epochs`), and Ray Tune's; see `study.bench_driver`.
+  30 epochs (`--driver-trials`, `--driver-epochs`), and Ray Tune's; ray_ms_per_result_ckpt_64 /
+  _1024, ray_ckpt_ratio_1024, ray_ckpt_growth: Ray's with a tiny checkpoint per result, kept
+  as the sweep keeps them; see `study.bench_driver`.
 - checkpoint_bytes_after_study: the demo space (`--checkpoint-set` overrides, e.g. fewer
   trials for --quick) run as a real sweep (`python -m study.sweep`) on the base data set
   with `keep_checkpoints: all`; the checkpoint bytes it leaves (checkpoint_bytes_before_cleanup)

@@ -47,6 +47,10 @@ CPU_KEYS = (
     "driver_cost_growth",
     "ray_ms_per_result_64",
     "ray_ms_per_result_1024",
+    "ray_ms_per_result_ckpt_64",
+    "ray_ms_per_result_ckpt_1024",
+    "ray_ckpt_ratio_1024",
+    "ray_ckpt_growth",
     "checkpoint_bytes_before_cleanup",
     "checkpoint_bytes_after_study",
     "predict_images_per_s",
@@ -66,6 +70,9 @@ CPU_TARGETS = {
     "trial_peak_rss_ratio": ("<=", 1.2),
     "driver_cost_growth": ("<=", 1.5),  # issue 13: the driver's cost per result stays flat
     "driver_ms_per_result_1024": ("<=", 10.0),
+    # issue 17: a checkpoint per result costs Ray at most twice as much, and stays flat
+    "ray_ckpt_ratio_1024": ("<=", 2.0),
+    "ray_ckpt_growth": ("<=", 1.5),
     "predict_efficiency": (">=", 0.9),
     "augment_overhead_512": ("<=", 0.05),  # issue 18: fundus augmentation's share of an epoch
 }

@@ -1,12 +1,13 @@
 """The last step of a study: delete the checkpoints it no longer needs, so disk does not grow
 with the number of trials.
 
-While a trial runs Ray keeps its latest checkpoint and its best so far (study.run.keep). Once
-the study has ended, it still needs the checkpoints of the best `test_top_k` trials by the one
-ranking (the tested ones) and of the winner (rank 1, which is exported); those of a trial Ray
-would run again on `--resume` (it ended with an error) stay too. Everything else under
-`results/<study>/tune*/*/checkpoint_*` is deleted, unless the YAML says `keep_checkpoints: all`.
-Later steps that need more (e.g. a confirm stage's trials) add their ids to `keep_ids`.
+While a trial runs the driver keeps its latest checkpoint and its best so far
+(study.run.retention). Once the study has ended, it still needs the checkpoints of the best
+`test_top_k` trials by the one ranking (the tested ones) and of the winner (rank 1, which is
+exported); those of a trial Ray would run again on `--resume` (it ended with an error) stay
+too. Everything else under `results/<study>/tune*/*/checkpoint_*` is deleted, unless the YAML
+says `keep_checkpoints: all`. Later steps that need more (e.g. a confirm stage's trials) add
+their ids to `keep_ids`.
 
     from study.conclude.checkpoints import clean_checkpoints, needed_trials
     kept = clean_checkpoints(folder, needed_trials(store.trials_frame(), "val_kappa", "max", 3))

@@ -42,7 +42,8 @@ def top_trials(store: ResultsStore, k: int) -> list[tuple[str, int]]:
 def find_checkpoint(result, epoch: int) -> Path | None:
     """The checkpoint folder that a Ray `Result` kept for `epoch`, if any."""
     for checkpoint, metrics in result.best_checkpoints or []:
-        if int(metrics.get("epoch", -1)) == epoch:
+        # Ray lists every checkpoint it registered; the driver deleted the superseded ones.
+        if int(metrics.get("epoch", -1)) == epoch and Path(checkpoint.path).is_dir():
             return Path(checkpoint.path)
     # A trial that finished before the driver was killed keeps Ray's older view of its
     # checkpoints after --resume; the checkpoint folders on disk still hold every epoch kept.

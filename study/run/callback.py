@@ -7,6 +7,8 @@ result is appended to the study's journal within the call that receives it (one 
 write); the Parquet files are rebuilt from memory every few seconds and when the study ends.
 The callback times itself (`busy_s`, `results`) for the sweep's last lines: the driver's own
 cost per result and its share of the search (`study.bench_driver` times it from outside).
+It also owns the checkpoint retention (`study.run.retention`): it tells it each checkpoint Ray
+registers and each experiment snapshot Tune writes, since it sees both.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from study.define.schema import StudyConfig, resolve_trial_config
 from study.define.space import trial_seed, trial_values
 from study.record.layout import TUNE_DIR, Stage, Status
 from study.record.results import ResultsStore
+from study.run.keep import KEEP_SCORE
 from study.run.ray_private import driver_staging_path
+from study.run.retention import Retention
 from study.run.snapshot import SnapshotKeeper
 
 PARQUET_EVERY_S = 5.0  # the Parquet files lag the journal by at most about this much
@@ -70,6 +74,7 @@ class ParquetCallback(tune.Callback):
         # Trials started that Ray's saved state may not know yet: (config, seed) by trial id.
         self.starting: dict[str, tuple[dict, int]] = {}
         self.keeper = SnapshotKeeper(self.folder / experiment)
+        self.retention = Retention()  # deletes superseded checkpoints once no snapshot names them
         self.busy_s, self.results = 0.0, 0  # time spent in this callback; results received
         self.started = time.perf_counter()
 
@@ -134,6 +139,9 @@ class ParquetCallback(tune.Callback):
         result = self.unsaved.pop(trial.trial_id, None)
         if result is not None:
             self._record(trial.trial_id, result)
+            if trial.checkpoint is not None:  # Ray's latest; the same folder when none came
+                best = float(result.get(KEEP_SCORE) or 0.0) > 0  # the trainable's ranking
+                self.retention.saved(trial.trial_id, trial.checkpoint.path, result["epoch"], best)
 
     def _record(self, trial_id: str, result: dict) -> None:
         # Journaled now (on the disk when this returns): Ray's experiment snapshot at the end
@@ -162,11 +170,27 @@ class ParquetCallback(tune.Callback):
     def on_step_end(self, iteration, trials, **info):
         # Tune wrote its snapshot to its staging folder in this step, in this thread: keep a
         # whole copy, since its copy in tune/ is overwritten in place (see study.run.snapshot).
-        staging = driver_staging_path(trials[0]) if trials else None
-        if staging and self.keeper.keep(Path(staging)):
+        if self._snapshot(trials):
             for trial_id in list(self.starting):  # Ray saved its state in this step: it knows them
                 self._started(trial_id)
         self._store().flush(force=False, min_interval_s=PARQUET_EVERY_S)
+
+    def _snapshot(self, trials) -> bool:
+        """Keep a copy of the snapshot Tune wrote in this step, if it wrote one (whether it
+        did), and tell the retention which snapshots were written and which one is in tune/."""
+        staging = driver_staging_path(trials[0]) if trials else None
+        if not staging:
+            return False
+        seen = self.keeper.generation
+        try:
+            kept = self.keeper.keep(Path(staging))
+        finally:  # a snapshot Tune wrote counts even when our copy of it failed
+            if self.keeper.generation != seen:
+                self.retention.snapshot_taken(self.keeper.generation)
+        durable = self.keeper.durable()
+        if durable is not None:
+            self.retention.snapshot_durable(durable)
+        return kept
 
     @timed
     def on_experiment_end(self, trials, **info):
@@ -182,6 +206,9 @@ class ParquetCallback(tune.Callback):
                     trial_id, "lost: the sweep was killed before Ray saved this trial's state"
                 )
         store.flush()  # whatever ended the search (its end, Ctrl-C, an error): up to date
+        # Tune's last snapshot (written and copied into tune/ before this call when the loop
+        # ended normally or by Ctrl-C) frees every superseded checkpoint.
+        self._snapshot(trials)
         print(self.cost_line(time.perf_counter() - self.started))
 
     def cost_line(self, wall_s: float) -> str:

@@ -1,25 +1,21 @@
-"""Which checkpoints Ray keeps while a trial runs: its latest, and its best so far by the one
+"""Which checkpoints a trial keeps while it runs: its latest, and its best so far by the one
 ranking (`study.record.ranking.best_epoch`) when that is another epoch.
 
-Ray's checkpoint manager (ray/train/_internal/checkpoint_manager.py, Ray 2.60) sorts a trial's
-checkpoints by `(score is not NaN, score)` ascending, puts a new checkpoint after those of an
-equal score, deletes all but the last `num_to_keep`, and never deletes the latest one. Scored
-by the study metric, ties (every epoch at val kappa 0.000) kept the *latest* epochs while the
-results named the earliest the best, and that epoch could not be tested. So the trainable
-reports its own score, `KEEP_SCORE`, and Ray keeps exactly one checkpoint by score:
+The trainable scores each checkpoint with `KEEP_SCORE`, reported with it:
 
 - the epoch that is now the best so far scores its own epoch number (1, 2, ...: each new best
-  scores more than every earlier one, so no tie is ever left to Ray's order),
-- any other epoch scores 0 (below every best), as does every epoch before the first with a
-  finite metric (the ranking names no best epoch then; Ray keeps the latest).
+  scores more than every earlier one, so Ray's `best_checkpoints` order is the ranking's),
+- any other epoch scores 0, as does every epoch before the first with a finite metric (the
+  ranking names no best epoch then).
 
-With `num_to_keep=1` Ray then holds the best so far (the top score) and the latest (never
-deleted): two checkpoints at most, one when the latest is the best. The best-so-far record
-travels in the checkpoint, so a retried or resumed trial goes on ranking where it stopped.
-Ray also forces an experiment snapshot once a trial has registered `num_to_keep` checkpoints
-since the last one: with 1, after each, so the snapshot `--resume` reads never names a
-checkpoint already deleted. The price is one snapshot per trial-epoch (Ray warns when they
-come less than 5 s apart, as only tiny demo epochs do).
+The driver reads the score (> 0: a new best) and deletes the superseded checkpoints itself,
+once no experiment snapshot that `--resume` may read names them (study.run.retention). Ray
+deletes nothing (`num_to_keep=None`): given a `num_to_keep`, Ray 2.60 forces an experiment
+snapshot after every `num_to_keep` checkpoints of a trial, which costs O(trials) per result.
+Scoring by the study metric instead would not do either: Ray sorts ties (every epoch at val
+kappa 0.000) after each other, so its best was the *latest* tied epoch while the results named
+the earliest. The best-so-far record travels in the checkpoint, so a retried or resumed trial
+goes on ranking where it stopped.
 
     keeper = BestSoFar("val_kappa", "max")
     metrics[KEEP_SCORE] = keeper.update(metrics)   # then tune.report(metrics, checkpoint=...)
@@ -34,13 +30,15 @@ from ray import tune
 
 from study.record.ranking import best_epoch
 
-KEEP_SCORE = "checkpoint_keep"  # reported with every checkpoint; Ray ranks checkpoints by it
+KEEP_SCORE = "checkpoint_keep"  # reported with every checkpoint; > 0 on a new best so far
 
 
 def checkpoint_config() -> tune.CheckpointConfig:
-    """Ray keeps the best-so-far checkpoint by `KEEP_SCORE`, plus always the latest."""
+    """Ray keeps every checkpoint (the driver deletes, study.run.retention), ranked by
+    `KEEP_SCORE` so `Result.best_checkpoints` ends with the best by the one ranking."""
+    # num_to_keep=None: no forced experiment snapshot per checkpoint (see the module doc).
     return tune.CheckpointConfig(
-        num_to_keep=1, checkpoint_score_attribute=KEEP_SCORE, checkpoint_score_order="max"
+        num_to_keep=None, checkpoint_score_attribute=KEEP_SCORE, checkpoint_score_order="max"
     )
 
 

@@ -7,10 +7,15 @@ restore the run state" and silently starts the study again (new trial ids: every
 again). So the driver keeps its own copy of each complete snapshot in `tune/.kept-state/`
 (`SnapshotKeeper`, from the results callback), and `--resume` puts it back where Tune's is
 unreadable (`repair`).
+
+The keeper also numbers the snapshots it sees (`generation`) and says which one `tune/` holds
+(`durable`): the driver deletes a superseded checkpoint only once no snapshot that `--resume`
+may read names it (study.run.retention).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickletools
@@ -71,6 +76,12 @@ class SnapshotKeeper:
         self.kept = Path(experiment) / KEPT
         self._state: Path | None = None  # this session's state file: one name per run
         self._copied: int | None = None  # the mtime of the snapshot kept last
+        self._seen: int | None = None  # the mtime of the newest snapshot seen in staging
+        self.generation = 0  # snapshots of this session seen so far (1, 2, ...)
+        self.kept_generation: int | None = None  # the one whose copy is in .kept-state/
+        self._digest: bytes | None = None  # of the kept copy's experiment state file
+        self._checked: tuple | None = None  # (size, mtime, generation) last compared
+        self._durable: int | None = None  # the generation tune/ held then
 
     def keep(self, staging: Path) -> bool:
         """Copy Tune's snapshot if it wrote a new one since the last call; whether it did."""
@@ -79,6 +90,8 @@ class SnapshotKeeper:
         if self._state is None or not self._state.exists():
             return False
         state, mtime = self._state, self._state.stat().st_mtime_ns
+        if mtime != self._seen:  # a new snapshot, whether or not its copy below succeeds
+            self._seen, self.generation = mtime, self.generation + 1
         if mtime == self._copied:
             return False  # no snapshot since the last copy (the usual case: one every ~10 s)
         new = self.kept / str(time.time_ns())
@@ -87,6 +100,7 @@ class SnapshotKeeper:
             partial.mkdir(parents=True)
             for path in _snapshot_files(staging, _session(state)):
                 shutil.copyfile(path, partial / path.name)
+            digest = _digest(partial / state.name)  # what tune/'s copy is compared with
             partial.rename(new)  # a kept copy appears whole, or not at all
         except OSError as exc:
             shutil.rmtree(partial, ignore_errors=True)
@@ -96,8 +110,36 @@ class SnapshotKeeper:
         for old in self.kept.iterdir():
             if old != new:
                 shutil.rmtree(old, ignore_errors=True)
-        self._copied = mtime
+        self._copied, self.kept_generation, self._digest = mtime, self.generation, digest
         return True
+
+    def durable(self) -> int | None:
+        """The generation of the snapshot `tune/` holds when it is the one kept last, else None.
+
+        Byte for byte: Tune copies its staged snapshot into `tune/` in a background thread
+        (and skips a copy while the last one still runs), so the file there may be older, half
+        written, or cut short by a full disk. Read again only after Tune rewrote it.
+        """
+        if self._state is None or self.kept_generation is None:
+            return None
+        ours = self.kept.parent / self._state.name
+        try:
+            stat = ours.stat()
+        except OSError:  # not copied there yet
+            return None
+        key = (stat.st_size, stat.st_mtime_ns, self.kept_generation)
+        if key != self._checked:
+            self._checked = key
+            try:
+                same = _digest(ours) == self._digest
+            except OSError:
+                same = False
+            self._durable = self.kept_generation if same else None
+        return self._durable
+
+
+def _digest(path: Path) -> bytes:
+    return hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
 
 
 def repair(experiment: Path) -> str | None:
