@@ -18,6 +18,8 @@ SMALL_SWEEP = [
     "--set",
     "space.arch=resnet18",
     "--set",
+    "space.head=classify",
+    "--set",
     "data.image_size=32",
     "--set",
     "space.epochs=2",
