@@ -295,7 +295,10 @@ def test_overrides_do_not_change_the_callers_document():
             "--set data.image_size=big: data.image_size: expected an integer, got 'big'",
         ),
         ("space.arch={grid: [resnet18]}", "--set space.arch={grid: [resnet18]}: space.arch: grid"),
-        ("search.algorithm=grid", "--set search.algorithm=grid: space.pretrained: choice is not a grid"),
+        (
+            "search.algorithm=grid",
+            "--set search.algorithm=grid: space.pretrained: choice is not a grid",
+        ),
         ("metric.name=val_loss", "--set metric.name=val_loss: metric.mode: val_loss is minimised"),
     ],
 )
@@ -331,9 +334,10 @@ def test_resolve_trial_config_fills_fixed_and_conditional_values(tmp_path):
     doc = changed(demo_doc(), "space.epochs", {"depends_on": "pretrained", "values": {True: 2, False: 4}})  # fmt: skip
     cfg = load_study(write(tmp_path, doc))
     assert finite_values(cfg.space["epochs"]) == (2, 4) and max_epochs(cfg) == 4
+    # arch is fixed in demo.yaml: the study's value wins over a sampled one
     sampled = {"arch": np.str_("resnet50"), "pretrained": np.bool_(False), "lr": np.float64(0.01),
                "batch_size": np.int64(16), "weight_decay": 1e-4, "head": np.str_("regress"),
-               "extra": "dropped"}  # fmt: skip  (arch is fixed in demo.yaml: the study's wins)
+               "extra": "dropped"}  # fmt: skip
     hp = resolve_trial_config(cfg, sampled)
     assert list(hp) == list(DIMENSIONS)
     assert hp == {"arch": "resnet18", "pretrained": False, "lr": 0.01, "batch_size": 16,
