@@ -94,6 +94,7 @@ def driver_study(trials: int, cpu: float) -> StudyConfig:
         [
             "name=driver-bench",
             "space.arch=resnet18",
+            "space.head=classify",
             "space.pretrained=false",
             "space.lr=0.01",
             "space.batch_size=16",

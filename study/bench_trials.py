@@ -73,6 +73,7 @@ def bench_study(data: Path, image_size: int, trials: int, batch: int, cpus: int)
             f"data.path={data}",
             f"data.image_size={image_size}",
             "space.arch=resnet18",
+            "space.head=classify",
             "space.pretrained=false",
             "space.lr=0.01",
             f"space.batch_size={batch}",

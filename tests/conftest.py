@@ -22,6 +22,8 @@ SMALL_SWEEP = [
     "--set",
     "space.arch=resnet18",
     "--set",
+    "space.head=classify",
+    "--set",
     "data.image_size={choice: [32, 48]}",
     "--set",
     "space.epochs=2",

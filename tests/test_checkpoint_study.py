@@ -26,7 +26,7 @@ from tests.helpers.cli import run_cli
 
 TIED_SWEEP = [
     "--set", "num_samples=2", "--set", "space.pretrained=false", "--set", "space.arch=resnet18",
-    "--set", "data.image_size=32", "--set", "space.epochs=3", "--set", "space.batch_size=16",
+    "--set", "space.head=classify", "--set", "data.image_size=32", "--set", "space.epochs=3", "--set", "space.batch_size=16",
     "--set", "space.lr=1.0e-30", "--set", "scheduler.name=none", "--set", "test_top_k=1",
     "--set", "max_concurrent=2", "--set", "confirm.seeds=0",
 ]  # fmt: skip

@@ -65,15 +65,15 @@ def test_bad_confirm_names_file_key_and_fix(item, expected):
 
 
 def test_confirm_in_a_file_is_validated_there(tmp_path):
-    text = open(DEMO).read().replace("lr: {loguniform: [1.0e-4, 1.0e-1]}", "lr: 0.01")
+    text = open(DEMO).read().replace("lr: {loguniform: [3.0e-3, 3.0e-2]}", "lr: 0.01")
     path = tmp_path / "s.yaml"
-    path.write_text(text.replace("compare: [arch]", "compare: [lr]"))
+    path.write_text(text.replace("compare: [head]", "compare: [lr]"))
     assert load_study(path).confirm.compare == ("lr",)  # fixed: one cell
     with pytest.raises(RetinaError) as err:  # the override made lr continuous: it is named
         load_study(path, ["space.lr={uniform: [0.001, 0.1]}"])
     assert str(err.value).startswith(f"{path}: --set space.lr=")
     assert "confirm.compare: lr is uniform" in str(err.value)
-    path.write_text(text.replace("compare: [arch]", "compare: [weight_decay]"))
+    path.write_text(text.replace("compare: [head]", "compare: [weight_decay]"))
     with pytest.raises(RetinaError, match=r"s\.yaml: confirm\.compare: weight_decay is log"):
         load_study(path)
 
@@ -91,7 +91,8 @@ def _trials(study, rows):
 
 
 def test_cells_take_the_best_search_trial_by_the_one_ranking():
-    study = load_study(DEMO, ["confirm.seeds=2", "confirm.compare=[arch, pretrained]"])
+    arch = "space.arch={choice: [resnet18, resnet50]}"  # demo.yaml's arch is fixed
+    study = load_study(DEMO, [arch, "confirm.seeds=2", "confirm.compare=[arch, pretrained]"])
     trials = _trials(
         study,
         [

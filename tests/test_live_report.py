@@ -20,7 +20,7 @@ from tests.helpers.cli import ROOT
 # Long enough on a quiet machine for several Parquet rebuilds (every 5 s) while it searches.
 LIVE_SWEEP = [
     "--set", "num_samples=6", "--set", "space.pretrained=false", "--set", "space.arch=resnet18",
-    "--set", "data.image_size=32", "--set", "space.epochs=3", "--set", "space.batch_size=16",
+    "--set", "space.head=classify", "--set", "data.image_size=32", "--set", "space.epochs=3", "--set", "space.batch_size=16",
     "--set", "test_top_k=1", "--set", "max_concurrent=1", "--set", "scheduler.name=none",
     "--set", "confirm.seeds=0",
 ]  # fmt: skip

@@ -18,11 +18,12 @@ from tests.helpers.cli import run_cli
 
 UNREACHABLE_MIRROR = "http://127.0.0.1:9/models"  # a closed port: "offline", at once
 # The demo space, small: one pretrained and one scratch trial of resnet18 at 32 px, one epoch,
-# and its confirm stage (arch: one cell here) with one seed.
+# and its confirm stage (head: one cell here) with one seed.
 TINY_DEMO = [
     "--set", "search.algorithm=random", "--set", "space.pretrained={grid: [true, false]}",
     "--set", "space.arch=resnet18", "--set", "num_samples=1", "--set", "data.image_size=32",
-    "--set", "space.epochs=1", "--set", "space.warmup_epochs=0",  # one epoch: no warm-up
+    "--set", "space.epochs=1", "--set", "space.warmup_epochs=0",  # one epoch: no warm-up,
+    "--set", "scheduler.grace_period=1", "--set", "space.head=classify",  # and ASHA's rung at 1
     "--set", "space.batch_size=16", "--set", "test_top_k=1",
     "--set", "max_concurrent=2", "--set", "confirm.seeds=1",
 ]  # fmt: skip

@@ -99,9 +99,11 @@ def test_every_shipped_space_loads_and_round_trips(path, tmp_path):
 def test_demo_matches_the_brief():
     cfg = load_study(DEMO)
     assert (cfg.data.path, cfg.image_sizes, cfg.search.algorithm) == ("data/demo", (64,), "optuna")
-    assert cfg.space["lr"].kind == "loguniform" and cfg.space["lr"].low == pytest.approx(1e-4)
+    assert cfg.space["lr"].kind == "loguniform" and cfg.space["lr"].low == pytest.approx(3e-3)
     assert cfg.scheduler.name == "asha" and cfg.metric.name == "val_kappa"
     assert cfg.resources.gpu == "auto" and max_epochs(cfg) == 3
+    assert cfg.scheduler.grace_period == 2  # ASHA's first rung is past the 1-epoch warm-up
+    assert cfg.confirm.compare == ("head",) and cfg.confirm.seeds == 3
 
 
 def test_recipes_of_the_shipped_spaces():
@@ -183,8 +185,8 @@ CASES = {
     "uniform reversed": ("space.momentum", {"uniform": [0.9, 0.5]}, "space.momentum.uniform", "low must be < high"),
     "loguniform from 0": ("space.weight_decay", {"loguniform": [0, 0.1]}, "space.weight_decay.loguniform[0]", "loguniform needs low > 0"),
     "grid with optuna": ("space.arch", {"grid": ["resnet18", "resnet50"]}, "space.arch", "does not work with search.algorithm optuna; write choice"),
-    "choice with grid search": ("search.algorithm", "grid", "space.arch", "search.algorithm grid only enumerates grids"),
-    "conditional missing entry": ("space.epochs", {"depends_on": "arch", "values": {"resnet18": 2}}, "space.epochs.values", "no value for arch = resnet50"),
+    "choice with grid search": ("search.algorithm", "grid", "space.pretrained", "search.algorithm grid only enumerates grids"),
+    "conditional missing entry": ("space.epochs", {"depends_on": "head", "values": {"classify": 2}}, "space.epochs.values", "no value for head = regress"),
     "conditional extra entry": ("space.epochs", {"depends_on": "arch", "values": {"resnet18": 2, "resnet50": 2, "resnet34": 2}}, "space.epochs.values.resnet34", "is not a value of space.arch"),
     "conditional on a range": ("space.epochs", {"depends_on": "lr", "values": {"a": 1}}, "space.epochs.depends_on", "not a choice, grid or fixed value"),
     "conditional on itself": ("space.epochs", {"depends_on": "epochs", "values": {"a": 1}}, "space.epochs.depends_on", "cannot depend on itself"),
@@ -325,7 +327,10 @@ def test_overrides_do_not_change_the_callers_document():
             "--set data.image_size=big: data.image_size: expected a whole number, got 'big'",
         ),
         ("space.arch={grid: [resnet18]}", "--set space.arch={grid: [resnet18]}: space.arch: grid"),
-        ("search.algorithm=grid", "--set search.algorithm=grid: space.arch: choice is not a grid"),
+        (
+            "search.algorithm=grid",
+            "--set search.algorithm=grid: space.pretrained: choice is not a grid",
+        ),
         ("metric.name=val_loss", "--set metric.name=val_loss: metric.mode: val_loss is minimised"),
     ],
 )
@@ -361,14 +366,16 @@ def test_resolve_trial_config_fills_fixed_and_conditional_values(tmp_path):
     doc = changed(demo_doc(), "space.epochs", {"depends_on": "pretrained", "values": {True: 2, False: 4}})  # fmt: skip
     cfg = load_study(write(tmp_path, doc))
     assert finite_values(cfg.space["epochs"]) == (2, 4) and max_epochs(cfg) == 4
+    # arch is fixed in demo.yaml: the study's value wins over a sampled one
     sampled = {"arch": np.str_("resnet50"), "pretrained": np.bool_(False), "lr": np.float64(0.01),
-               "batch_size": np.int64(16), "weight_decay": 1e-4, "extra": "dropped"}  # fmt: skip
+               "batch_size": np.int64(16), "weight_decay": 1e-4, "head": np.str_("regress"),
+               "extra": "dropped"}  # fmt: skip
     hp = resolve_trial_config(cfg, sampled)
     assert list(hp) == list(DIMENSIONS)
-    assert hp == {"arch": "resnet50", "pretrained": False, "lr": 0.01, "batch_size": 16,
+    assert hp == {"arch": "resnet18", "pretrained": False, "lr": 0.01, "batch_size": 16,
                   "epochs": 4, "weight_decay": 1e-4, "optimizer": "sgd", "momentum": 0.9,
                   "class_weighted": False, "schedule": "cosine", "warmup_epochs": 1,
-                  "augment": "flips", "head": "classify", "image_size": 64}  # fmt: skip
+                  "augment": "flips", "head": "regress", "image_size": 64}  # fmt: skip
     assert [type(hp[k]) for k in ("pretrained", "lr", "batch_size")] == [bool, float, int]
     assert json.loads(json.dumps(study_to_dict(cfg)))["space"]["epochs"]["values"] == {"true": 2, "false": 4}  # fmt: skip
     assert study_from_dict(json.loads(json.dumps(study_to_dict(cfg)))) == cfg
@@ -433,7 +440,8 @@ def test_optuna_suggests_configs_from_the_param_space():
 
 def test_all_fixed_optuna_study_uses_the_basic_generator():
     items = [f"space.{k}={v}" for k, v in (("arch", "resnet18"), ("pretrained", "false"),
-             ("lr", "0.01"), ("batch_size", 8), ("epochs", 2), ("weight_decay", 0))]  # fmt: skip
+             ("lr", "0.01"), ("batch_size", 8), ("epochs", 2), ("weight_decay", 0),
+             ("head", "classify"))]  # fmt: skip
     assert isinstance(build_search_alg(load_study(DEMO, items)), BasicVariantGenerator)
 
 
@@ -459,7 +467,8 @@ def test_a_study_stored_before_the_recipe_dimensions_resumes_unchanged(tmp_path)
 
 
 def test_warmup_is_checked_per_case_when_both_depend_on_one_dimension(tmp_path):
-    doc = changed(demo_doc(), "space.epochs", {"depends_on": "arch", "values": {"resnet18": 10, "resnet50": 2}})  # fmt: skip
+    two = changed(demo_doc(), "space.arch", {"choice": ["resnet18", "resnet50"]})  # demo's is fixed
+    doc = changed(two, "space.epochs", {"depends_on": "arch", "values": {"resnet18": 10, "resnet50": 2}})  # fmt: skip
     paired = changed(doc, "space.warmup_epochs", {"depends_on": "arch", "values": {"resnet18": 3, "resnet50": 1}})  # fmt: skip
     assert finite_values(load_study(write(tmp_path, paired)).space["warmup_epochs"]) == (3, 1)
     too_long = changed(doc, "space.warmup_epochs", {"depends_on": "arch", "values": {"resnet18": 3, "resnet50": 2}})  # fmt: skip

@@ -14,7 +14,7 @@ from tests.helpers.cli import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--set", "data.image_size=32", "--set", "space.arch=resnet18",
+TINY = ["--set", "data.image_size=32", "--set", "space.arch=resnet18", "--set", "space.head=classify",
         "--set", "space.pretrained=false", "--set", "space.batch_size=16",
         "--set", "test_top_k=1", "--set", "confirm.seeds=0"]  # fmt: skip
 

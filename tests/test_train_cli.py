@@ -150,7 +150,8 @@ def test_a_space_over_schedule_and_augment_trains_each_value_through_the_cli(
     for schedule, augment in zip(schedules, augments, strict=True):  # each value once
         hp = resolve_trial_config(study, {"arch": "resnet18", "pretrained": False, "lr": 0.01,
                                           "batch_size": 32, "weight_decay": 1e-4,
-                                          "schedule": schedule, "augment": augment})  # fmt: skip
+                                          "schedule": schedule, "augment": augment,
+                                          "head": "classify"})  # fmt: skip
         ckpt = tmp_path / f"{schedule}-{augment}.pt"
         argv = [
             "--data", str(data), "--arch", hp["arch"], "--pretrained", str(hp["pretrained"]),

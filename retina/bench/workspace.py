@@ -77,8 +77,9 @@ QUICK = Sizes(
     min_seconds=0.05, build_images=32, build_px=32, train_px=32, train_images=16, trials=2,
     rss_images=40, rss_px=32, map_px=32, map_images=64, gpu_px=32, gpu_images=16, gpu_batch=4,
     gpu_seconds=0.0, threads=1, large_source=(450, 300), large_images=8,
-    checkpoint_set=("num_samples=2", "space.arch=resnet18", "space.epochs=1",
-                    "space.warmup_epochs=0", "test_top_k=1",
+    checkpoint_set=("num_samples=2", "space.arch=resnet18", "space.head=classify",
+                    "space.epochs=1", "space.warmup_epochs=0", "scheduler.grace_period=1",
+                    "test_top_k=1",
                     "confirm.seeds=0"),
     spin=300_000, augment_px=64, augment_repeats=1,
 )  # fmt: skip

@@ -32,6 +32,8 @@ TINY = [
     "--set",
     "space.arch=resnet18",
     "--set",
+    "space.head=classify",
+    "--set",
     "space.pretrained=false",
     "--set",
     "space.batch_size=16",
