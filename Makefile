@@ -49,11 +49,11 @@ dashboard:
 weights: $(STAMP)
 	$(PY) -m retina.weights
 
-# Everything (~12 min on 2 cores): before a commit that lands. Test modules run in parallel
-# workers (one per core, each module in one worker: its fixtures are made once); much of a
-# sweep test is waiting on Ray and subprocesses, which the other worker fills.
+# Everything (~22 min on 2 cores): before a commit that lands. One process: on 2 cores two
+# xdist workers measured no faster (22.3 min); with more cores, `pytest -n auto --dist
+# loadscope` runs modules in parallel (each module in one worker: its fixtures made once).
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto --dist loadscope --durations=15
+	$(PY) -m pytest -q --durations=15
 
 # The edit loop (~2 min): no Ray start, no sweep (tests marked slow are left out).
 test-quick: $(STAMP)

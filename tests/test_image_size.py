@@ -50,7 +50,8 @@ def test_a_choice_of_sizes_is_a_hyperparameter_written_under_data():
 
 def test_sizes_can_follow_another_dimension_and_others_can_follow_the_size():
     by_arch = "{depends_on: arch, values: {resnet18: 384, resnet50: 256}}"
-    study = load_study(DEMO, [f"data.image_size={by_arch}"])
+    archs = "space.arch={choice: [resnet18, resnet50]}"  # demo.yaml fixes resnet18
+    study = load_study(DEMO, [archs, f"data.image_size={by_arch}"])
     assert study.image_sizes == (256, 384)
     batch = "space.batch_size={depends_on: image_size, values: {256: 32, 512: 8}}"
     study = load_study(DEMO, ["data.image_size={choice: [256, 512]}", batch])
@@ -100,7 +101,7 @@ def test_the_held_out_test_reads_the_cache_of_the_size_the_trial_trained_at(
     trial = {"arch": "resnet18", "class_weighted": False, "head": "classify", "image_size": 48}
     state = {"model": model.state_dict(), "epoch": 1, "config": {"trial": trial}}
     torch.save(state, tmp_path / CHECKPOINT_FILE)
-    _, metrics = evaluate_on_test(tmp_path, data, CPU)  # data as prepared: at 32 px
+    metrics = evaluate_on_test(tmp_path, data, CPU).metrics  # data as prepared: at 32 px
     at = {s: evaluate(model, data.at_size(s).loader("test", 64, CPU, train=False),
                       build_loss(False), CPU) for s in (32, 48)}  # fmt: skip
     assert metrics.loss == pytest.approx(at[48].loss, rel=1e-5)

@@ -23,7 +23,7 @@ from study.define.schema import StudyConfig, resolve_trial_config
 from study.define.space import trial_seed, trial_values
 from study.record.layout import TUNE_DIR, Stage, Status
 from study.record.results import ResultsStore
-from study.run.keep import KEEP_SCORE
+from study.run.keep import ALREADY_RECORDED, KEEP_SCORE
 from study.run.ray_private import driver_staging_path
 from study.run.retention import Retention
 from study.run.snapshot import SnapshotKeeper
@@ -122,6 +122,8 @@ class ParquetCallback(tune.Callback):
         self.results += 1
         self._started(trial.trial_id)
         store = self._store()
+        if result.get(ALREADY_RECORDED):
+            return  # a resumed trial's last epoch, told again for Tune's sake
         if result.get("failed"):
             store.record_failure(trial.trial_id, str(result["failed"]))
         elif result.get("should_checkpoint"):

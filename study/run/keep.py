@@ -31,6 +31,8 @@ from ray import tune
 from study.record.ranking import best_epoch
 
 KEEP_SCORE = "checkpoint_keep"  # reported with every checkpoint; > 0 on a new best so far
+# Set on the one result a trial resumed at its last checkpoint reports: its epochs are recorded.
+ALREADY_RECORDED = "already_recorded"
 
 
 def checkpoint_config() -> tune.CheckpointConfig:

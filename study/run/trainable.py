@@ -26,7 +26,7 @@ from study.define.space import trial_seed, trial_values
 from study.record.layout import CHECKPOINT_FILE
 from study.record.predictions import save_split, split_predictions
 from study.record.results import trial_finished
-from study.run.keep import KEEP_SCORE, BestSoFar
+from study.run.keep import ALREADY_RECORDED, KEEP_SCORE, BestSoFar
 
 # For the kill tests only (tests/helpers/processes.py): "<epoch>:<file>" holds each trial
 # after it reported that epoch, for as long as <file> exists, and says so in <file>.held; a
@@ -46,6 +46,17 @@ def hold_if_asked(epoch: int) -> None:
         time.sleep(0.05)
 
 
+def told_again(metric: str, checkpoint: tune.Checkpoint | None) -> None:
+    """Report a finished trial's last result once more, marked ALREADY_RECORDED: Tune
+    requires a result with the metric from every trial it (re)starts."""
+    metrics = {metric: float("nan")}
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder, CHECKPOINT_FILE), weights_only=True)
+        metrics |= state.get("metrics", {})
+    tune.report({**metrics, ALREADY_RECORDED: True})
+
+
 def trial_device() -> torch.device:
     # Ray sets CUDA_VISIBLE_DEVICES to the trial's share; no GPU assigned means CPU.
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -55,7 +66,11 @@ def train_trial(
     config: dict, data: PreparedData, study: StudyConfig, results: Path | None = None
 ) -> None:
     if results is not None and trial_finished(results, tune.get_context().get_trial_id()):
-        return  # its epochs are in the results already: nothing to run again
+        # Its epochs are in the results already: nothing to run again. Tune still wants one
+        # result with the metric (Ray's snapshot, no longer forced per checkpoint, may
+        # predate the trial's end): its last checkpoint's, which the driver ignores.
+        told_again(study.metric.name, tune.get_checkpoint())
+        return
     hp = resolve_trial_config(study, trial_values(config))
     seed = trial_seed(study, config)  # a confirm trial carries its own; search trials: study.seed
     # The cache of this trial's size (the preflight built one per size); a node without the
@@ -87,6 +102,9 @@ def train_trial(
         run.load_state(state)
         first_epoch = state["epoch"] + 1
         best = BestSoFar(study.metric.name, study.metric.mode, state.get("best_so_far"))
+        if first_epoch > hp["epochs"]:  # resumed at its last checkpoint: nothing to train
+            told_again(study.metric.name, checkpoint)
+            return
     val_index = data.split.indices("val")  # the val loader's order: the rows of the softmax
     val = data.loader("val", hp["batch_size"], device, train=False)
     val_labels = data.labels[val_index]
