@@ -49,9 +49,9 @@ dashboard:
 weights: $(STAMP)
 	$(PY) -m retina.weights
 
-# Everything (~22 min on 2 cores): before a commit that lands. One process: on 2 cores two
-# xdist workers measured no faster (22.3 min); with more cores, `pytest -n auto --dist
-# loadscope` runs modules in parallel (each module in one worker: its fixtures made once).
+# Everything (~28 min on 2 cores): before a commit that lands. `pytest -n auto --dist loadscope`
+# runs modules in parallel workers (each module in one worker: its fixtures made once); on 2
+# cores it measured 22.3 min, but it is not the default until a whole run of it passed.
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15
 

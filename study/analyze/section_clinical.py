@@ -115,9 +115,7 @@ def clinical_section(summary: dict, figure_html: Callable[[go.Figure], str]) -> 
         f"({html.escape(referable['score'])}).</p>"
     )
     out.append(html_table(operating_table(best), sortable=False))
-    boot = referable["bootstrap"]
-    out.append(f"<p class='note'>{boot['resamples']} patient resamples (seed {boot['seed']}), "
-               f"{boot['confidence']:.0%} percentile intervals.</p>")  # fmt: skip
+    out.append(bootstrap_note(referable["bootstrap"]))
     out.append("<h3>Calibration</h3>")
     out.append(
         f"<p class='note'>Expected calibration error of the top grade's probability, "
@@ -135,3 +133,9 @@ def clinical_section(summary: dict, figure_html: Callable[[go.Figure], str]) -> 
         out.append(figure_html(reliability_figure(calibration["confirm"], calibration["bins"],
                                                   "confirm runs")))  # fmt: skip
     return "".join(out)
+
+
+def bootstrap_note(boot: dict) -> str:
+    """The line under a table of patient-bootstrap intervals: how they were drawn."""
+    return (f"<p class='note'>{boot['resamples']} patient resamples (seed {boot['seed']}), "
+            f"{boot['confidence']:.0%} percentile intervals.</p>")  # fmt: skip

@@ -9,6 +9,7 @@ import html
 import pandas as pd
 
 from study.analyze.markup import html_table
+from study.analyze.section_clinical import bootstrap_note
 
 HOW_TO_READ = """<p class='note'><b>How to read this.</b> A patient is graded by the worse
 eye: the higher of the two eyes' predicted grades against the higher of their true grades,
@@ -76,9 +77,7 @@ def patients_section(summary: dict) -> str:
             f" ({best['images']} test images).</p>"
         )
         out.append(html_table(levels_table(best), sortable=False))
-        boot = patients["bootstrap"]
-        out.append(f"<p class='note'>{boot['resamples']} patient resamples (seed {boot['seed']}),"
-                   f" {boot['confidence']:.0%} percentile intervals.</p>")  # fmt: skip
+        out.append(bootstrap_note(patients["bootstrap"]))
     if patients["confirm"]:
         out.append("<p>Confirm runs (the spread over seeds is their interval):</p>")
         out.append(html_table(runs_table(patients["confirm"]), sortable=False))
