@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,11 @@ def _pct(v: Any) -> str:
     return "–" if not isinstance(v, int | float) or not math.isfinite(v) else f"{100 * v:.1f}%"
 
 
-def _ci(pair: Any) -> str:
+def _ci(pair: Any, show: Callable[[Any], str] = _pct) -> str:
+    """` [low, high]` in `show`'s format, or nothing when the interval is missing."""
     if not pair or any(not isinstance(v, int | float) for v in pair):
         return ""
-    return f" [{_pct(pair[0])}, {_pct(pair[1])}]"
+    return f" [{show(pair[0])}, {show(pair[1])}]"
 
 
 def trial_blocks(summary: dict | None, trial_id: str) -> tuple[dict | None, dict | None]:
@@ -101,12 +103,6 @@ def _num(v: Any) -> str:
     return "–" if not isinstance(v, int | float) or not math.isfinite(v) else f"{v:.3f}"
 
 
-def _num_ci(pair: Any) -> str:
-    if not pair or any(not isinstance(v, int | float) for v in pair):
-        return ""
-    return f" [{_num(pair[0])}, {_num(pair[1])}]"
-
-
 def patient_lines(summary: dict | None, trial_id: str) -> list[str]:
     """The held-out test per patient (summary.json `patients.best`, when it is `trial_id`)."""
     patients = (summary or {}).get("patients") or {}
@@ -126,8 +122,8 @@ def patient_lines(summary: dict | None, trial_id: str) -> list[str]:
         f"{_ci(pat['specificity_ci'])} ({pat['referable']} referable of {pat['n']}); per image "
         f"on the same images {_pct(img['sensitivity'])} / {_pct(img['specificity'])}.",
         f"- Quadratic kappa per patient (max of the two eyes' grades, the {best['both_eyes']} "
-        f"with both eyes): {_num(pat['kappa_both_eyes'])}{_num_ci(pat['kappa_both_eyes_ci'])}; "
-        f"per image {_num(img['kappa'])}{_num_ci(img['kappa_ci'])} ({img['n']} images).",
+        f"with both eyes): {_num(pat['kappa_both_eyes'])}{_ci(pat['kappa_both_eyes_ci'], _num)}; "
+        f"per image {_num(img['kappa'])}{_ci(img['kappa_ci'], _num)} ({img['n']} images).",
         "",
         "These are of the predicted grades (not the threshold above); 95% intervals resample "
         "test patients.",
