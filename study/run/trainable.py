@@ -46,14 +46,17 @@ def hold_if_asked(epoch: int) -> None:
         time.sleep(0.05)
 
 
-def told_again(metric: str, checkpoint: tune.Checkpoint | None) -> None:
-    """Report a finished trial's last result once more, marked ALREADY_RECORDED: Tune
-    requires a result with the metric from every trial it (re)starts."""
-    metrics = {metric: float("nan")}
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder, CHECKPOINT_FILE), weights_only=True)
-        metrics |= state.get("metrics", {})
+def checkpoint_state(checkpoint: tune.Checkpoint | None) -> dict | None:
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder, CHECKPOINT_FILE), weights_only=True)
+
+
+def told_again(metric: str, state: dict | None) -> None:
+    """Report a finished trial's last result (its checkpoint `state`'s) once more, marked
+    ALREADY_RECORDED: Tune requires a result with the metric from every trial it (re)starts."""
+    metrics = {metric: float("nan"), **(state or {}).get("metrics", {})}
     tune.report({**metrics, ALREADY_RECORDED: True})
 
 
@@ -69,7 +72,7 @@ def train_trial(
         # Its epochs are in the results already: nothing to run again. Tune still wants one
         # result with the metric (Ray's snapshot, no longer forced per checkpoint, may
         # predate the trial's end): its last checkpoint's, which the driver ignores.
-        told_again(study.metric.name, tune.get_checkpoint())
+        told_again(study.metric.name, checkpoint_state(tune.get_checkpoint()))
         return
     hp = resolve_trial_config(study, trial_values(config))
     seed = trial_seed(study, config)  # a confirm trial carries its own; search trials: study.seed
@@ -95,15 +98,13 @@ def train_trial(
     )  # fmt: skip
     first_epoch = 1
     best = BestSoFar(study.metric.name, study.metric.mode)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:  # a retried or resumed trial continues where it stopped
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder, CHECKPOINT_FILE), weights_only=True)
+    state = checkpoint_state(tune.get_checkpoint())
+    if state is not None:  # a retried or resumed trial continues where it stopped
         run.load_state(state)
         first_epoch = state["epoch"] + 1
         best = BestSoFar(study.metric.name, study.metric.mode, state.get("best_so_far"))
         if first_epoch > hp["epochs"]:  # resumed at its last checkpoint: nothing to train
-            told_again(study.metric.name, checkpoint)
+            told_again(study.metric.name, state)
             return
     val_index = data.split.indices("val")  # the val loader's order: the rows of the softmax
     val = data.loader("val", hp["batch_size"], device, train=False)
