@@ -28,7 +28,8 @@ from torchvision import models as tvm
 from retina.errors import RetinaError
 from retina.metrics import NUM_CLASSES
 
-# IMAGENET1K_V1 everywhere: it is what torchvision's old `pretrained=True` gave, i.e. the weights
+# The names are retina.archs.ARCH_NAMES (the schema reads those without torch; a test checks
+# they agree). IMAGENET1K_V1 everywhere: it is what torchvision's old `pretrained=True` gave, i.e. the weights
 # the course report's "pretrained" numbers came from, so our pretrained-vs-scratch comparison
 # starts from the same point. (resnet50/101 also have a V2 recipe; it is a different baseline.)
 ARCHS: dict[str, tuple] = {

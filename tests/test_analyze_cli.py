@@ -1,5 +1,7 @@
 """`python -m study.analyze` end to end: the report file, the folder index, and every edge case
-with its one-line message and exit 2 (the CLI runs in a subprocess, as a user runs it)."""
+with its one-line message and exit 2. The report, the no-torch import check and --open run the
+command in a subprocess, as a user does; the edge cases call its main in this process (the same
+code and output, without ~2 s of imports each)."""
 
 from __future__ import annotations
 
@@ -15,14 +17,23 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from tests.helpers.analyze_fixtures import DEFAULT_TRIALS, TrialSpec, make_results, write_parquet
+from tests.helpers.cli import run_here
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION_IDS = ["summary", "course", "leaderboard", "curves", "init", "hparams", "confusion"]
 
 
-def analyze(*args, cwd=ROOT) -> subprocess.CompletedProcess:
+def run_analyze(*args, cwd=ROOT) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "study.analyze", *map(str, args)]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def analyze(capsys):
+    """`python -m study.analyze ARGS`, its main run in this process."""
+    from study.analyze.__main__ import main
+
+    return lambda *args: run_here(main, args, capsys)
 
 
 def assert_fails(result: subprocess.CompletedProcess, *words: str) -> None:
@@ -36,7 +47,7 @@ def assert_fails(result: subprocess.CompletedProcess, *words: str) -> None:
 
 def test_report_is_one_file_with_plotly_embedded_once(tmp_path):
     folder = make_results(tmp_path)
-    result = analyze(folder)
+    result = run_analyze(folder)  # the command, as a user runs it
     assert result.returncode == 0, result.stderr
     report = folder / "report.html"
     assert result.stdout.strip() == str(report) and result.stderr == ""
@@ -73,7 +84,7 @@ def test_no_ray_or_torch_is_imported(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_out_file_and_top_k(tmp_path):
+def test_out_file_and_top_k(tmp_path, analyze):
     folder = make_results(tmp_path)
     out = tmp_path / "elsewhere" / "mine.html"
     result = analyze(folder, "--out", out, "--top", "1")
@@ -95,7 +106,7 @@ def test_open_hands_the_report_to_the_web_browser(tmp_path):
     assert f"opened {(folder / 'report.html').as_uri()}" in result.stdout
 
 
-def test_a_folder_of_studies_gets_an_index(tmp_path):
+def test_a_folder_of_studies_gets_an_index(tmp_path, analyze):
     a = make_results(tmp_path, name="alpha")
     b = make_results(tmp_path, DEFAULT_TRIALS[:3], name="beta")
     broken = make_results(tmp_path, name="gamma")
@@ -111,7 +122,7 @@ def test_a_folder_of_studies_gets_an_index(tmp_path):
     assert_fails(analyze(tmp_path, "--out", tmp_path / "x.html"), "--out", "3 studies")
 
 
-def test_a_study_stopped_half_way_still_gets_a_report(tmp_path):
+def test_a_study_stopped_half_way_still_gets_a_report(tmp_path, analyze):
     specs = DEFAULT_TRIALS[:3] + [
         TrialSpec("t07", "resnet50", True, 1e-3, 8, [0.71], [0.12], status="RUNNING"),
         TrialSpec("t08", "resnet50", False, 1e-3, 8, [], [], status="PENDING"),
@@ -125,16 +136,16 @@ def test_a_study_stopped_half_way_still_gets_a_report(tmp_path):
     assert "needs at least 4 finished trials" in text  # 3 finished: importance skipped
 
 
-def test_path_that_does_not_exist(tmp_path):
+def test_path_that_does_not_exist(tmp_path, analyze):
     assert_fails(analyze(tmp_path / "nope"), "does not exist", "nope")
 
 
-def test_folder_with_no_study(tmp_path):
+def test_folder_with_no_study(tmp_path, analyze):
     (tmp_path / "empty").mkdir()
     assert_fails(analyze(tmp_path / "empty"), "no study in", "study.json")
 
 
-def test_study_with_no_finished_epoch(tmp_path):
+def test_study_with_no_finished_epoch(tmp_path, analyze):
     pending = [TrialSpec("t0", "resnet18", True, 1e-3, 8, [], [], status="PENDING")]
     folder = make_results(tmp_path, pending)
     assert_fails(analyze(folder), "no finished epoch yet", "epochs.parquet is empty")
@@ -143,27 +154,27 @@ def test_study_with_no_finished_epoch(tmp_path):
     assert_fails(analyze(folder), "no finished epoch yet", "no epochs.parquet")
 
 
-def test_parquet_missing_columns(tmp_path):
+def test_parquet_missing_columns(tmp_path, analyze):
     folder = make_results(tmp_path)
     epochs = pd.read_parquet(folder / "epochs.parquet").drop(columns=["val_kappa", "train_loss"])
     write_parquet(folder / "epochs.parquet", epochs)
     assert_fails(analyze(folder), "epochs.parquet", "train_loss, val_kappa")
 
 
-def test_trials_missing_a_hyperparameter_column(tmp_path):
+def test_trials_missing_a_hyperparameter_column(tmp_path, analyze):
     folder = make_results(tmp_path)
     trials = pd.read_parquet(folder / "trials.parquet").drop(columns=["lr"])
     write_parquet(folder / "trials.parquet", trials)
     assert_fails(analyze(folder), "trials.parquet", "lacks the column(s) lr")
 
 
-def test_parquet_written_by_another_tool(tmp_path):
+def test_parquet_written_by_another_tool(tmp_path, analyze):
     folder = make_results(tmp_path)
     (folder / "trials.parquet").write_text("trial_id,status\nt0,TERMINATED\n")
     assert_fails(analyze(folder), "trials.parquet", "not a readable Parquet file")
 
 
-def test_parquet_with_the_wrong_types(tmp_path):
+def test_parquet_with_the_wrong_types(tmp_path, analyze):
     folder = make_results(tmp_path)
     epochs = pd.read_parquet(folder / "epochs.parquet")
     epochs["val_acc"] = epochs["val_acc"].map(lambda v: f"{v:.0%}")
@@ -171,7 +182,7 @@ def test_parquet_with_the_wrong_types(tmp_path):
     assert_fails(analyze(folder), "epochs.parquet", "val_acc", "expected numbers")
 
 
-def test_study_json_invalid_or_missing(tmp_path):
+def test_study_json_invalid_or_missing(tmp_path, analyze):
     folder = make_results(tmp_path)
     meta = json.loads((folder / "study.json").read_text())
     meta["data"]["class_counts"]["val"] = [70, None, 12, 5, 3]
@@ -185,18 +196,18 @@ def test_study_json_invalid_or_missing(tmp_path):
     assert_fails(analyze(folder), "no study.json")
 
 
-def test_unwritable_out(tmp_path):
+def test_unwritable_out(tmp_path, analyze):
     folder = make_results(tmp_path)
     assert_fails(analyze(folder, "--out", tmp_path), "cannot write", "--out FILE")
 
 
 @pytest.mark.parametrize("top", ["0", "x"])
-def test_bad_top(tmp_path, top):
+def test_bad_top(tmp_path, top, analyze):
     result = analyze(make_results(tmp_path), "--top", top)
     assert result.returncode == 2 and "--top must be a whole number" in result.stderr
 
 
-def test_serve_renders_one_running_study_only(tmp_path):
+def test_serve_renders_one_running_study_only(tmp_path, analyze):
     folder = make_results(tmp_path)
     for extra in ([], ["--running", "6", "--out", tmp_path / "r.html"]):
         assert_fails(analyze(folder, "--serve", *extra), "--serve renders one running study")

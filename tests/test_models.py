@@ -45,6 +45,21 @@ def test_num_classes_is_honoured():
     assert build_model("resnet18", pretrained=False, num_classes=2).fc.out_features == 2
 
 
+def test_the_schemas_names_are_the_models_built_and_need_no_torch():
+    import subprocess
+    import sys
+
+    from retina.archs import ARCH_NAMES
+
+    assert tuple(ARCHS) == ARCH_NAMES
+    code = (
+        "import sys; from study.define.schema import load_study; "
+        "load_study('search_spaces/full.yaml'); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # a study file is validated without importing torch
+
+
 def test_unknown_arch_lists_the_choices():
     with pytest.raises(RetinaError) as err:
         build_model("resnet19", pretrained=False)

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from retina.archs import ARCH_NAMES
 from study.define.overrides import Problem, closest, show, unknown_key
 
 # fmt: off
@@ -46,7 +47,7 @@ TYPES = {"arch": str, "pretrained": bool, "lr": float, "batch_size": int, "epoch
 DEFAULTS = {"pretrained": False, "weight_decay": 0.0, "optimizer": "sgd", "momentum": 0.9,
             "class_weighted": False, "schedule": "constant", "warmup_epochs": 0, "augment": "flips",
             "head": "classify"}
-# Names of the text dimensions other than arch (whose names come from retina.models).
+# Names of the text dimensions other than arch (retina.archs.ARCH_NAMES, read without torch).
 NAMES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": AUGMENTS, "head": HEADS}
 # Whole-number dimensions not starting at 1; below 32 px a ResNet's stride-32 stem leaves no
 # 1x1 map to pool, and above 1024 px one cache of 35,000 photographs is over 100 GB.
@@ -107,12 +108,6 @@ def number(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
-def _archs() -> tuple[str, ...]:
-    from retina.models import ARCHS  # imported here: it loads torch, needed only to validate
-
-    return tuple(ARCHS)
-
-
 def check_value(name: str, key: str, value: Any) -> Any:
     """`value` validated (and ints made floats) for dimension `name`, or a Problem at `key`."""
     kind = TYPES[name]
@@ -121,7 +116,7 @@ def check_value(name: str, key: str, value: Any) -> Any:
             raise Problem(key, f"expected true or false, got {show(value)}", "write true or false")
         return value
     if kind is str:
-        choices = _archs() if name == "arch" else NAMES[name]
+        choices = ARCH_NAMES if name == "arch" else NAMES[name]
         if not isinstance(value, str) or value not in choices:
             raise Problem(
                 key, f"unknown {name} {show(value)}", f"choose one of {', '.join(choices)}"
