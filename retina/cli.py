@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from retina.errors import RetinaError
 
@@ -21,3 +23,15 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def run_command(main: Callable[[list[str] | None], int | None]) -> NoReturn:
+    """A `__main__` block: `run_main(main)` on sys.argv, then exit with its code.
+
+    The objects are frozen first: the interpreter's final garbage collections would otherwise
+    walk every object torch, Ray and the ONNX exporter made (measured: 2.9 s of a 32 s sweep,
+    after its last line), and nothing they would free outlives the process anyway."""
+    code = run_main(main)
+    sys.stdout.flush()
+    gc.freeze()
+    raise SystemExit(code)

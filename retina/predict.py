@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from retina.cli import run_main
+from retina.cli import run_command
 from retina.errors import RetinaError
 from retina.files import write_atomic
 from retina.grading import Graded, grade_files
@@ -243,4 +243,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main))
+    run_command(main)

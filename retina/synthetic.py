@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from retina.cli import run_main
+from retina.cli import run_command
 from retina.errors import RetinaError
 
 LABELS_CSV = "trainLabels.csv"
@@ -346,4 +346,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main))
+    run_command(main)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from retina.augment import AUGMENTS
-from retina.cli import run_main
+from retina.cli import run_command
 from retina.engine import OPTIMIZERS, NonFiniteLoss
 from retina.errors import RetinaError
 from retina.files import write_atomic
@@ -264,4 +264,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main))
+    run_command(main)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from retina.cli import run_main
+from retina.cli import run_command
 from retina.errors import RetinaError
 from retina.models import ARCHS, ensure_weights, weights_path
 
@@ -53,4 +53,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main))
+    run_command(main)

@@ -296,6 +296,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from retina.cli import run_main
+    from retina.cli import run_command
 
-    raise SystemExit(run_main(main))
+    run_command(main)

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from ray import tune
 
-from retina.cli import run_main
+from retina.cli import run_command
 from retina.models import build_model
 from retina.prepare import PreparedData, prepare_data
 from study.bench_driver import measure_sizes
@@ -318,4 +318,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main))
+    run_command(main)

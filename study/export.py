@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from retina.cli import run_main
+from retina.cli import run_command
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -53,4 +53,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main))
+    run_command(main)

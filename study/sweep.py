@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from retina.cli import run_main
+from retina.cli import run_command
 from retina.errors import RetinaError
 from study.define.schema import StudyConfig, hyperparameter_names, load_study, study_to_dict
 from study.record.layout import STUDY_JSON
@@ -183,4 +183,4 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main))
+    run_command(main)

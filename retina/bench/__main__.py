@@ -28,7 +28,7 @@ import torch
 
 from retina.bench import report
 from retina.bench.workspace import FULL, QUICK, Workspace, time_cache_builds
-from retina.cli import run_main
+from retina.cli import run_command
 from retina.errors import RetinaError
 
 
@@ -195,4 +195,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main))
+    run_command(main)

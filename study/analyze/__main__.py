@@ -26,7 +26,7 @@ import sys
 import webbrowser
 from pathlib import Path
 
-from retina.cli import run_main
+from retina.cli import run_command
 from retina.errors import RetinaError
 from study.analyze.banners import LiveStatus
 from study.analyze.load import find_studies, load_study, read_predictions
@@ -186,4 +186,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_main(main))
+    run_command(main)
