@@ -15,6 +15,8 @@ from study.run.ray_token import make_private, token_file, warn_if_shared
 from tests.conftest import SMALL_SWEEP
 from tests.helpers.cli import ROOT, run_cli
 
+pytestmark = pytest.mark.xdist_group(__name__)  # one worker: its sweep is made once
+
 
 @pytest.fixture(scope="module")
 def mlflow_sweep(synthetic_data, tmp_path_factory):

@@ -32,7 +32,9 @@ from tests.helpers.cli import ROOT
 
 CSV = "trainLabels.csv"
 TIMEOUT = 180  # far above a run's few seconds: reaching it means a hang
-pytestmark = pytest.mark.slow  # a dozen CLI runs: about a minute on 2 cores
+# A dozen CLI runs (about a minute on 2 cores) share one module fixture: under pytest-xdist
+# they run in one worker, so it is made once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(__name__)]
 
 
 @dataclass

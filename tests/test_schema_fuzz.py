@@ -83,12 +83,6 @@ values = st.recursive(
 documents = st.dictionaries(keys, values, max_size=8) | values
 
 
-@pytest.fixture(scope="module", autouse=True)
-def archs_imported() -> None:
-    """Validating an arch imports retina.models (torch): once, before the timed examples."""
-    study_from_dict(SHIPPED["demo.yaml"], "demo.yaml")
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("fuzz")
