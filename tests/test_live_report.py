@@ -127,8 +127,9 @@ def _touch_epochs(folder) -> None:
     write_parquet(folder / "epochs.parquet", pd.concat([epochs, epochs.tail(1)]))
 
 
-def test_renders_keep_to_their_share_of_the_cpu_in_one_kept_process(tmp_path):
+def test_renders_keep_to_their_share_of_the_cpu_in_one_kept_process(tmp_path, monkeypatch):
     """The real render process (python -m study.analyze --serve) on a real results folder."""
+    from study.run import live_report
     from study.run.live_report import LiveReport, machine_cores
     from tests.helpers.analyze_fixtures import make_results
 
@@ -168,6 +169,30 @@ def test_renders_keep_to_their_share_of_the_cpu_in_one_kept_process(tmp_path):
         clock.now += 10_000
         live.tick()
         assert live.renders == 3 and live._proc.pid != first_pid
+
+        # The final report comes from the same kept process (no start of its own), which ends.
+        kept = live._proc
+        monkeypatch.setattr(live_report.subprocess, "run", _no_new_process)
+        live.final()
+        assert kept.poll() is not None and live._proc is None
+        final = (folder / "report.html").read_text()
+        assert "live-banner" not in final and "live-reload" not in final
     finally:
         live.stop()
     assert live._proc is None  # stop() ends the render process
+
+
+def _no_new_process(*args, **kwargs):
+    raise AssertionError(f"a process was started for the final report: {args}")
+
+
+def test_without_a_live_render_the_final_report_has_a_process_of_its_own(tmp_path, capsys):
+    from study.run.live_report import LiveReport
+    from tests.helpers.analyze_fixtures import make_results
+
+    folder = make_results(tmp_path)
+    with LiveReport(folder, total=6, every_s=1e9) as live:  # no render before the end
+        live.final()
+    final = (folder / "report.html").read_text()
+    assert "live-banner" not in final and '<section id="summary"' in final
+    assert "report: " in capsys.readouterr().out

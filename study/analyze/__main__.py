@@ -12,7 +12,8 @@ results folder and on a study that is still running. Writes summary.json (the co
 numbers, docs/results.md) beside report.html — with --out, `<out>.summary.json` beside it —
 and prints the path of each report written. With --serve it stays up for a running sweep
 (study/run/live_report.py): each line on stdin asks for one render, each answer is one JSON line
-on stdout, so the imports (~2 CPU-s, more than a render) are paid once per sweep, not per render.
+on stdout, so the imports (~2 CPU-s, more than a render) are paid once per sweep, not per render;
+the request {"final": true} writes the finished study's report (no banner, no reload).
 """
 
 from __future__ import annotations
@@ -164,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
 
         def render(request: dict) -> None:
             now = dataclasses.replace(live, confirm_total=request.get("confirm_total"))
-            analyze_study(studies[0], None, args.top, args.resamples, now)
+            final = request.get(
+                "final", False
+            )  # the sweep ended: the report as `analyze` writes it
+            analyze_study(studies[0], None, args.top, args.resamples, None if final else now)
 
         serve(render, sys.stdin, replies)
         return 0
