@@ -44,7 +44,7 @@ SMALL_SWEEP = [
 # `make test-quick` runs `-m "not slow"`: no Ray start, no sweep. A test that uses one of these
 # fixtures (each a real sweep) is slow whatever its module says; the tests that start a sweep
 # or Ray themselves carry the mark in their module or on their function.
-SWEEP_FIXTURES = frozenset({"small_study", "model_dir", "mlflow_sweep"})
+SWEEP_FIXTURES = frozenset({"small_study", "model_dir"})
 
 
 def pytest_collection_modifyitems(config, items):
@@ -86,10 +86,19 @@ def synthetic_data(tmp_path_factory) -> Path:
 def _small_sweep(data: Path) -> Callable[[Path], None]:
     def run(folder: Path) -> None:
         results = folder / "results"
-        # The real sweep, counting the results stores its driver makes (tests/test_sweep.py).
+        home = folder / "home"  # Ray writes its token to $HOME/.ray/auth_token: never the real one
+        home.mkdir()
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+        }
+        # The real sweep, counting the results stores its driver makes (tests/test_sweep.py),
+        # logging to MLflow, under umask 000 (tests/test_mlflow_and_token.py).
         proc = run_cli(
             "tests.helpers.count_stores", "search_spaces/demo.yaml", "--data", str(data),
             "--results", str(results), "--name", "small", *SMALL_SWEEP,
+            "--mlflow", str(folder / "mlruns"), env={**env, "HOME": str(home)}, umask=0,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         (folder / "small-sweep.log").write_text(proc.stdout)  # outside results/
@@ -100,6 +109,7 @@ def _small_sweep(data: Path) -> Callable[[Path], None]:
 @pytest.fixture(scope="session")
 def small_study(tmp_path_factory, synthetic_data) -> Path:
     """One real 2-trial Ray Tune sweep per test run; returns results/<study> (under xdist, a
-    copy per worker: some tests write into it)."""
+    copy per worker: some tests write into it). Beside results/: small-sweep.log (its output),
+    mlruns/ (its MLflow store) and home/ (its $HOME)."""
     shared = made_once(tmp_path_factory, "small-sweep", _small_sweep(synthetic_data))
     return own_copy(tmp_path_factory, shared, "small-sweep") / "results" / "small"

@@ -1,9 +1,8 @@
-"""One small sweep under umask 000 with a private HOME and `--mlflow`: the MLflow store holds one
-run per trial with per-epoch metrics, and Ray's token file ends up readable by its owner only."""
+"""conftest's small sweep runs under umask 000 with a private HOME and `--mlflow`: the MLflow store
+holds one run per trial with per-epoch metrics, and Ray's token file is readable by its owner only."""
 
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
 import sys
@@ -12,29 +11,20 @@ import pandas as pd
 import pytest
 
 from study.run.ray_token import make_private, token_file, warn_if_shared
-from tests.conftest import SMALL_SWEEP
 from tests.helpers.cli import ROOT, run_cli
 
-pytestmark = pytest.mark.xdist_group(__name__)  # one worker: its sweep is made once
 
-
-@pytest.fixture(scope="module")
-def mlflow_sweep(synthetic_data, tmp_path_factory):
-    """(results/<study>, the MLflow store's URI, the sweep's HOME, its output)."""
-    base = tmp_path_factory.mktemp("mlflow-sweep")
-    home = base / "home"  # Ray writes its token to $HOME/.ray/auth_token: never the real one
-    home.mkdir()
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
-    }
-    env["HOME"] = str(home)
-    proc = run_cli(
-        "study.sweep", "search_spaces/demo.yaml", "--data", str(synthetic_data),
-        "--results", str(base / "results"), "--name", "tracked", *SMALL_SWEEP,
-        "--mlflow", str(base / "mlruns"), "--report-every", "0", env=env, umask=0,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return base / "results" / "tracked", (base / "mlruns").as_uri(), home, proc
+@pytest.fixture
+def mlflow_sweep(small_study):
+    """conftest's small sweep ran with `--mlflow`, a private HOME and umask 000: (results/<study>,
+    the MLflow store's URI, the sweep's HOME, its output)."""
+    base = small_study.parents[1]
+    return (
+        small_study,
+        (base / "mlruns").as_uri(),
+        base / "home",
+        (base / "small-sweep.log").read_text(),
+    )
 
 
 @pytest.mark.slow
@@ -44,7 +34,7 @@ def test_mlflow_store_has_one_run_per_trial_with_metrics_per_epoch(mlflow_sweep,
     folder, uri, _, _ = mlflow_sweep
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for it to read one
     client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("tracked")
+    experiment = client.get_experiment_by_name(folder.name)
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
     trials = pd.read_parquet(folder / "trials.parquet")
@@ -69,11 +59,11 @@ def _closest(by_lr: dict, lr: float):
 
 @pytest.mark.slow
 def test_a_sweep_under_umask_000_leaves_the_token_file_private(mlflow_sweep):
-    _, _, home, proc = mlflow_sweep
+    _, _, home, output = mlflow_sweep
     token = home / ".ray" / "auth_token"
     assert token.is_file(), "Ray wrote no token under the temporary HOME"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
-    assert proc.stdout.count(f"Ray token file {token}: made readable by you only") == 1
+    assert output.count(f"Ray token file {token}: made readable by you only") == 1
 
 
 def test_mlflow_missing_fails_before_ray_with_how_to_install(tmp_path):
