@@ -17,7 +17,7 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from tests.helpers.analyze_fixtures import DEFAULT_TRIALS, TrialSpec, make_results, write_parquet
-from tests.helpers.cli import run_here
+from tests.helpers.cli import assert_fails
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION_IDS = ["summary", "course", "leaderboard", "curves", "init", "hparams", "confusion"]
@@ -26,23 +26,6 @@ SECTION_IDS = ["summary", "course", "leaderboard", "curves", "init", "hparams", 
 def run_analyze(*args, cwd=ROOT) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "study.analyze", *map(str, args)]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
-
-
-@pytest.fixture
-def analyze(capsys):
-    """`python -m study.analyze ARGS`, its main run in this process."""
-    from study.analyze.__main__ import main
-
-    return lambda *args: run_here(main, args, capsys)
-
-
-def assert_fails(result: subprocess.CompletedProcess, *words: str) -> None:
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def test_report_is_one_file_with_plotly_embedded_once(tmp_path):

@@ -8,8 +8,8 @@ import json
 import shutil
 
 from tests.helpers.analyze_fixtures import make_results
+from tests.helpers.cli import assert_fails
 from tests.helpers.confirm_fixtures import add_confirm
-from tests.test_analyze_cli import analyze, assert_fails
 
 TOP_KEYS = {
     "schema_version", "study", "metric", "primary_metric", "confirm", "bootstrap", "cells",
@@ -37,7 +37,7 @@ def _strict(path):
     return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse)
 
 
-def test_a_study_with_a_confirm_stage(tmp_path):
+def test_a_study_with_a_confirm_stage(tmp_path, analyze):
     folder = add_confirm(make_results(tmp_path), TRUTH, seeds=3, n_patients=80)
     result = analyze(folder, "--resamples", "2000")
     assert result.returncode == 0, result.stderr
@@ -119,7 +119,7 @@ def test_a_study_with_a_confirm_stage(tmp_path):
     assert "Both eyes: per patient" in section and "80 test patients, 80 with both eyes" in section
 
 
-def test_the_same_seed_gives_the_same_summary(tmp_path):
+def test_the_same_seed_gives_the_same_summary(tmp_path, analyze):
     folder = add_confirm(make_results(tmp_path), TRUTH, seeds=2, n_patients=30)
     assert analyze(folder, "--resamples", "500").returncode == 0
     first = (folder / "summary.json").read_text()
@@ -127,7 +127,7 @@ def test_the_same_seed_gives_the_same_summary(tmp_path):
     assert (folder / "summary.json").read_text() == first
 
 
-def test_a_study_without_confirm_says_what_to_run(tmp_path):
+def test_a_study_without_confirm_says_what_to_run(tmp_path, analyze):
     folder = make_results(tmp_path)
     assert analyze(folder).returncode == 0
     summary = _strict(folder / "summary.json")
@@ -139,7 +139,7 @@ def test_a_study_without_confirm_says_what_to_run(tmp_path):
     assert "confirm: {compare: [arch, pretrained], seeds: 3}" in text
 
 
-def test_confirm_runs_without_predictions(tmp_path):
+def test_confirm_runs_without_predictions(tmp_path, analyze):
     folder = add_confirm(make_results(tmp_path), TRUTH, seeds=2, n_patients=20)
     shutil.rmtree(folder / "predictions")
     assert analyze(folder).returncode == 0
@@ -147,12 +147,12 @@ def test_confirm_runs_without_predictions(tmp_path):
     assert summary["confirm"]["status"] == "no_predictions" and summary["cells"] == []
 
 
-def test_bad_resamples(tmp_path):
+def test_bad_resamples(tmp_path, analyze):
     result = analyze(make_results(tmp_path), "--resamples", "10")
     assert result.returncode == 2 and "--resamples must be a whole number >= 100" in result.stderr
 
 
-def test_unreadable_predictions(tmp_path):
+def test_unreadable_predictions(tmp_path, analyze):
     folder = add_confirm(make_results(tmp_path), TRUTH, seeds=2, n_patients=20)
     (folder / "predictions" / "broken.parquet").write_text("not parquet")
     assert_fails(analyze(folder), "predictions", "not a readable Parquet file")

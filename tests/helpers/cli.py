@@ -30,3 +30,13 @@ def run_here(main, args, capsys) -> subprocess.CompletedProcess:
         code = exc.code
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(list(args), code, out, err)
+
+
+def assert_fails(result: subprocess.CompletedProcess, *words: str) -> None:
+    """Exit 2 with one line, `error: ...`, holding every word; no traceback."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
