@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.mlflow is not None:
         require_mlflow()  # before any work: a missing extra is a one-line fix
     folder = Path(args.results).resolve() / study.name
+    from study.record.disk import check_writable
     from study.run.lock import StudyLock
-    from study.run.preflight import check_writable
 
     check_writable(folder.parent)  # a full or read-only disk is refused as the preflight says
     with StudyLock(folder):  # one driver per study: taken before anything in it changes
@@ -113,7 +113,8 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     # here) is writable by others: Ray unpickles tune/*.pkl on --resume.
     os.umask(os.umask(0) | 0o022)
 
-    from study.record.results import ResultsStore, write_json_atomic
+    from study.record.disk import write_json_atomic
+    from study.record.results import ResultsStore
     from study.record.study_json import study_record
     from study.run.preflight import preflight  # torch is imported only once the YAML is valid
     from study.run.weights_policy import skip_missing_pretrained

@@ -38,10 +38,11 @@ from retina.models import build_model
 from retina.prepare import PreparedData
 from study.conclude.holdout import find_checkpoint
 from study.define.schema import StudyConfig
+from study.record.disk import DISK_FULL, disk_full_error
 from study.record.layout import CHECKPOINT_FILE, GALLERY_DIR
 from study.record.layout import GALLERY_INDEX as INDEX_FILE
 from study.record.ranking import best_trial_ids
-from study.record.results import DISK_FULL, ResultsStore, disk_full_error, write_parquet_atomic
+from study.record.results import ResultsStore, write_parquet_atomic
 
 ERRORS_PER_GRADE = 4
 CORRECT_PER_GRADE = 2

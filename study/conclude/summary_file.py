@@ -12,7 +12,8 @@ from pathlib import Path
 
 from study.analyze.load import load_study, read_predictions
 from study.analyze.summary import build_summary, summary_text
-from study.record.results import ResultsStore, write_atomic
+from study.record.disk import write_atomic
+from study.record.results import ResultsStore
 
 
 def write_summary(folder: Path, store: ResultsStore, resamples: int = 10_000) -> str:

@@ -22,8 +22,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from study.record.disk import write_atomic
 from study.record.layout import PREDICTIONS_DIR
-from study.record.results import NUM_CLASSES, write_atomic
+from study.record.results import NUM_CLASSES
 
 SPLITS = ("val", "test")
 # One schema for every file, so the folder reads as one table whatever each trial held.

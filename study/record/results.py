@@ -13,7 +13,6 @@ store from the journal (or, for a study written before the journal, from the Par
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import time
@@ -25,8 +24,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from retina import files
 from retina.errors import RetinaError
+from study.record.disk import DISK_FULL, disk_full_error, write_atomic
 from study.record.journal import Journal, event, plain, read_events, upgrade, write_events
 from study.record.layout import JOURNAL_FILE, Stage, Status
 from study.record.tables import (  # noqa: F401 (the tables' columns, for the store's readers)
@@ -44,7 +43,6 @@ from study.record.tables import (  # noqa: F401 (the tables' columns, for the st
     trials_frame_of,
 )
 
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 # A throttled rebuild of the Parquet files waits at least this many times its last duration:
 # in a very large study the rebuilds take at most ~10 % of the driver's time.
 REBUILD_SPACING = 10
@@ -53,31 +51,6 @@ REBUILD_SPACING = 10
 # a small study (rebuilds of milliseconds) always, as a user watching it (and the fault tests)
 # expect; in a very large one (rebuilds of ~0.1 s, trials ending every second) now and then.
 EVENT_SHARE = 0.02
-
-
-def disk_full_error(folder: Path) -> RetinaError:
-    return RetinaError(
-        f"no space left on the disk of {folder}; the sweep stopped and every file written so "
-        "far is intact. Free space there, then continue with --resume (or use --results DIR "
-        "on a larger disk for a new study)"
-    )
-
-
-def write_atomic(path: Path, write) -> None:
-    """`retina.files.write_atomic`, with a full disk said once, clearly, for the sweep.
-
-    A full disk leaves the previous file in place and raises `disk_full_error`.
-    """
-    try:
-        files.write_atomic(path, write)
-    except OSError as exc:
-        if exc.errno in DISK_FULL:
-            raise disk_full_error(path.parent) from None
-        raise
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_atomic(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
 
 
 def write_parquet_atomic(path: Path, df: pd.DataFrame) -> None:

@@ -17,8 +17,9 @@ from ray import tune
 from retina.prepare import PreparedData
 from study.define.schema import StudyConfig
 from study.define.space import resolve_gpu
+from study.record.disk import DISK_FULL, disk_full_error
 from study.record.layout import ENDED
-from study.record.results import DISK_FULL, ResultsStore, disk_full_error
+from study.record.results import ResultsStore
 from study.run.callback import ParquetCallback
 from study.run.keep import checkpoint_config
 from study.run.ray_private import run_config_of, trials_of

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,30 +18,7 @@ from retina.models import ensure_weights, missing_weights
 from retina.prepare import PreparedData, prepare_data
 from study.define.dimensions import finite_values
 from study.define.schema import StudyConfig, study_from_dict, study_to_dict
-from study.record.results import DISK_FULL
-
-PROBE_BYTES = 1 << 20
-
-
-def check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-") as probe:
-            # Real bytes, not an empty file: an empty file still fits on a full disk.
-            probe.write(bytes(PROBE_BYTES))
-            probe.flush()
-            os.fsync(probe.fileno())
-    except OSError as exc:
-        if exc.errno in DISK_FULL:
-            raise RetinaError(
-                f"results folder {folder} is on a full disk (no space left for a "
-                f"{PROBE_BYTES >> 20} MiB test file); free space there or choose another "
-                "with --results DIR"
-            ) from None
-        raise RetinaError(
-            f"results folder {folder} is not writable ({exc.strerror}); "
-            "choose another with --results DIR or fix its permissions"
-        ) from None
+from study.record.disk import check_writable
 
 
 def _diff(old: Any, new: Any, path: str = "") -> list[str]:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from retina.errors import RetinaError
-from study.record.results import DISK_FULL, disk_full_error
+from study.record.disk import DISK_FULL, disk_full_error
 
 KEPT = ".kept-state"
 STATE_GLOB = "experiment_state-*.json"
