@@ -118,6 +118,8 @@ def test_sweep_with_confirmation_writes_stage_seed_and_predictions(
     proc = run_cli(*args, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "confirmation: 2 cells x 1 seeds [1000]" in proc.stdout
+    # the printed leaderboard: the one-view kappa beside the kappa over the demo's 2 views
+    assert "test_kappa test_kappa_1view" in " ".join(proc.stdout.split())
     trials = check_contract(folder)
     assert (trials["stage"] == "search").sum() == 2 and (trials["stage"] == "confirm").sum() == 2
     # check_contract: each confirm run has its cell's best search trial's image_size, and its
