@@ -162,7 +162,7 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
                 run = StudyRun(study, data, folder, store, results_by_trial(grid), callbacks,
                                on_confirm_plan=live.expect_confirm)  # fmt: skip
                 finished = conclude_study(run)
-            print(leaderboard(store))
+            print(leaderboard(store, study.tta))
             # 5. the report, after the test results: without the live banner, by the render
             # process the live updates used (its imports paid once)
             live.final()

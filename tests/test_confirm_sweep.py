@@ -1,5 +1,7 @@
 """The confirmation stage in real sweeps: its rows, its per-image predictions, and a driver
-killed during it that `--resume` finishes with every (trial, epoch) exactly once.
+killed during it that `--resume` finishes with every (trial, epoch) exactly once. Each sweep
+samples every value of head, augment and schedule (issue 18: a new dimension is tested in a
+real sweep), and confirms both heads.
 
     .venv/bin/pytest tests/test_confirm_sweep.py
 """
@@ -11,6 +13,7 @@ import json
 import pandas as pd
 import pytest
 
+from study.define.values import AUGMENTS, HEADS, SCHEDULES
 from study.record.predictions import COLUMNS
 from tests.helpers.cli import run_cli
 from tests.helpers.processes import kill_driver_when, read_frame
@@ -18,8 +21,19 @@ from tests.helpers.processes import sweep_args as tiny_sweep_args
 
 pytestmark = pytest.mark.slow
 
-# One cell (resnet18 from scratch: no ImageNet weights offline), two new seeds.
-CONFIRM = ["--set", "confirm.compare=[arch]", "--set", "confirm.seeds=2"]
+# Random search over a head grid: one search trial per head (num_samples=1), each with its own
+# augment and schedule (depends_on), so two trials hold every value of the three dimensions.
+# The confirm stage compares the heads: two cells (resnet18 from scratch: no ImageNet weights
+# offline) x one new seed, as many runs as one cell x two seeds.
+RECIPES = {"classify": ("flips", "constant"), "regress": ("fundus", "cosine")}
+CONFIRM = ["--set", "search.algorithm=random",
+           "--set", "space.head={grid: [classify, regress]}",
+           "--set", "space.augment={depends_on: head, values: {classify: flips, regress: fundus}}",
+           "--set", "space.schedule={depends_on: head, values: {classify: constant, regress: cosine}}",
+           "--set", "num_samples=1",
+           "--set", "confirm.compare=[head]", "--set", "confirm.seeds=1"]  # fmt: skip
+PROBABILITIES = [f"p{c}" for c in range(5)]
+SIZES = {"classify": 32, "regress": 48}  # the first test's image_size, by head
 
 
 def sweep_args(data, results, name, *extra):
@@ -34,15 +48,26 @@ def check_contract(folder) -> pd.DataFrame:
     assert trials["stage"].dtype == "string" and str(trials["seed"].dtype) == "Int64"
     search, confirm = trials[trials["stage"] == "search"], trials[trials["stage"] == "confirm"]
     assert (search["seed"] == record["config"]["seed"]).all()
-    assert sorted(confirm["seed"]) == [1000, 1001] == record["seeds"]["confirm"]
+    # The search sampled every value of the new dimensions, each head with its own recipe.
+    assert sorted(search["head"]) == sorted(HEADS)  # one trial per head
+    assert set(search["augment"]) == set(AUGMENTS) and set(search["schedule"]) == set(SCHEDULES)
+    recipes = {h: (a, s) for h, a, s in search[["head", "augment", "schedule"]].itertuples(False)}
+    assert recipes == RECIPES
+    # One cell per head, each run once per confirm seed, from the cell's own best search trial.
+    assert sorted(confirm["head"]) == sorted(HEADS)
+    assert (confirm["seed"] == 1000).all() and record["seeds"]["confirm"] == [1000]
     assert (confirm["status"] == "TERMINATED").all(), confirm[["status", "error"]]
     assert confirm["test_acc"].notna().all()  # every confirm run tested once
     # ...over the demo's 2 views (tta: 2), and with one view beside it
     assert record["config"]["tta"] == 2 and confirm["test_kappa_1view"].notna().all()
     # ...as the cell's best search trial: the same configuration, all its epochs.
-    best = search.sort_values(["best_val_kappa", "best_val_loss"], ascending=[False, True])
-    for name in record["hyperparameters"]:
-        assert (confirm[name] == best[name].iloc[0]).all(), name
+    keys = ["best_val_kappa", "best_val_loss", "trial_id"]  # the one ranking's order
+    best = search.reset_index().sort_values(keys, ascending=[False, True, True])
+    best = best.set_index("trial_id")
+    for _, run in confirm.iterrows():
+        cell_best = best[best["head"] == run["head"]].iloc[0]
+        for name in record["hyperparameters"]:
+            assert run[name] == cell_best[name], (run["head"], name)
     assert (confirm["epochs_run"] == confirm["epochs"]).all()
     assert search.loc[search["test_acc"].notna()].index.tolist() == [best.index[0]]
 
@@ -52,6 +77,12 @@ def check_contract(folder) -> pd.DataFrame:
 
     table = pd.read_parquet(folder / "predictions")
     assert list(table.columns) == COLUMNS
+    # A regress head gives one score per image and no probabilities; a classify head both.
+    heads = table["trial_id"].map(trials["head"])
+    assert set(heads) == set(HEADS)
+    assert table["score"].notna().all()
+    assert table.loc[heads == "regress", PROBABILITIES].isna().all().all()
+    assert table.loc[heads == "classify", PROBABILITIES].notna().all().all()
     files = sorted(p.stem for p in (folder / "predictions").glob("*.parquet"))
     assert files == sorted(trials.index[trials["status"] == "TERMINATED"])
     rows = table.groupby(["trial_id", "split"]).size().unstack(fill_value=0)
@@ -78,20 +109,24 @@ def test_sweep_with_confirmation_writes_stage_seed_and_predictions(
     tmp_path, synthetic_data, monkeypatch
 ):
     folder = tmp_path / "confirm"
-    args = sweep_args(synthetic_data, tmp_path, "confirm", "--set", "num_samples=2",
+    args = sweep_args(synthetic_data, tmp_path, "confirm",
                       "--set", "space.epochs=1", "--set", "space.warmup_epochs=0",
                       "--set", "max_concurrent=2",
-                      # demo's seeded TPE draws 32 px, then 48: the confirm runs take the best's
-                      "--set", "data.image_size={choice: [32, 48]}",
+                      # a size per head: each confirm run takes its own cell's best's size
+                      "--set", "data.image_size={depends_on: head, values: {classify: 32, regress: 48}}",
                       "--mlflow", str(tmp_path / "mlruns"))  # fmt: skip
     proc = run_cli(*args, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "confirmation: 1 cells x 2 seeds [1000, 1001]" in proc.stdout
+    assert "confirmation: 2 cells x 1 seeds [1000]" in proc.stdout
+    # the printed leaderboard: the one-view kappa beside the kappa over the demo's 2 views
+    assert "test_kappa test_kappa_1view" in " ".join(proc.stdout.split())
     trials = check_contract(folder)
     assert (trials["stage"] == "search").sum() == 2 and (trials["stage"] == "confirm").sum() == 2
-    # check_contract: each confirm run has the best search trial's image_size, and its test
-    # rows (read from that size's cache) give its test accuracy
-    assert set(trials.loc[trials["stage"] == "search", "image_size"]) == {32, 48}
+    # check_contract: each confirm run has its cell's best search trial's image_size, and its
+    # test rows (read from that size's cache) give its test accuracy
+    for stage in ("search", "confirm"):
+        rows = trials[trials["stage"] == stage]
+        assert dict(zip(rows["head"], rows["image_size"], strict=True)) == SIZES, stage
     assert (folder / "tune-confirm").is_dir()
     from mlflow.tracking import MlflowClient  # the confirm runs are tracked as the search's
 
@@ -104,7 +139,7 @@ def test_sweep_with_confirmation_writes_stage_seed_and_predictions(
 def test_driver_killed_during_confirmation_then_resume(tmp_path, synthetic_data, monkeypatch):
     """SIGKILL the driver once the first confirm run finished; --resume runs only the rest."""
     folder, log = tmp_path / "killed", tmp_path / "sweep.log"
-    args = sweep_args(synthetic_data, tmp_path, "killed", "--set", "num_samples=1",
+    args = sweep_args(synthetic_data, tmp_path, "killed",
                       "--set", "space.epochs=2", "--set", "max_concurrent=1")  # fmt: skip
 
     def first_confirm_run_done():
@@ -124,9 +159,9 @@ def test_driver_killed_during_confirmation_then_resume(tmp_path, synthetic_data,
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "not tested" not in proc.stdout
     trials = check_contract(folder)
-    assert len(trials) == 3  # one search trial, two confirm runs: nothing ran twice
+    assert len(trials) == 4  # two search trials, two confirm runs: nothing ran twice
     epochs = read_frame(folder, "epochs.parquet")
-    assert len(epochs) == 2 * 3
+    assert len(epochs) == 2 * 4
     # The run that finished before the kill kept its rows: it was not trained again.
     old = epochs_before[epochs_before["trial_id"].isin(done)].reset_index(drop=True)
     new = epochs[epochs["trial_id"].isin(done)].reset_index(drop=True)

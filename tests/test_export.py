@@ -28,14 +28,12 @@ from retina.model_file import load_model
 from retina.models import build_model
 from retina.thresholds import DEFAULT_THRESHOLDS
 from retina.tta import dihedral_view, with_views
-from study.conclude.export import (
-    check_target,
-    export_winner,
+from study.conclude.export import check_target, export_winner, prepare_study_data
+from study.conclude.onnx_file import (
     onnx_max_difference,
     onnx_metadata,
     onnx_parity,
     parity_images,
-    prepare_study_data,
     write_onnx,
 )
 from study.conclude.parity import compare_logits

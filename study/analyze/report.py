@@ -230,7 +230,8 @@ def build_report(
     ranked = rank_trials(trials, study.score_column, study.mode)
     baselines = {s: tables.majority_share(study.class_counts, s) for s in ("train", "val", "test")}
     totals = tables.compute_totals(trials, study.epochs)
-    board = tables.leaderboard(trials, study.hyperparameters, study.metric, study.mode)
+    views = int((study.meta.get("config") or {}).get("tta", 1))  # a study from before tta: 1
+    board = tables.leaderboard(trials, study.hyperparameters, study.metric, study.mode, views)
     course = tables.course_table(trials, study.score_column, study.mode, study.class_counts)
     body = {
         "summary": _summary(study, ranked, totals),

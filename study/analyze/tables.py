@@ -121,24 +121,37 @@ def course_table(
     return pd.DataFrame(rows)
 
 
-def leaderboard_columns(hyperparameters: list[str], metric: str) -> list[str]:
+def with_one_view(columns: list[str], views: int) -> list[str]:
+    """`columns` with `test_kappa_1view` right after `test_kappa` when the study tests over
+    `views` > 1 dihedral views (its `tta`): what the views brought, read beside them. The
+    sweep's printed leaderboard and the report's use this one rule."""
+    if views <= 1 or "test_kappa" not in columns:
+        return list(columns)
+    at = columns.index("test_kappa") + 1
+    return [*columns[:at], "test_kappa_1view", *columns[at:]]
+
+
+def leaderboard_columns(hyperparameters: list[str], metric: str, views: int = 1) -> list[str]:
     metrics = list(REPORTED_METRICS)
     if metric.startswith("val_") and metric[4:] not in metrics:  # e.g. val_loss as the metric
         metrics.insert(0, metric[4:])
     return (
         ["rank", "trial_id", "status", *hyperparameters, "best_epoch"]
         + [f"best_val_{m}" for m in metrics]
-        + [f"test_{m}" for m in metrics]
+        + with_one_view([f"test_{m}" for m in metrics], views)
         + ["epochs_run", "stopped_early", "seconds", "error"]
     )
 
 
 def leaderboard(
-    trials: pd.DataFrame, hyperparameters: list[str], metric: str, mode: str
+    trials: pd.DataFrame, hyperparameters: list[str], metric: str, mode: str, views: int = 1
 ) -> pd.DataFrame:
-    """Every trial, best first by the study metric; unscored ones (no epoch yet) last."""
+    """Every trial, best first by the study metric; unscored ones (no epoch yet) last.
+    `views`: the study's tta (above 1, the one-view test kappa stands beside the test kappa)."""
     ranked = rank_trials(trials, f"best_{metric}", mode)
-    return ranked[leaderboard_columns(hyperparameters, metric)]
+    columns = leaderboard_columns(hyperparameters, metric, views)
+    # test_kappa_1view is optional in the contract: a study tested before it was recorded
+    return ranked[[c for c in columns if c in ranked.columns or c != "test_kappa_1view"]]
 
 
 def early_stopping(trials: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float]]:

@@ -7,20 +7,20 @@ search trial by the study's one ranking (`study.record.ranking`) unless `--trial
 its weights come from the checkpoint of its best epoch in `tune/`. The ONNX file is checked
 against PyTorch with onnxruntime on real cached images before anything is kept: outputs that
 differ beyond a tolerance scaled by their size, or other probabilities or grades, fail the
-export (`study.conclude.parity`). With the study's `tta` > 1 the ONNX graph holds the views
-itself (`retina.tta.DihedralTTA`, stacked: one network, views x N images per run) and is
-checked against the views as the study's tests ran them: an ONNX user gets the tested model
-from one call, with nothing to rebuild (which views, averaged how) and nothing to get wrong;
-`model.pt` keeps the bare network and its `tta`, so retina.predict can also grade with
-`--tta 1`. The folder is filled under a temporary
-name and renamed into place (`retina.files.write_folder_atomic`): never a half-written best/.
+export (`study.conclude.onnx_file` writes and checks the file; `study.conclude.parity`
+compares). With the study's `tta` > 1 the ONNX graph holds the views itself
+(`retina.tta.DihedralTTA`, stacked: one network, views x N images per run) and is checked
+against the views as the study's tests ran them: an ONNX user gets the tested model from one
+call, with nothing to rebuild (which views, averaged how) and nothing to get wrong; `model.pt`
+keeps the bare network and its `tta`, so retina.predict can also grade with `--tta 1`. The
+folder is filled under a temporary name and renamed into place
+(`retina.files.write_folder_atomic`): never a half-written best/.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,21 +34,16 @@ from retina.heads import head_outputs
 from retina.model_file import CARD_FILE, GRADE_NAMES, MODEL_FILE, ONNX_FILE, model_record, plain
 from retina.models import build_model
 from retina.prepare import PreparedData, prepare_data
-from retina.thresholds import DEFAULT_THRESHOLDS
-from retina.tta import DihedralTTA, with_views
+from retina.tta import with_views
 from study.conclude.card import CardInputs, render_card
 from study.conclude.card_screening import screening_record
 from study.conclude.holdout import checkpoint_on_disk
-from study.conclude.parity import Parity, compare_logits, compare_scores, worst
+from study.conclude.onnx_file import OPSET, onnx_metadata, onnx_parity, parity_images, write_onnx
 from study.define.schema import study_from_dict
 from study.record.layout import BEST_DIR, CHECKPOINT_FILE, EXPORT_FAILED_FILE, STUDY_JSON, TUNE_DIR
 from study.record.ranking import best_trial_ids, rank_trials
 from study.record.study_json import package_versions
 
-# Why the sweep's export failed, beside best/; removed by the next export into best/ that
-# works. The sweep's last line repeats it (`export_failure`), so a failure is not missed.
-OPSET = 18
-PARITY_IMAGES = 32  # real cached images the ONNX file is checked on
 EXPORT_PACKAGES = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "numpy")
 
 
@@ -169,98 +164,6 @@ def prepare_study_data(
         skip_bad=d["skip_bad"], cache_root=cache_root, val_fraction=d["val_fraction"],
         test_fraction=d["test_fraction"], progress=True,
     )  # fmt: skip
-
-
-def parity_images(data: PreparedData) -> torch.Tensor:
-    """Up to PARITY_IMAGES real cached test images, normalised exactly as in evaluation."""
-    x, _ = next(iter(data.loader("test", PARITY_IMAGES, torch.device("cpu"), train=False)))
-    return x.clone()
-
-
-def onnx_output(model: torch.nn.Module) -> str:
-    """The ONNX output's name: `logits` [N, 5] (classify) or `score` [N, 1] (regress); of the
-    network inside a `DihedralTTA` (its outputs keep the network's shape and meaning)."""
-    network = model.model if isinstance(model, DihedralTTA) else model
-    return "score" if network.fc.out_features == 1 else "logits"
-
-
-def write_onnx(
-    model: torch.nn.Module,
-    example: torch.Tensor,
-    path: Path,
-    metadata: dict[str, str] | None = None,
-) -> None:
-    """`metadata`: key/value text kept in the file (a regress head's `head` and `thresholds`)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the exporter's notes on its own internals
-            torch.onnx.export(
-                model, (example[:2],), str(path), dynamo=True, external_data=False,
-                opset_version=OPSET, input_names=["images"], output_names=[onnx_output(model)],
-                dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
-            )  # fmt: skip
-    except Exception as exc:  # noqa: BLE001 - any exporter failure ends the export, in one line
-        raise RetinaError(f"ONNX export failed: {type(exc).__name__}: {exc}") from None
-    if metadata:
-        add_onnx_metadata(path, metadata)
-
-
-def add_onnx_metadata(path: Path, metadata: dict[str, str]) -> None:
-    import onnx
-
-    proto = onnx.load(str(path))
-    onnx.helper.set_model_props(proto, metadata)
-    onnx.save(proto, str(path))
-
-
-def onnx_metadata(head: str, thresholds: list[float] | None, views: int = 1) -> dict[str, str]:
-    """What an ONNX user needs to grade a regress head's score: grade g when
-    thresholds[g-1] <= score < thresholds[g] (`retina.predict` applies model.pt's); `tta`:
-    how many dihedral views the graph averages (classify: its logits are then the log of the
-    mean softmax; regress: the mean score)."""
-    meta = {"head": head, "tta": str(views)}
-    if thresholds is not None:
-        meta["thresholds"] = json.dumps(thresholds)
-    return meta
-
-
-def onnx_parity(
-    path: Path, model: torch.nn.Module, x: torch.Tensor, thresholds: list[float] | None = None
-) -> Parity:
-    """onnxruntime against PyTorch on `x` and on its first image alone (the dynamic batch):
-    outputs within a tolerance that scales with them, probabilities and grades (a regress
-    head: scores, and grades cut by `thresholds` (None: the ONNX file's own metadata);
-    `study.conclude.parity`); RetinaError naming what disagrees."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = onnx_output(model)
-    if name == "score" and thresholds is None:
-        stored = session.get_modelmeta().custom_metadata_map.get("thresholds")
-        thresholds = json.loads(stored) if stored else list(DEFAULT_THRESHOLDS)
-    parts = []
-    with torch.inference_mode():
-        for batch in (x, x[:1]):
-            expected = model(batch).numpy()
-            got = session.run([name], {"images": batch.numpy()})[0]
-            parts.append(
-                compare_scores(expected, got, thresholds)
-                if name == "score"
-                else compare_logits(expected, got)
-            )
-    verdict = worst(parts)
-    if not verdict.ok:
-        raise RetinaError(
-            f"the ONNX model disagrees with PyTorch on {len(x)} real images: "
-            + "; ".join(verdict.problems())
-            + "; nothing was written"
-        )
-    return verdict
-
-
-def onnx_max_difference(path: Path, model: torch.nn.Module, x: torch.Tensor) -> float:
-    """Largest |output| difference of a passing parity check (`onnx_parity`)."""
-    return onnx_parity(path, model, x).max_diff
 
 
 def locate(

@@ -13,16 +13,16 @@
       image_size: {choice: [256, 384, 512]}         # a dimension written under data: a cache each
 
 `study.define.schema` calls `parse_space`; `study.define.space` turns the result into Ray Tune objects.
+Each value in it is checked by `study.define.values` (its type, names and bounds).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-from retina.archs import ARCH_NAMES
 from study.define.overrides import Problem, closest, show, unknown_key
+from study.define.values import EXAMPLES, TYPES, check_value, number
 
 # fmt: off
 DIMENSIONS = ("arch", "pretrained", "lr", "batch_size", "epochs", "weight_decay", "optimizer",
@@ -34,27 +34,10 @@ WHERE = {"image_size": "data.image_size"}
 SPACE_NAMES = tuple(name for name in DIMENSIONS if name not in WHERE)
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint")
 CONDITIONAL = ("depends_on", "values")
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("constant", "cosine")  # retina.schedules.SCHEDULES (tests check they agree)
-AUGMENTS = ("flips", "fundus")  # retina.augment.AUGMENTS
-# classify: 5-way softmax + cross-entropy; regress: one output, SmoothL1 on the grade, cut by
-# thresholds (retina.heads; as OPTIMIZERS, named here so that validating needs no torch).
-HEADS = ("classify", "regress")
-TYPES = {"arch": str, "pretrained": bool, "lr": float, "batch_size": int, "epochs": int,
-         "weight_decay": float, "optimizer": str, "momentum": float, "class_weighted": bool,
-         "schedule": str, "warmup_epochs": int, "augment": str, "head": str, "image_size": int}
 # arch, lr, batch_size, epochs and image_size have no default: a study must say what it trains.
 DEFAULTS = {"pretrained": False, "weight_decay": 0.0, "optimizer": "sgd", "momentum": 0.9,
             "class_weighted": False, "schedule": "constant", "warmup_epochs": 0, "augment": "flips",
             "head": "classify"}
-# Names of the text dimensions other than arch (retina.archs.ARCH_NAMES, read without torch).
-NAMES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": AUGMENTS, "head": HEADS}
-# Whole-number dimensions not starting at 1; below 32 px a ResNet's stride-32 stem leaves no
-# 1x1 map to pool, and above 1024 px one cache of 35,000 photographs is over 100 GB.
-LOWEST = {"batch_size": 2, "warmup_epochs": 0, "image_size": 32}
-HIGHEST = {"image_size": 1024}
-_EXAMPLES = {"arch": "{choice: [resnet18, resnet50]}", "lr": "{loguniform: [1.0e-4, 1.0e-1]}",
-             "batch_size": "{choice: [16, 32]}", "epochs": "{choice: [2, 3]}", "image_size": "512"}
 # fmt: on
 
 
@@ -95,68 +78,6 @@ def finite_values(dim: Dimension) -> tuple | None:
 
 def key_text(value: Any) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
-
-
-def number(value: Any) -> float | None:
-    """`value` as a finite float, or None (bools, text, inf, nan and huge ints are not numbers)."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return None
-    try:
-        out = float(value)
-    except OverflowError:
-        return None
-    return out if math.isfinite(out) else None
-
-
-def check_value(name: str, key: str, value: Any) -> Any:
-    """`value` validated (and ints made floats) for dimension `name`, or a Problem at `key`."""
-    kind = TYPES[name]
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise Problem(key, f"expected true or false, got {show(value)}", "write true or false")
-        return value
-    if kind is str:
-        choices = ARCH_NAMES if name == "arch" else NAMES[name]
-        if not isinstance(value, str) or value not in choices:
-            raise Problem(
-                key, f"unknown {name} {show(value)}", f"choose one of {', '.join(choices)}"
-            )
-        return value
-    if kind is int:
-        lo = LOWEST.get(name, 1)
-        if not isinstance(value, int) or isinstance(value, bool):
-            fix = f"write e.g. {_EXAMPLES.get(name, lo * 8)}"
-            raise Problem(key, f"expected a whole number, got {show(value)}", fix)
-        if value < lo:
-            raise Problem(key, f"must be >= {lo}, got {show(value)}", f"use {lo} or more")
-        if value > HIGHEST.get(name, value):
-            hi = HIGHEST[name]
-            raise Problem(key, f"must be <= {hi}, got {show(value)}", f"use {hi} or less")
-        return value
-    out = number(value)
-    if out is None:
-        raise Problem(key, f"expected a finite number, got {show(value)}", "write e.g. 1.0e-3")
-    if name == "lr" and not out > 0:
-        raise Problem(
-            key, f"must be > 0, got {show(value)}", "use a positive learning rate, e.g. 1.0e-3"
-        )
-    if name == "weight_decay" and out < 0:
-        raise Problem(key, f"must be >= 0, got {show(value)}", "use 0 for none, or e.g. 1.0e-4")
-    if name == "momentum" and not 0 <= out < 1:
-        raise Problem(key, f"must be in [0, 1), got {show(value)}", "use e.g. 0.9")
-    return out
-
-
-def coerce_value(name: str, value: Any) -> Any:
-    """A value Tune/Optuna sampled for `name` as a plain Python value (numpy scalars unwrapped)."""
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        value = value.item()
-    kind = TYPES[name]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ValueError(f"trial value {value!r} for {name!r} is not a {kind.__name__}")
-    return value
 
 
 def _options(name: str, key: str, kind: str, arg: Any) -> Dimension:
@@ -306,7 +227,7 @@ def parse_space(raw: Any, algorithm: str, data: dict[str, Any]) -> dict[str, Dim
     dims: dict[str, Dimension] = {}
     for name in DIMENSIONS:
         if name not in raw and name not in DEFAULTS:
-            raise Problem(key_of(name), "missing", f"add e.g. {name}: {_EXAMPLES[name]}")
+            raise Problem(key_of(name), "missing", f"add e.g. {name}: {EXAMPLES[name]}")
         if name not in raw:
             dims[name] = Dimension(name, "fixed", (DEFAULTS[name],))
         elif not _is_conditional(raw[name]):

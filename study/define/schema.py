@@ -30,15 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from retina.errors import RetinaError
-from study.define.dimensions import (
-    DIMENSIONS,
-    WHERE,
-    Dimension,
-    coerce_value,
-    finite_values,
-    parse_space,
-)
-from study.define.dimensions import number as as_number
+from study.define.dimensions import DIMENSIONS, WHERE, Dimension, finite_values, parse_space
 from study.define.overrides import (
     TEXT,
     Override,
@@ -50,6 +42,8 @@ from study.define.overrides import (
     show,
     unknown_key,
 )
+from study.define.values import coerce_value
+from study.define.values import number as as_number
 
 # fmt: off
 __all__ = ["DIMENSIONS", "KEYS", "TTA_VIEWS", "ConfirmConfig", "Dimension", "StudyConfig", "finite_values", "hyperparameter_names",
