@@ -14,11 +14,12 @@ import pandas as pd
 import pytest
 
 from tests.helpers.cli import ROOT
+from tests.helpers.processes import NO_DASHBOARD
 
 # 4 scratch trials of resnet18 at 32 px, one at a time: the sweep lasts long enough for several
 # live renders (every second at most), even on a busy machine.
 # Long enough on a quiet machine for several Parquet rebuilds (every 5 s) while it searches.
-LIVE_SWEEP = [
+LIVE_SWEEP = [*NO_DASHBOARD,
     "--set", "num_samples=6", "--set", "space.pretrained=false", "--set", "space.arch=resnet18",
     "--set", "space.head=classify", "--set", "data.image_size=32", "--set", "space.epochs=3", "--set", "space.batch_size=16",
     "--set", "test_top_k=1", "--set", "max_concurrent=1", "--set", "scheduler.name=none",

@@ -15,11 +15,12 @@ from retina.models import weights_path
 from study.define.schema import load_study, study_to_dict
 from study.run.weights_policy import skip_missing_pretrained
 from tests.helpers.cli import run_cli
+from tests.helpers.processes import NO_DASHBOARD
 
 UNREACHABLE_MIRROR = "http://127.0.0.1:9/models"  # a closed port: "offline", at once
 # The demo space, small: one pretrained and one scratch trial of resnet18 at 32 px, one epoch,
 # and its confirm stage (head: one cell here) with one seed.
-TINY_DEMO = [
+TINY_DEMO = [*NO_DASHBOARD,
     "--set", "search.algorithm=random", "--set", "space.pretrained={grid: [true, false]}",
     "--set", "space.arch=resnet18", "--set", "num_samples=1", "--set", "data.image_size=32",
     "--set", "space.epochs=1", "--set", "space.warmup_epochs=0",  # one epoch: no warm-up,

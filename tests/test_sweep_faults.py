@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 
 from tests.helpers.cli import ROOT, run_cli
+from tests.helpers.processes import NO_DASHBOARD
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--set", "data.image_size=32", "--set", "space.arch=resnet18", "--set", "space.head=classify",
+TINY = [*NO_DASHBOARD, "--set", "data.image_size=32", "--set", "space.arch=resnet18", "--set", "space.head=classify",
         "--set", "space.pretrained=false", "--set", "space.batch_size=16",
         "--set", "test_top_k=1", "--set", "confirm.seeds=0"]  # fmt: skip
 
@@ -32,6 +33,7 @@ def test_nan_trial_is_recorded_and_the_study_finishes(tmp_path, synthetic_data):
         "--set", "num_samples=1",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Ray dashboard: off (--dashboard-host off)" in proc.stdout  # a Ray without it
     trials = read_trials(tmp_path / "nan")
     assert len(trials) == 2
     bad = trials[trials["lr"] > 1]

@@ -35,7 +35,9 @@ TABLE_PARAMS = {
 TABLE_METRICS = {"epoch": "epoch", "val_acc": "val acc", "val_kappa": "val kappa"}
 
 
-def start_ray(address: str | None, dashboard_host: str) -> None:
+def start_ray(address: str | None, dashboard_host: str | None) -> None:
+    """Join the cluster at `address`, or start a local Ray; `dashboard_host` None: without its
+    dashboard (study.sweep's `--dashboard-host off`)."""
     check_ray_version()  # the private uses in study.run.ray_private were read against it
     token = token_file()
     if address:  # join a cluster; its dashboard was configured by whoever started it
@@ -45,13 +47,15 @@ def start_ray(address: str | None, dashboard_host: str) -> None:
         make_private(token)  # an old token is reused by ray.init: private before it serves
         ctx = ray.init(
             address="local",
-            include_dashboard=True,
-            dashboard_host=dashboard_host,
+            include_dashboard=dashboard_host is not None,
+            dashboard_host=dashboard_host or "127.0.0.1",
             log_to_driver=True,
         )
         make_private(token)  # ray.init writes a new one world-readable (0666 minus the umask)
     url = getattr(ctx, "dashboard_url", None)
-    if url:  # token authentication is on: the dashboard asks for the token in this file
+    if dashboard_host is None and not address:
+        print("Ray dashboard: off (--dashboard-host off)")
+    elif url:  # token authentication is on: the dashboard asks for the token in this file
         print(f"Ray dashboard: http://{url} (token: {token})")
     else:
         print("Ray dashboard: not available (install ray[default])")
