@@ -65,8 +65,8 @@ def command(ws: Workspace) -> list[str]:
         str(s.batch),
         "--cache-dir",
         str(ws.cache_root),
-        # The driver's cost per result: 64 and 1,024 trials x 30 epochs (quick: 8 and 32 x 5).
-        *(["--driver-trials", "8", "32", "--driver-epochs", "5"] if s.trials <= 2 else []),
+        # The driver's cost per result: 64 and 1,024 trials x 30 epochs (quick: 4 and 8 x 3).
+        *(["--driver-trials", "4", "8", "--driver-epochs", "3"] if s.trials <= 2 else []),
         *(arg for item in s.checkpoint_set for arg in ("--checkpoint-set", item)),
     ]
 
