@@ -49,15 +49,17 @@ dashboard:
 weights: $(STAMP)
 	$(PY) -m retina.weights
 
-# Everything (~28 min on 2 cores): before a commit that lands. `pytest -n auto --dist loadscope`
-# runs modules in parallel workers (each module in one worker: its fixtures made once); on 2
-# cores it measured 22.3 min, but it is not the default until a whole run of it passed.
+# Everything: before a commit that lands. Two pytest-xdist workers (one compute thread each,
+# tests/conftest.py); a module whose tests share a costly fixture runs in one worker
+# (xdist_group). `make test TEST_WORKERS=0` runs it in this one process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 test: $(STAMP)
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q $(XDIST) --durations=15
 
-# The edit loop (~2 min): no Ray start, no sweep (tests marked slow are left out).
+# The edit loop (~2 min on 2 cores): no Ray start, no sweep (tests marked slow are left out).
 test-quick: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(XDIST) -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check retina study tests
