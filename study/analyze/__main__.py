@@ -165,9 +165,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def render(request: dict) -> None:
             now = dataclasses.replace(live, confirm_total=request.get("confirm_total"))
-            final = request.get(
-                "final", False
-            )  # the sweep ended: the report as `analyze` writes it
+            # {"final": true}: the sweep ended; the report as `analyze` writes it
+            final = request.get("final", False)
             analyze_study(studies[0], None, args.top, args.resamples, None if final else now)
 
         serve(render, sys.stdin, replies)

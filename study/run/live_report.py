@@ -237,12 +237,8 @@ class LiveReport:
         reply = self._ask({"final": True}) if self._proc is not None else None
         if reply is None:  # no live render ran, or its process died: a process of its own
             proc = subprocess.run(self.command(live=False), capture_output=True, text=True)
-            lines = proc.stderr.strip().splitlines()
-            reason = (
-                (lines[-1] if lines else f"exit status {proc.returncode}")
-                if proc.returncode
-                else ""
-            )
+            lines = proc.stderr.strip().splitlines()  # the reason, if it failed
+            reason = lines[-1] if lines else f"exit status {proc.returncode}"
             reply = {"ok": proc.returncode == 0, "error": reason}
         self.stop()
         if reply["ok"]:
