@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from study.run.ray_token import make_token, token_file
 from tests.helpers.cli import run_cli, run_here
 from tests.helpers.shared import made_once, own_copy
 
@@ -57,6 +59,11 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
+    else:
+        # Ray's token, made before any worker starts a Ray: the in-process clusters of the
+        # cluster tests (ray.cluster_utils) would write their own, racing a sweep's in the other
+        # worker on a fresh machine (study.run.ray_token says what that race does).
+        make_token(token_file(), log=io.StringIO())
 
 
 def pytest_collection_modifyitems(config, items):

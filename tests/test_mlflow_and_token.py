@@ -3,6 +3,8 @@ holds one run per trial with per-epoch metrics, and Ray's token file is readable
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import re
 import stat
 import subprocess
@@ -11,7 +13,7 @@ import sys
 import pandas as pd
 import pytest
 
-from study.run.ray_token import make_private, token_file, warn_if_shared
+from study.run.ray_token import make_private, make_token, token_file, warn_if_shared
 from tests.helpers.cli import ROOT, run_cli
 
 
@@ -62,11 +64,13 @@ def _closest(by_lr: dict, lr: float):
 def test_a_sweep_under_umask_000_leaves_the_token_file_private(mlflow_sweep):
     _, _, home, output = mlflow_sweep
     token = home / ".ray" / "auth_token"
-    assert token.is_file(), "Ray wrote no token under the temporary HOME"
+    assert token.is_file(), "no token under the temporary HOME"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert re.fullmatch(r"[0-9a-f]{64}", token.read_text())  # the one the sweep made; Ray kept it
     # Said once, naming the file (the sweep ran in the shared folder this test's copy came from).
-    said = re.findall(r"Ray token file (\S+): made readable by you only", output)
+    said = re.findall(r"Ray token file (\S+): new, readable by you only", output)
     assert len(said) == 1 and said[0].endswith("/home/.ray/auth_token"), said
+    assert "made readable by you only" not in output  # private from its first byte
 
 
 def test_mlflow_missing_fails_before_ray_with_how_to_install(tmp_path):
@@ -99,3 +103,38 @@ def test_token_file_is_made_private_or_warned_about(tmp_path, monkeypatch, capsy
     assert make_private(path)  # our own Ray: fix it, and say so
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert not make_private(path) and not warn_if_shared(path)  # once
+
+
+def _make_token_when_told(path, go, made):
+    go.wait()
+    made.put(make_token(path, log=open(os.devnull, "w")))
+
+
+def test_processes_making_the_token_at_once_agree_on_one(tmp_path, monkeypatch):
+    """Two sweeps started at once on a fresh machine: each must find the same token (Ray's own
+    check-then-write let each write its own; the node whose token was replaced timed out)."""
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    path = tmp_path / ".ray" / "auth_token"
+    ctx = multiprocessing.get_context("fork")
+    go, made = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_make_token_when_told, args=(path, go, made)) for _ in range(6)]
+    for proc in procs:
+        proc.start()
+    go.set()  # all at once
+    for proc in procs:
+        proc.join(30)
+    assert sorted(made.get(timeout=5) for _ in procs) == [False] * 5 + [True]
+    assert re.fullmatch(r"[0-9a-f]{64}", path.read_text())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["auth_token"]  # no draft left behind
+    before = path.read_text()
+    assert not make_token(path) and path.read_text() == before  # an existing token stands
+
+
+@pytest.mark.parametrize("env", [{"RAY_AUTH_MODE": "disabled"}, {"RAY_AUTH_TOKEN": "abc"}])
+def test_no_token_file_when_ray_would_not_read_one(tmp_path, monkeypatch, env):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert not make_token(tmp_path / "auth_token")
+    assert not (tmp_path / "auth_token").exists()

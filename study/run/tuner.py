@@ -23,7 +23,7 @@ from study.record.layout import CONFIRM_DIR, TUNE_DIR, Stage
 from study.record.results import ResultsStore
 from study.run.experiment import callbacks_for, restore, run_config, trainable
 from study.run.ray_private import check_ray_version
-from study.run.ray_token import make_private, token_file, warn_if_shared
+from study.run.ray_token import make_private, make_token, token_file, warn_if_shared
 
 TABLE_PARAMS = {
     "arch": "arch",
@@ -44,14 +44,16 @@ def start_ray(address: str | None, dashboard_host: str | None) -> None:
         ctx = ray.init(address=address, log_to_driver=True)
         warn_if_shared(token)  # not ours to change: say how
     else:  # "local": a new Ray of its own, never one that `ray start` left on this machine
-        make_private(token)  # an old token is reused by ray.init: private before it serves
+        # A missing token is ours to make, private and whole before any Ray process reads it;
+        # an old one is reused by ray.init: private before it serves.
+        make_token(token) or make_private(token)
         ctx = ray.init(
             address="local",
             include_dashboard=dashboard_host is not None,
             dashboard_host=dashboard_host or "127.0.0.1",
             log_to_driver=True,
         )
-        make_private(token)  # ray.init writes a new one world-readable (0666 minus the umask)
+        make_private(token)  # one Ray wrote itself (0666 minus the umask): private too
     url = getattr(ctx, "dashboard_url", None)
     if dashboard_host is None and not address:
         print("Ray dashboard: off (--dashboard-host off)")
