@@ -197,3 +197,25 @@ def test_without_a_live_render_the_final_report_has_a_process_of_its_own(tmp_pat
     final = (folder / "report.html").read_text()
     assert "live-banner" not in final and '<section id="summary"' in final
     assert "report: " in capsys.readouterr().out
+
+
+def test_a_final_render_that_hangs_does_not_hold_the_sweeps_end(tmp_path, monkeypatch, capsys):
+    """The kept process takes the request and never answers, and so does a process of its own:
+    each is killed after `final_wait_s`, the sweep says the report is missing and goes on."""
+    from study.run import live_report
+    from tests.helpers.analyze_fixtures import make_results
+
+    folder = make_results(tmp_path)
+    hangs = [sys.executable, "-c", "import sys, time; sys.stdin.readline(); time.sleep(600)"]
+    live = live_report.LiveReport(folder, total=6, every_s=1, log=sys.stdout, final_wait_s=1)
+    monkeypatch.setattr(live, "command", lambda live: hangs)
+    with live:
+        live._start()  # as `tick` does at the first render
+        kept = live._proc
+        started = time.monotonic()
+        live.final()
+    assert time.monotonic() - started < 30  # two waits of 1 s, not 600
+    assert kept.poll() is not None and live._proc is None
+    out = capsys.readouterr().out
+    assert "warning: final report not written (no report after 1 s)" in out
+    assert f"python -m study.analyze {folder}" in out

@@ -61,13 +61,15 @@ def machine_cores() -> int:
 class LiveReport:
     """The background renderer of one study's report; see the module docstring.
 
-    `clock` (seconds, monotonic) is the time the budget is measured in; tests pass their own."""
+    `clock` (seconds, monotonic) is the time the budget is measured in; tests pass their own.
+    `final_wait_s`: the longest the sweep's end waits for a render, then it goes on without."""
 
     def __init__(
         self, folder: Path, total: int, every_s: float, cpu_share: float = CPU_SHARE,
-        log=None, clock=time.monotonic,
+        log=None, clock=time.monotonic, final_wait_s: float = FINAL_WAIT_S,
     ):  # fmt: skip
         self.folder, self.total, self.every_s, self.cpu_share = folder, total, every_s, cpu_share
+        self.final_wait_s = final_wait_s
         self.log, self.clock = log or sys.stderr, clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -160,16 +162,24 @@ class LiveReport:
         # at the trials' priority and slow them.
         lower_priority(self._proc.pid)
 
-    def _ask(self, request: dict) -> dict | None:
-        """One render by the render process: its reply, or None if it had died (then ended)."""
+    def _ask(self, request: dict, timeout: float | None = None) -> dict | None:
+        """One render by the render process: its reply, or None if it had died (then ended) or,
+        with `timeout`, had not answered within it (then killed)."""
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
+        # A render that hangs must not hold the sweep's end: killed, its answer ends empty.
+        watchdog = threading.Timer(timeout, proc.kill) if timeout else None
         try:
             proc.stdin.write(json.dumps(request) + "\n")
             proc.stdin.flush()
+            if watchdog:
+                watchdog.start()
             line = proc.stdout.readline()  # blocks this thread only, for one render
         except OSError:  # the process had died: a broken pipe
             line = ""
+        finally:
+            if watchdog:
+                watchdog.cancel()
         if not line:
             self._end_process(died=True)
             return None
@@ -188,7 +198,7 @@ class LiveReport:
         except OSError:
             pass
         try:
-            proc.wait(timeout=FINAL_WAIT_S)
+            proc.wait(timeout=self.final_wait_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -198,6 +208,19 @@ class LiveReport:
         if died:
             self.failures += 1
             self._warn(text.splitlines()[-1] if text else f"exit status {proc.returncode}")
+
+    def _render_alone(self) -> dict:
+        """The final report by a `python -m study.analyze` of its own: {"ok", "error"}."""
+        try:
+            proc = subprocess.run(
+                self.command(live=False), capture_output=True, text=True,
+                timeout=self.final_wait_s,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return {"ok": False, "error": f"no report after {self.final_wait_s:g} s"}
+        lines = proc.stderr.strip().splitlines()  # the reason, if it failed
+        reason = lines[-1] if lines else f"exit status {proc.returncode}"
+        return {"ok": proc.returncode == 0, "error": reason}
 
     def _warn(self, reason: str) -> None:
         if reason == self._last_error:  # a render failing the same way every time: say it once
@@ -219,7 +242,7 @@ class LiveReport:
     def _stop_thread(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(FINAL_WAIT_S)
+            self._thread.join(self.final_wait_s)
             proc = self._proc
             if self._thread.is_alive() and proc is not None:  # a render that hangs
                 proc.kill()  # its answer ends empty: the thread closes it and returns
@@ -234,12 +257,9 @@ class LiveReport:
             return  # live reports off, or nothing to report (no epoch finished)
         share = self.cpu_s / max(1e-9, machine_cores() * (self.clock() - self._born))
         live_cpu_s = self.cpu_s  # what the live renders used, without this one
-        reply = self._ask({"final": True}) if self._proc is not None else None
+        reply = self._ask({"final": True}, self.final_wait_s) if self._proc is not None else None
         if reply is None:  # no live render ran, or its process died: a process of its own
-            proc = subprocess.run(self.command(live=False), capture_output=True, text=True)
-            lines = proc.stderr.strip().splitlines()  # the reason, if it failed
-            reason = lines[-1] if lines else f"exit status {proc.returncode}"
-            reply = {"ok": proc.returncode == 0, "error": reason}
+            reply = self._render_alone()
         self.stop()
         if reply["ok"]:
             failed = f", {self.failures} failed" if self.failures else ""
