@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 TINY = [*NO_DASHBOARD, "--set", "data.image_size=32", "--set", "space.arch=resnet18", "--set", "space.head=classify",
         "--set", "space.pretrained=false", "--set", "space.batch_size=16",
-        "--set", "test_top_k=1", "--set", "confirm.seeds=0"]  # fmt: skip
+        "--set", "test_top_k=1", "--set", "confirm.seeds=0", "--set", "export=false"]  # fmt: skip
 
 
 def read_trials(folder):
@@ -34,6 +34,9 @@ def test_nan_trial_is_recorded_and_the_study_finishes(tmp_path, synthetic_data):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "Ray dashboard: off (--dashboard-host off)" in proc.stdout  # a Ray without it
+    # export: false (TINY): no best/, and the line says how to make it later
+    assert f"export: off (export: false); python -m study.export {tmp_path / 'nan'}" in proc.stdout
+    assert not (tmp_path / "nan" / "best").exists()
     trials = read_trials(tmp_path / "nan")
     assert len(trials) == 2
     bad = trials[trials["lr"] > 1]

@@ -78,6 +78,8 @@ def summary(run: StudyRun) -> Iterable[str]:
 
 
 def export(run: StudyRun) -> Iterable[str]:
+    if not run.study.export:
+        return [f"export: off (export: false); python -m study.export {run.folder} makes best/"]
     lines, run.export_failed = export_winner(run.folder, run.data, run.store.trials_frame())
     return ["export of the best trial:", *(f"  {x}" for x in lines)]
 

@@ -113,6 +113,9 @@ class StudyConfig:
     # default). The search's val metrics stay one view: N views would cost N times every val
     # pass of every trial, and the views are a choice for the chosen model, not one to tune.
     tta: int = 1
+    # The winner's model in best/ (ONNX, weights, card) at the end; False: the study ends without
+    # it (a search not meant to ship, a scripted run), and `python -m study.export` makes it later.
+    export: bool = True
 
     @property
     def image_sizes(self) -> tuple[int, ...]:

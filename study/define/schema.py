@@ -11,7 +11,7 @@ A study file holds `name`, `data` (`path`, `image_size` (a size in px, or sizes 
 per cell, 0 = off), `operating_point` (the referable-DR threshold's target met on val:
 `{sensitivity: 0.9}`, the default, or `{specificity: 0.95}`), `tta` (test-time augmentation: 1, 2, 4 or 8
 dihedral views of the square image averaged at test, `retina.tta`; default 1), `on_missing_weights` (`fail`, or `skip`: run scratch only where ImageNet
-weights are missing) (see search_spaces/*.yaml). `data.path` is kept as written; a relative path is relative to the
+weights are missing), `export` (the winner's model in best/ at the end; default true) (see search_spaces/*.yaml). `data.path` is kept as written; a relative path is relative to the
 working directory the sweep runs in (the repository root for `make sweep`).
 
 Each dimension of `space` is a plain value (fixed), or exactly one of `{choice: [..]}`,
@@ -86,7 +86,8 @@ _SECTION_KEYS = {
 }
 _TOP_KEYS = ("name", "data", "space", "search", "scheduler", "metric", "num_samples",
              "max_concurrent", "resources", "test_top_k", "max_failures", "keep_checkpoints",
-             "seed", "compile", "confirm", "on_missing_weights", "operating_point", "tta")
+             "seed", "compile", "confirm", "on_missing_weights", "operating_point", "tta",
+             "export")
 # fmt: on
 # The key tree `--set` paths are checked against (a leaf is None, or TEXT for verbatim text).
 KEYS: dict[str, Any] = {k: _SECTION_KEYS.get(k, TEXT if k == "name" else None) for k in _TOP_KEYS}
@@ -230,6 +231,7 @@ def _parse(doc: Any) -> StudyConfig:
             top.section("operating_point", {"sensitivity": OperatingPointConfig.value})
         ),
         tta=_parse_tta(top),
+        export=top.bool("export", True),
     )
 
 

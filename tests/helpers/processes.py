@@ -43,7 +43,9 @@ TINY = [
     "test_top_k=1",
     "--set",
     "confirm.seeds=0",
-]  # fmt: skip  (a test that kills in confirm sets it)
+    "--set",
+    "export=false",
+]  # fmt: skip  (a test that kills in confirm sets it; export: test_export.py, ~6 CPU-s a sweep)
 PARQUET_FILES = ("trials.parquet", "epochs.parquet", "confusion.parquet")
 
 
