@@ -187,7 +187,8 @@ def measure_checkpoints(
     """Checkpoint bytes of a demo study when it ends, before and after the clean-up.
 
     The study runs as a user runs it, `python -m study.sweep`, in a process (and a Ray) of its
-    own, with keep_checkpoints: all; the end-of-study clean-up is then applied here.
+    own, with keep_checkpoints: all (and without its dashboard, live report and export, which
+    write no checkpoint); the end-of-study clean-up is then applied here.
     """
     results = work / "checkpoint-study"
     shutil.rmtree(results, ignore_errors=True)  # a kept workspace: measure a fresh study
@@ -196,10 +197,12 @@ def measure_checkpoints(
         "space.pretrained=false",  # no ImageNet weights offline; the checkpoint is as large
         "keep_checkpoints=all",  # measured before the clean-up, then cleaned below
         "resources.gpu=0",
+        "export=false",  # best/ holds no checkpoint: ~6 CPU-s of ONNX tracing measure nothing
         *sets,
     ]
     cmd = [sys.executable, "-m", "study.sweep", str(DEMO_SPACE), "--data", str(data)]
     cmd += ["--results", str(results), "--name", "checkpoints"]
+    cmd += ["--dashboard-host", "off", "--report-every", "0"]  # nor do its dashboard and report
     cmd += [arg for item in overrides for arg in ("--set", item)]
     cmd += ["--cache-dir", str(cache_dir)] if cache_dir else []
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)

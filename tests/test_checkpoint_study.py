@@ -29,7 +29,7 @@ TIED_SWEEP = [*NO_DASHBOARD,
     "--set", "num_samples=2", "--set", "space.pretrained=false", "--set", "space.arch=resnet18",
     "--set", "space.head=classify", "--set", "data.image_size=32", "--set", "space.epochs=3", "--set", "space.batch_size=16",
     "--set", "space.lr=1.0e-30", "--set", "scheduler.name=none", "--set", "test_top_k=1",
-    "--set", "max_concurrent=2", "--set", "confirm.seeds=0", "--set", "export=false",
+    "--set", "max_concurrent=1", "--set", "confirm.seeds=0", "--set", "export=false",
 ]  # fmt: skip
 
 

@@ -39,7 +39,7 @@ pytestmark = [
 ]  # one worker: 2 sweeps, made once
 HARNESS = sorted([*(ROOT / "retina").rglob("*.py"), *(ROOT / "study").rglob("*.py")])
 TIMING = ["seconds", "time_total_s", "train_images_per_s", "val_images_per_s"]
-STUDY = ["--set", "num_samples=2", "--set", "max_concurrent=2", "--set", "space.epochs=2"]
+STUDY = ["--set", "num_samples=2", "--set", "max_concurrent=1", "--set", "space.epochs=2"]
 
 
 @dataclass
