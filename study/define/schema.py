@@ -61,16 +61,13 @@ from study.define.overrides import (
     show,
     unknown_key,
 )
+from study.define.section import REQUIRED, Section
 from study.define.values import coerce_value
-from study.define.values import number as as_number
 
 # fmt: off
 __all__ = ["DIMENSIONS", "KEYS", "TTA_VIEWS", "ConfirmConfig", "Dimension", "StudyConfig", "finite_values", "hyperparameter_names",
            "load_study", "max_epochs", "resolve_trial_config", "study_from_dict", "study_to_dict"]
 # fmt: on
-
-_REQUIRED = object()
-
 
 # fmt: off
 _SECTION_KEYS = {
@@ -93,81 +90,13 @@ _TOP_KEYS = ("name", "data", "space", "search", "scheduler", "metric", "num_samp
 KEYS: dict[str, Any] = {k: _SECTION_KEYS.get(k, TEXT if k == "name" else None) for k in _TOP_KEYS}
 
 
-class _Section:
-    """A mapping of the document at `prefix`, with typed getters that raise `Problem`s."""
-
-    def __init__(self, raw: Any, prefix: str, allowed: Sequence[str]):
-        if not isinstance(raw, dict):
-            fix = f"write {prefix or 'the document'} as keys and values: {', '.join(allowed)}"
-            raise Problem(prefix, f"expected a mapping, got {show(raw)}", fix)
-        for key in raw:
-            if key not in allowed:
-                raise unknown_key(prefix, key, allowed)
-        self.raw, self.prefix = raw, prefix
-
-    def section(self, name: str, default: Any = None) -> _Section:
-        raw = self.get(name, {} if default is None else default)
-        return _Section(raw, name, list(_SECTION_KEYS[name]))
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def get(self, name: str, default: Any) -> Any:
-        if name not in self.raw:
-            if default is _REQUIRED:
-                raise Problem(self.key(name), "missing", "add it (see search_spaces/demo.yaml)")
-            return default
-        return self.raw[name]
-
-    def int(self, name: str, default: Any = _REQUIRED, lo: int = 0, hi: int | None = None) -> int:
-        value, key = self.get(name, default), self.key(name)
-        if not isinstance(value, int) or isinstance(value, bool):
-            fix = f"write a whole number >= {lo}"
-            raise Problem(key, f"expected an integer, got {show(value)}", fix)
-        if value < lo or (hi is not None and value > hi):
-            span = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-            raise Problem(key, f"must be {span}, got {show(value)}", "change the value")
-        return value
-
-    def float(self, name: str, default: Any = _REQUIRED, **bounds: float) -> float:
-        """A finite number; `bounds` are gt=, ge=, lt=, le= limits."""
-        value, key = self.get(name, default), self.key(name)
-        number = as_number(value)
-        if number is None:
-            fix = "write a number or auto" if name == "gpu" else "write a finite number, e.g. 0.5"
-            raise Problem(key, f"expected a number, got {show(value)}", fix)
-        ops = {"gt": (">", number.__gt__), "ge": (">=", number.__ge__), "lt": ("<", number.__lt__),
-               "le": ("<=", number.__le__)}  # fmt: skip
-        if not all(ops[op][1](bound) for op, bound in bounds.items()):
-            span = " and ".join(f"{ops[op][0]} {bound}" for op, bound in bounds.items())
-            raise Problem(key, f"must be {span}, got {show(value)}", "change the value")
-        return number
-
-    def bool(self, name: str, default: Any = _REQUIRED) -> bool:
-        value = self.get(name, default)
-        if not isinstance(value, bool):
-            fix = "write true or false"
-            raise Problem(self.key(name), f"expected true or false, got {show(value)}", fix)
-        return value
-
-    def text(self, name: str, default: Any = _REQUIRED, choices: Sequence[str] = ()) -> str:
-        value, key = self.get(name, default), self.key(name)
-        if not isinstance(value, str) or not value.strip():
-            example = choices[0] if choices else {"name": "demo"}.get(name, "data/demo")
-            raise Problem(key, f"expected text, got {show(value)}", f"write e.g. {example}")
-        if choices and value not in choices:
-            fix = f"choose one of {', '.join(choices)}"
-            raise Problem(key, f"unknown value {show(value)}", fix)
-        return value
-
-
 def _parse(doc: Any) -> StudyConfig:
-    top = _Section(doc, "", _TOP_KEYS)
+    top = Section(doc, "", _TOP_KEYS, _SECTION_KEYS)
     name = top.text("name")
     if not set(name) <= NAME_CHARS or set(name) == {"."} or len(name) > 100:
         fix = "use up to 100 letters, digits, '_', '.', '-' (e.g. demo-2)"
         raise Problem("name", f"{show(name)} is not a usable folder name", fix)
-    d = top.section("data", _REQUIRED)
+    d = top.section("data", REQUIRED)
     data = DataConfig(
         path=d.text("path"),
         preprocessing=d.text("preprocessing", "none", PREPROCESSING),
@@ -182,8 +111,8 @@ def _parse(doc: Any) -> StudyConfig:
     s = top.section("search")
     search = SearchConfig(s.text("algorithm", "optuna", ALGORITHMS), s.int("seed", 0, hi=SEED_MAX))
     # data.image_size is a dimension written under data (searchable, a cache per size)
-    in_data = {name: d.get(key.split(".", 1)[1], _REQUIRED) for name, key in WHERE.items()}
-    space = parse_space(top.get("space", _REQUIRED), search.algorithm, in_data)
+    in_data = {name: d.get(key.split(".", 1)[1], REQUIRED) for name, key in WHERE.items()}
+    space = parse_space(top.get("space", REQUIRED), search.algorithm, in_data)
     sc = top.section("scheduler")
     scheduler = SchedulerConfig(
         sc.text("name", "asha", SCHEDULERS),
@@ -235,7 +164,7 @@ def _parse(doc: Any) -> StudyConfig:
     )
 
 
-def _parse_tta(top: _Section) -> int:
+def _parse_tta(top: Section) -> int:
     value = top.get("tta", StudyConfig.tta)
     # type() too: true == 1 and 8.0 == 8 in Python, and neither is a number of views
     if type(value) is not int or value not in TTA_VIEWS:
@@ -246,7 +175,7 @@ def _parse_tta(top: _Section) -> int:
     return value
 
 
-def _keep_checkpoints(top: _Section) -> str:
+def _keep_checkpoints(top: Section) -> str:
     value = top.get("keep_checkpoints", "needed")
     if value not in KEEP_CHECKPOINTS:  # an int here was once a count for Ray: say what changed
         what = f"expected needed or all, got {show(value)}"
@@ -258,7 +187,7 @@ def _keep_checkpoints(top: _Section) -> str:
     return value
 
 
-def _parse_confirm(c: _Section, space: dict[str, Dimension]) -> ConfirmConfig:
+def _parse_confirm(c: Section, space: dict[str, Dimension]) -> ConfirmConfig:
     compare = c.get("compare", list(ConfirmConfig.compare))
     if not isinstance(compare, list) or not all(isinstance(n, str) for n in compare):
         fix = "write a list of dimension names, e.g. [arch, pretrained]"
@@ -276,7 +205,7 @@ def _parse_confirm(c: _Section, space: dict[str, Dimension]) -> ConfirmConfig:
     return ConfirmConfig(tuple(compare), c.int("seeds", 0, hi=100))
 
 
-def _parse_operating_point(o: _Section) -> OperatingPointConfig:
+def _parse_operating_point(o: Section) -> OperatingPointConfig:
     given = [t for t in ("sensitivity", "specificity") if t in o.raw]
     if len(given) != 1:
         what = "names no target" if not given else "names both sensitivity and specificity"
