@@ -12,9 +12,10 @@ import pytest
 
 from retina.errors import RetinaError
 from study.record import results
+from study.record.finished import trial_finished
 from study.record.journal import encode, event, read_events
 from study.record.layout import JOURNAL_FILE
-from study.record.results import ResultsStore, trial_finished
+from study.record.results import ResultsStore
 
 HP = ["arch", "lr", "epochs"]
 CFG = {"arch": "resnet18", "lr": 0.01, "epochs": 3}

@@ -13,7 +13,6 @@ store from the journal (or, for a study written before the journal, from the Par
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Mapping
@@ -63,41 +62,6 @@ def write_table_atomic(path: Path, table: pa.Table) -> None:
 
 def _nan_if_missing(value: Any) -> float:
     return float("nan") if value is None else float(value)
-
-
-def trial_finished(folder: Path, trial_id: str) -> bool:
-    """Whether the study's journal (else `trials.parquet`) records this trial as finished.
-
-    Ray snapshots its experiment state every ~10 s; after the driver is killed, `--resume` can
-    think a trial that finished is still running and restart it from an older checkpoint. The
-    journal is written when the trial finishes (its epochs first), so it knows better; the
-    Parquet files may lag it by a few seconds.
-    """
-    journal = Path(folder, JOURNAL_FILE)
-    if journal.exists():
-        needle = trial_id.encode()  # only this trial's lines are parsed: a cheap scan
-        lines = [line for line in _complete_lines(journal) if needle in line]
-        store = ResultsStore(Path(folder), [], "", "max", journal=False)
-        events, _ = upgrade([json.loads(line) for line in lines], str(journal))
-        store.replay([e for e in events if _about(e, trial_id)])
-        return store.trials.get(trial_id, {}).get("status") == Status.TERMINATED
-    path = Path(folder, "trials.parquet")
-    if not path.exists():
-        return False
-    table = pq.read_table(path, columns=["trial_id", "status"]).to_pydict()
-    return any(
-        t == trial_id and s == Status.TERMINATED
-        for t, s in zip(table["trial_id"], table["status"], strict=True)
-    )
-
-
-def _complete_lines(path: Path) -> list[bytes]:
-    data = path.read_bytes()
-    return data[: data.rfind(b"\n") + 1].splitlines()  # a line being appended is not yet one
-
-
-def _about(event: dict, trial_id: str) -> bool:
-    return event["event"] == "restore" or event.get("trial") == trial_id
 
 
 class ResultsStore:

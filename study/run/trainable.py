@@ -23,9 +23,9 @@ from retina.schedules import build_schedule
 from retina.training import build_training, setup_process
 from study.define.schema import StudyConfig, resolve_trial_config, study_to_dict
 from study.define.space import trial_seed, trial_values
+from study.record.finished import trial_finished
 from study.record.layout import CHECKPOINT_FILE
 from study.record.predictions import save_split, split_predictions
-from study.record.results import trial_finished
 from study.run.keep import ALREADY_RECORDED, KEEP_SCORE, BestSoFar
 
 # For the kill tests only (tests/helpers/processes.py): "<epoch>:<file>" holds each trial
