@@ -23,7 +23,7 @@ LIVE_SWEEP = [*NO_DASHBOARD,
     "--set", "num_samples=6", "--set", "space.pretrained=false", "--set", "space.arch=resnet18",
     "--set", "space.head=classify", "--set", "data.image_size=32", "--set", "space.epochs=3", "--set", "space.batch_size=16",
     "--set", "test_top_k=1", "--set", "max_concurrent=1", "--set", "scheduler.name=none",
-    "--set", "confirm.seeds=0",
+    "--set", "confirm.seeds=0", "--set", "export=false",
 ]  # fmt: skip
 
 
@@ -34,7 +34,6 @@ def _read(path):
         return None
 
 
-@pytest.mark.slow
 @pytest.mark.slow
 def test_report_is_live_while_the_sweep_runs_and_final_at_the_end(synthetic_data, tmp_path):
     folder = tmp_path / "results" / "live"
