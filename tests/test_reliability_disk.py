@@ -103,7 +103,7 @@ def test_disk_filling_mid_run_stops_cleanly_and_resume_finishes(tmp_path, synthe
     mount, log = tmp_path / "disk", tmp_path / "sweep.log"
     with tmpfs(mount, "600m"):
         args = sweep_args(synthetic_data, mount, "fills", "--set", "num_samples=1",
-                          "--set", "space.epochs=4")  # fmt: skip
+                          "--set", "space.epochs=4", report=True)  # fmt: skip
         folder = mount / "fills"
         # The trial waits after epoch 1 (whatever the machine's speed) until the disk is full.
         release = tmp_path / "hold"

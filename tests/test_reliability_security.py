@@ -68,7 +68,7 @@ def observe(tmp: Path, data: Path, name: str, *extra: str, umask: int | None = N
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}  # Ray's own default
     env["RETINA_CACHE"] = str(cache)
     preexec = None if umask is None else (lambda: os.umask(umask))
-    args = sweep_args(data, tmp, name, *STUDY, *extra, dashboard=True)
+    args = sweep_args(data, tmp, name, *STUDY, *extra, dashboard=True, report=True)
     with running_sweep(args, log, env=env, preexec_fn=preexec) as sweep:
 
         def dashboard_port():

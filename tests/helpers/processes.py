@@ -52,14 +52,20 @@ PARQUET_FILES = ("trials.parquet", "epochs.parquet", "confusion.parquet")
 # Sweeps that do not look at the dashboard start Ray without it: ~4 CPU-s less per start (the
 # shared small sweep and the security tests keep the default, 127.0.0.1).
 NO_DASHBOARD = ["--dashboard-host", "off"]
+# Nor the live report: its render process costs ~2-4 CPU-s a sweep (study.run.live_report; its
+# own tests: test_live_report.py; the Ctrl-C, disk-full and umask tests keep it).
+NO_REPORT = ["--report-every", "0"]
 
 
 def sweep_args(
-    data: Path, results: Path, name: str, *extra: str, dashboard: bool = False
-) -> list[str]:
+    data: Path, results: Path, name: str, *extra: str, dashboard: bool = False,
+    report: bool = False,
+) -> list[str]:  # fmt: skip
+    """A TINY sweep's command line; without the dashboard and the live report unless asked
+    (their own tests, and those that check what they write, ask for them)."""
     return ["study.sweep", "search_spaces/demo.yaml", "--data", str(data),
             "--results", str(results), "--name", name, *TINY,
-            *([] if dashboard else NO_DASHBOARD), *extra]  # fmt: skip
+            *([] if dashboard else NO_DASHBOARD), *([] if report else NO_REPORT), *extra]  # fmt: skip
 
 
 def start_sweep(args: list[str], log: Path, **kwargs) -> subprocess.Popen:
