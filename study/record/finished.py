@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from study.record.journal import upgrade
-from study.record.layout import JOURNAL_FILE, Status
+from study.record.layout import JOURNAL_FILE, TRIALS_FILE, Status
 from study.record.results import ResultsStore
 
 
@@ -33,7 +33,7 @@ def trial_finished(folder: Path, trial_id: str) -> bool:
         events, _ = upgrade([json.loads(line) for line in lines], str(journal))
         store.replay([e for e in events if _about(e, trial_id)])
         return store.trials.get(trial_id, {}).get("status") == Status.TERMINATED
-    path = Path(folder, "trials.parquet")
+    path = Path(folder, TRIALS_FILE)
     if not path.exists():
         return False
     table = pq.read_table(path, columns=["trial_id", "status"]).to_pydict()

@@ -44,9 +44,8 @@ def start_ray(address: str | None, dashboard_host: str | None) -> None:
         ctx = ray.init(address=address, log_to_driver=True)
         warn_if_shared(token)  # not ours to change: say how
     else:  # "local": a new Ray of its own, never one that `ray start` left on this machine
-        # A missing token is ours to make, private and whole before any Ray process reads it;
-        # an old one is reused by ray.init: private before it serves.
-        make_token(token) or make_private(token)
+        make_token(token)  # a missing one: ours to make, private and whole before Ray reads it
+        make_private(token)  # an old one is reused by ray.init: private before it serves
         ctx = ray.init(
             address="local",
             include_dashboard=dashboard_host is not None,
