@@ -87,7 +87,7 @@ for _name in CALLBACK_METHODS:
     setattr(TimedCallback, _name, _timed(_name))
 
 
-def driver_study(trials: int, cpu: float) -> StudyConfig:
+def driver_study(trials: int, cpu: float, concurrent: int = CONCURRENT) -> StudyConfig:
     """demo.yaml with every dimension fixed, random search, no early stopping."""
     return load_study(
         DEMO_SPACE,
@@ -103,7 +103,7 @@ def driver_study(trials: int, cpu: float) -> StudyConfig:
             "search.algorithm=random",
             "scheduler.name=none",
             f"num_samples={trials}",
-            f"max_concurrent={CONCURRENT}",
+            f"max_concurrent={concurrent}",
             f"resources.cpu={cpu}",
             "resources.gpu=0",
         ],
@@ -148,11 +148,14 @@ def noop_trial(config: dict, epochs: int, checkpoint: bool = False) -> None:
             tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def measure(work: Path, trials: int, epochs: int, retention: str = "none") -> dict:
-    """One Tune run of `trials` no-op trials x `epochs` results; the driver's cost per result.
-    `retention` (one of RETENTIONS): whether results carry checkpoints, and who deletes them."""
-    cpu = max(0.01, (os.cpu_count() or 1) / CONCURRENT)
-    study = driver_study(trials, cpu)
+def measure(
+    work: Path, trials: int, epochs: int, retention: str = "none", concurrent: int = CONCURRENT
+) -> dict:
+    """One Tune run of `trials` no-op trials x `epochs` results, `concurrent` at once; the
+    driver's cost per result. `retention` (one of RETENTIONS): whether results carry
+    checkpoints, and who deletes them."""
+    cpu = max(0.01, (os.cpu_count() or 1) / concurrent)
+    study = driver_study(trials, cpu, concurrent)
     run = work / f"driver-{trials}x{epochs}-{retention}"
     shutil.rmtree(run, ignore_errors=True)  # a kept workspace: a fresh experiment each time
     callback = TimedCallback(
@@ -205,19 +208,24 @@ def measure(work: Path, trials: int, epochs: int, retention: str = "none") -> di
         "driver_ms_per_result": 1000 * bench["busy_s"] / n,
         "ray_ms_per_result": 1000 * (loop - bench["busy_s"]) / n,
         "by_method": {k: {"calls": c, "s": t} for k, (c, t) in callback.by_method.items()},
-        "concurrent": CONCURRENT,
+        "concurrent": concurrent,
         "cpu_per_trial": cpu,
     }
 
 
 def measure_sizes(
-    work: Path, sizes: tuple[int, int], epochs: int, compare: bool = False
+    work: Path,
+    sizes: tuple[int, int],
+    epochs: int,
+    compare: bool = False,
+    concurrent: int = CONCURRENT,
 ) -> tuple[dict, dict]:
     """The keys for a small and a large study (named _64 and _1024 whatever the sizes: the
     quick run uses smaller ones), and every run's details. Each size's runs follow each other
-    (no checkpoints, then ours, then Ray's with `compare`), so load drifts alike."""
+    (no checkpoints, then ours, then Ray's with `compare`), so load drifts alike. Each run
+    starts `concurrent` trial workers (a process each, ~2 CPU-s of imports)."""
     retentions = RETENTIONS if compare else RETENTIONS[:2]
-    runs = {(n, r): measure(work, n, epochs, r) for n in sizes for r in retentions}
+    runs = {(n, r): measure(work, n, epochs, r, concurrent) for n in sizes for r in retentions}
     small, large = (runs[(n, "none")] for n in sizes)
     small_ckpt, large_ckpt = (runs[(n, "ours")] for n in sizes)
     keys = {

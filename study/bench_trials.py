@@ -21,9 +21,9 @@ processes and memory out of the benchmark's.
   process's peak would carry over), on caches built beforehand, so the trials only map them.
 - driver_ms_per_result_64 / _1024, driver_cost_growth, ray_ms_per_result_64 / _1024: the
   driver's own cost per reported result in a Tune run of no-op trials, 64 and 1,024 trials x
-  30 epochs (`--driver-trials`, `--driver-epochs`), and Ray Tune's; ray_ms_per_result_ckpt_64 /
-  _1024, ray_ckpt_ratio_1024, ray_ckpt_growth: Ray's with a tiny checkpoint per result, kept
-  as the sweep keeps them; see `study.bench_driver`.
+  30 epochs, 4 at once (`--driver-trials`, `--driver-epochs`, `--driver-concurrent`), and
+  Ray Tune's; ray_ms_per_result_ckpt_64 / _1024, ray_ckpt_ratio_1024, ray_ckpt_growth: Ray's
+  with a tiny checkpoint per result, kept as the sweep keeps them; see `study.bench_driver`.
 - checkpoint_bytes_after_study: the demo space (`--checkpoint-set` overrides, e.g. fewer
   trials for --quick) run as a real sweep (`python -m study.sweep`) on the base data set
   with `keep_checkpoints: all`; the checkpoint bytes it leaves (checkpoint_bytes_before_cleanup)
@@ -52,10 +52,11 @@ from ray import tune
 from retina.cli import run_command
 from retina.models import build_model
 from retina.prepare import PreparedData, prepare_data
-from study.bench_driver import measure_sizes
+from study.bench_driver import CONCURRENT, measure_sizes
 from study.conclude.checkpoints import clean_checkpoints, needed_trials
 from study.define.schema import StudyConfig, load_study
 from study.define.space import tune_config, tune_param_space
+from study.record.layout import STUDY_JSON
 from study.record.results import ResultsStore
 from study.run.trainable import train_trial
 from study.run.tuner import start_ray
@@ -210,7 +211,7 @@ def measure_checkpoints(
         tail = (proc.stdout + proc.stderr)[-3000:]
         raise RuntimeError(f"the checkpoint study failed ({proc.returncode}):\n{tail}")
     folder = results / "checkpoints"
-    record = json.loads((folder / "study.json").read_text())
+    record = json.loads((folder / STUDY_JSON).read_text())
     metric = record["metric"]
     store = ResultsStore(folder, record["hyperparameters"], metric["name"], metric["mode"])
     store.load()
@@ -243,6 +244,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--driver-trials", type=int, nargs=2, default=(64, 1024), metavar=("SMALL", "LARGE")
     )
     p.add_argument("--driver-epochs", type=int, default=30, help="results per driver trial")
+    p.add_argument(
+        "--driver-concurrent", type=int, default=CONCURRENT, help="driver trials at once"
+    )
     p.add_argument(
         "--checkpoint-set",
         action="append",
@@ -277,8 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         peaks = measure_peak_rss(datasets, args.image_size, args.batch_size, args.work)
         clock["rss"] = time.perf_counter()
         driver_keys, details["driver"] = measure_sizes(
-            args.work, tuple(args.driver_trials), args.driver_epochs
-        )
+            args.work, tuple(args.driver_trials), args.driver_epochs,
+            concurrent=args.driver_concurrent,
+        )  # fmt: skip
         clock["driver"] = time.perf_counter()
     finally:
         ray.shutdown()

@@ -36,6 +36,7 @@ from retina.loader import BatchLoader
 
 LARGER = 8  # the large data set has this many times the images of the base one
 TAIL = 3000  # characters of the child's output shown when it fails
+QUICK_DRIVER = ["--driver-trials", "2", "4", "--driver-epochs", "2", "--driver-concurrent", "2"]
 
 
 def command(ws: Workspace) -> list[str]:
@@ -65,8 +66,9 @@ def command(ws: Workspace) -> list[str]:
         str(s.batch),
         "--cache-dir",
         str(ws.cache_root),
-        # The driver's cost per result: 64 and 1,024 trials x 30 epochs (quick: 4 and 8 x 3).
-        *(["--driver-trials", "4", "8", "--driver-epochs", "3"] if s.trials <= 2 else []),
+        # The driver's cost per result: 64 and 1,024 trials x 30 epochs, 4 at once. Quick: 2
+        # and 4 x 2, 2 at once (each of its 4 Tune runs starts that many worker processes).
+        *(QUICK_DRIVER if s.trials <= 2 else []),
         *(arg for item in s.checkpoint_set for arg in ("--checkpoint-set", item)),
     ]
 
