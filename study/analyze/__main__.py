@@ -33,6 +33,7 @@ from study.analyze.banners import LiveStatus
 from study.analyze.load import find_studies, load_study, read_predictions
 from study.analyze.report import build_index, build_report, write_atomic
 from study.analyze.summary import build_summary, summary_text
+from study.record.layout import SUMMARY_FILE
 
 
 def _whole(flag: str, least: int):
@@ -105,7 +106,7 @@ def analyze_study(
     study = load_study(folder)
     target = out if out is not None else folder / "report.html"
     summary = build_summary(study, read_predictions(folder), resamples)
-    write_atomic(target.with_name(f"{target.stem}.summary.json") if out else folder / "summary.json",
+    write_atomic(target.with_name(f"{target.stem}.summary.json") if out else folder / SUMMARY_FILE,
                  summary_text(summary))  # fmt: skip
     write_atomic(target, build_report(study, top_k, summary, live))
     return target

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from retina.errors import RetinaError
+from study.record.layout import CONFUSION_FILE, EPOCHS_FILE, STUDY_JSON, TRIALS_FILE
 from study.record.results import METRIC_KEYS  # the writer's contract: pandas and pyarrow only
 
 STATUSES = ("TERMINATED", "RUNNING", "PENDING", "ERROR")
@@ -78,12 +79,12 @@ def find_studies(path: str | Path) -> list[Path]:
     if not folder.exists():
         raise RetinaError(f"{folder} does not exist; give a study folder such as results/demo")
     if folder.is_file():
-        if folder.name == "study.json":
+        if folder.name == STUDY_JSON:
             return [folder.parent]
         raise RetinaError(f"{folder} is a file; give the study folder that holds study.json")
-    if (folder / "study.json").exists():
+    if (folder / STUDY_JSON).exists():
         return [folder]
-    if any((folder / name).exists() for name in ("trials.parquet", "epochs.parquet")):
+    if any((folder / name).exists() for name in (TRIALS_FILE, EPOCHS_FILE)):
         raise RetinaError(
             f"{folder} has Parquet results but no study.json; copy the whole study folder ({SWEEP_HINT})"
         )
@@ -96,7 +97,7 @@ def find_studies(path: str | Path) -> list[Path]:
 
 
 def read_study_json(folder: Path) -> dict:
-    path = folder / "study.json"
+    path = folder / STUDY_JSON
     if not path.exists():
         raise RetinaError(f"{path} is missing; {SWEEP_HINT}")
     try:
@@ -204,7 +205,7 @@ def load_study(folder: str | Path) -> StudyResults:
     meta = read_study_json(folder)
     hparams = [str(h) for h in meta["hyperparameters"]]
     metric, mode = str(meta["metric"]["name"]), str(meta["metric"]["mode"])
-    epochs_file, trials_file = folder / "epochs.parquet", folder / "trials.parquet"
+    epochs_file, trials_file = folder / EPOCHS_FILE, folder / TRIALS_FILE
     if not epochs_file.exists():
         raise RetinaError(
             f"study {meta['name']!r} in {folder} has no finished epoch yet (no epochs.parquet); "
@@ -235,7 +236,7 @@ def load_study(folder: str | Path) -> StudyResults:
     epochs["epoch"] = epochs["epoch"].astype(int)
     epochs = epochs.sort_values(["trial_id", "epoch"]).reset_index(drop=True)
     max_epochs = int(meta.get("max_epochs") or epochs["epoch"].max())
-    confusion_file = folder / "confusion.parquet"
+    confusion_file = folder / CONFUSION_FILE
     if confusion_file.exists():
         confusion = check_columns(
             read_table(confusion_file), confusion_file, CONFUSION_REQUIRED, CONFUSION_NUMERIC

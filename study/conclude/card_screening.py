@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from retina.metrics import REFERABLE_GRADE
+from study.record.layout import SUMMARY_FILE
 
 
 def _pct(v: Any) -> str:
@@ -39,7 +40,7 @@ def trial_blocks(summary: dict | None, trial_id: str) -> tuple[dict | None, dict
 def screening_record(folder: Path, trial_id: str) -> dict[str, float]:
     """model.pt's `temperature` and `referable_threshold` (retina.screening) when the study's
     summary.json chose them for `trial_id`; none otherwise (predict: T = 1, grade >= 2)."""
-    path = Path(folder) / "summary.json"
+    path = Path(folder) / SUMMARY_FILE
     try:
         summary = json.loads(path.read_text()) if path.exists() else None
     except (OSError, ValueError):  # the card says the same: no operating point for this model

@@ -40,7 +40,15 @@ from study.conclude.card_screening import screening_record
 from study.conclude.holdout import checkpoint_on_disk
 from study.conclude.onnx_file import OPSET, onnx_metadata, onnx_parity, parity_images, write_onnx
 from study.define.schema import study_from_dict
-from study.record.layout import BEST_DIR, CHECKPOINT_FILE, EXPORT_FAILED_FILE, STUDY_JSON, TUNE_DIR
+from study.record.layout import (
+    BEST_DIR,
+    CHECKPOINT_FILE,
+    EXPORT_FAILED_FILE,
+    STUDY_JSON,
+    SUMMARY_FILE,
+    TRIALS_FILE,
+    TUNE_DIR,
+)
 from study.record.ranking import best_trial_ids, rank_trials
 from study.record.study_json import package_versions
 
@@ -57,7 +65,7 @@ class Exported:
 
 
 def read_study(folder: Path) -> dict[str, Any]:
-    path = folder / "study.json"
+    path = folder / STUDY_JSON
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -70,10 +78,10 @@ def read_study(folder: Path) -> dict[str, Any]:
 
 def read_trials(folder: Path) -> pd.DataFrame:
     try:
-        return pd.read_parquet(folder / "trials.parquet")
+        return pd.read_parquet(folder / TRIALS_FILE)
     except (OSError, ValueError) as exc:
         raise RetinaError(
-            f"{folder / 'trials.parquet'} is missing or unreadable ({exc}); run the study "
+            f"{folder / TRIALS_FILE} is missing or unreadable ({exc}); run the study "
             "(or --resume it) until a trial finishes an epoch"
         ) from None
 
@@ -226,7 +234,7 @@ def export_model(
         meta = onnx_metadata(head, record["thresholds"], views)
         write_onnx(graph, x, tmp / ONNX_FILE, meta)
         result["diff"] = onnx_parity(tmp / ONNX_FILE, tested, x, record["thresholds"]).max_diff
-        summary_path = folder / "summary.json"
+        summary_path = folder / SUMMARY_FILE
         card = CardInputs(
             study=study, trial=row, config=config, selection=selection,
             grade_names=GRADE_NAMES, onnx_max_diff=result["diff"], onnx_images=len(x),

@@ -13,6 +13,7 @@ from pathlib import Path
 from study.analyze.load import load_study, read_predictions
 from study.analyze.summary import build_summary, summary_text
 from study.record.disk import write_atomic
+from study.record.layout import SUMMARY_FILE
 from study.record.results import ResultsStore
 
 
@@ -20,7 +21,7 @@ def write_summary(folder: Path, store: ResultsStore, resamples: int = 10_000) ->
     """Rebuild the Parquet files, compute summary.json from them; returns a line to print."""
     store.flush()  # the analysis reads the Parquet files: they must hold every test result
     summary = build_summary(load_study(folder), read_predictions(folder), resamples)
-    write_atomic(folder / "summary.json", lambda p: p.write_text(summary_text(summary)))
+    write_atomic(folder / SUMMARY_FILE, lambda p: p.write_text(summary_text(summary)))
     sentences = [pair["sentence"] for pair in summary.get("pairs", [])]
     status = summary.get("confirm", {}).get("note") or "; ".join(sentences)
     return f"summary: {folder / 'summary.json'}" + (f" ({status})" if status else "")

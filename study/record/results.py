@@ -26,7 +26,14 @@ import pyarrow.parquet as pq
 from retina.errors import RetinaError
 from study.record.disk import DISK_FULL, disk_full_error, write_atomic
 from study.record.journal import Journal, event, plain, read_events, upgrade, write_events
-from study.record.layout import JOURNAL_FILE, Stage, Status
+from study.record.layout import (
+    CONFUSION_FILE,
+    EPOCHS_FILE,
+    JOURNAL_FILE,
+    TRIALS_FILE,
+    Stage,
+    Status,
+)
 from study.record.tables import (  # noqa: F401 (the tables' columns, for the store's readers)
     CONFUSION_COLUMNS,
     EPOCH_COLUMNS,
@@ -231,9 +238,9 @@ class ResultsStore:
         if not force and (not self.dirty or not (periodic or early)):
             return
         cache = self._cache()  # rebuilds only the trials changed since the last write
-        write_table_atomic(self.folder / "epochs.parquet", cache.epochs_table(self.epochs))
-        write_table_atomic(self.folder / "confusion.parquet", cache.confusion_table(self.confusion))
-        write_parquet_atomic(self.folder / "trials.parquet", self.trials_frame())
+        write_table_atomic(self.folder / EPOCHS_FILE, cache.epochs_table(self.epochs))
+        write_table_atomic(self.folder / CONFUSION_FILE, cache.confusion_table(self.confusion))
+        write_parquet_atomic(self.folder / TRIALS_FILE, self.trials_frame())
         self._last_flush = time.monotonic()
         self._last_cost, self.dirty = self._last_flush - now, False
         self.trials_changed = False
@@ -289,18 +296,18 @@ class ResultsStore:
             self.confusion[(str(trial_id), str(split), int(epoch))] = list(counts)
 
     def _load_parquet(self) -> None:
-        epochs_file = self.folder / "epochs.parquet"
+        epochs_file = self.folder / EPOCHS_FILE
         if not epochs_file.exists():
             return
         for row in pd.read_parquet(epochs_file).to_dict("records"):
             self.epochs[(str(row["trial_id"]), int(row["epoch"]))] = row
-        conf = pd.read_parquet(self.folder / "confusion.parquet")
+        conf = pd.read_parquet(self.folder / CONFUSION_FILE)
         for (trial_id, split, epoch), group in conf.groupby(["trial_id", "split", "epoch"]):
             counts = [0] * NUM_CLASSES**2
             for t, p, c in zip(group["true"], group["predicted"], group["count"], strict=True):
                 counts[int(t) * NUM_CLASSES + int(p)] = int(c)
             self.confusion[(str(trial_id), str(split), int(epoch))] = counts
-        for row in pd.read_parquet(self.folder / "trials.parquet").to_dict("records"):
+        for row in pd.read_parquet(self.folder / TRIALS_FILE).to_dict("records"):
             error = row.get("error")
             info = {
                 "config": {k: row.get(k) for k in self.hyperparameters},

@@ -35,10 +35,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from study.record.layout import EPOCHS_FILE, TRIALS_FILE
+
 POLL_S = 2.0  # how often the thread looks at the Parquet files (a stat() each)
 NICE = 19  # the lowest priority: a render mostly gets CPU the trials leave idle
 CPU_SHARE = 0.01  # the renders' share of this machine's CPU time: trials lose at most ~1 %
-WATCHED = ("trials.parquet", "epochs.parquet")
+WATCHED = (TRIALS_FILE, EPOCHS_FILE)
 FINAL_WAIT_S = 120  # a render in flight at the end is let finish (it writes atomically)
 
 
@@ -110,7 +112,7 @@ class LiveReport:
         try:
             stats = [(self.folder / name).stat() for name in WATCHED]
             # The sweep writes empty files when trials start; the analysis needs an epoch.
-            if pq.ParquetFile(self.folder / "epochs.parquet").metadata.num_rows == 0:
+            if pq.ParquetFile(self.folder / EPOCHS_FILE).metadata.num_rows == 0:
                 return None
         except (OSError, pa.ArrowException):  # not written yet, or replaced while we looked
             return None

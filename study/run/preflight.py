@@ -19,6 +19,7 @@ from retina.prepare import PreparedData, prepare_data
 from study.define.dimensions import finite_values
 from study.define.schema import StudyConfig, study_from_dict, study_to_dict
 from study.record.disk import check_writable
+from study.record.layout import STUDY_JSON
 
 
 def _diff(old: Any, new: Any, path: str = "") -> list[str]:
@@ -41,14 +42,14 @@ def with_current_defaults(old: dict) -> dict:
     (a study run before `schedule` existed ran the default, `constant`: resuming it is no
     change); as stored when this schema no longer reads it."""
     try:
-        return study_to_dict(study_from_dict(old, "study.json"))
+        return study_to_dict(study_from_dict(old, STUDY_JSON))
     except RetinaError:
         return old
 
 
 def check_study_folder(folder: Path, resolved: dict, resume: bool) -> None:
     """Refuse to mix two studies in one folder, or to resume a study whose space changed."""
-    study_json = folder / "study.json"
+    study_json = folder / STUDY_JSON
     if not resume:
         if study_json.exists() or (folder / "tune").exists():
             raise RetinaError(
