@@ -41,13 +41,15 @@ def test_report_is_live_while_the_sweep_runs_and_final_at_the_end(synthetic_data
     # log it, and retry once the obstacle is gone.
     (folder / "report.html").mkdir(parents=True)
     (folder / "report.html" / "in-the-way").write_text("x")
-    log = tmp_path / "sweep.err"
-    with open(log, "w") as err:
+    log, out_file = tmp_path / "sweep.err", tmp_path / "sweep.out"
+    # Output to files, not a pipe read only at the end: on a slow machine Tune's status tables
+    # would fill the pipe and block the driver mid-study.
+    with open(log, "w") as err, open(out_file, "w") as stdout:
         sweep = subprocess.Popen(
             [sys.executable, "-m", "study.sweep", "search_spaces/demo.yaml",
              "--data", str(synthetic_data), "--results", str(tmp_path / "results"),
              "--name", "live", "--report-every", "1", "--report-cpu", "100", *LIVE_SWEEP],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=err, text=True,
+            cwd=ROOT, stdout=stdout, stderr=err, text=True,
         )  # fmt: skip
         live_versions: set[str] = set()
         removed = False
@@ -60,8 +62,8 @@ def test_report_is_live_while_the_sweep_runs_and_final_at_the_end(synthetic_data
             text = _read(folder / "report.html")
             if text and "id='live-banner'" in text:
                 live_versions.add(hashlib.sha256(text.encode()).hexdigest())
-        out, _ = sweep.communicate(timeout=60)
-    errors = log.read_text()
+        sweep.wait(timeout=60)
+    out, errors = out_file.read_text(), log.read_text()
     assert sweep.returncode == 0, out[-3000:] + errors[-3000:]
     assert removed, errors[-3000:]  # the failed render was logged (and did not stop the sweep)
     assert f"live report: {folder / 'report.html'}" in out

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import time
 
 import pandas as pd
 import pytest
 
-from tests.helpers.cli import ROOT, run_cli
-from tests.helpers.processes import NO_DASHBOARD
+from study.record.layout import EPOCHS_FILE, TRIALS_FILE
+from tests.helpers.cli import run_cli
+from tests.helpers.processes import NO_DASHBOARD, read_frame, running_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -56,25 +54,22 @@ def test_ctrl_c_then_resume_finishes_without_rerunning_finished_trials(tmp_path,
         "--set", "scheduler.name=none", "--set", "num_samples=3", "--set", "max_concurrent=1",
         "--set", "space.epochs=3",
     ]  # fmt: skip
-    driver = subprocess.Popen(
-        [sys.executable, "-m", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    folder = tmp_path / "resume"
-    deadline = time.monotonic() + 300
-    try:  # interrupt once one trial finished and the next one is part-way
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            if (folder / "trials.parquet").exists():
-                trials = read_trials(folder)
-                epochs = pd.read_parquet(folder / "epochs.parquet")
-                if (trials["status"] == "TERMINATED").sum() >= 1 and len(epochs) >= 4:
-                    break
-        driver.send_signal(signal.SIGINT)
-        out, _ = driver.communicate(timeout=120)
-    finally:
-        driver.kill()
-    assert driver.returncode == 130, out.decode()[-3000:]
-    assert "--resume" in out.decode()
+    folder, log = tmp_path / "resume", tmp_path / "sweep.log"
+    # Output to a file, not a pipe nobody reads while the test waits: on a slow machine Tune's
+    # status tables would fill a pipe and block the driver mid-study.
+    with running_sweep(args, log) as sweep:
+
+        def finished_and_next_part_way():  # one trial finished and the next one is part-way
+            trials, epochs = read_frame(folder, TRIALS_FILE), read_frame(folder, EPOCHS_FILE)
+            done = trials is not None and (trials["status"] == "TERMINATED").sum() >= 1
+            return done and epochs is not None and len(epochs) >= 4
+
+        sweep.wait_for(finished_and_next_part_way, 600, "one finished trial and a 4th epoch")
+        sweep.driver.send_signal(signal.SIGINT)
+        sweep.driver.wait(timeout=400)  # Tune stops, the results are flushed, Ray shuts down
+    out = sweep.output()
+    assert sweep.driver.returncode == 130, out[-3000:]
+    assert "--resume" in out
     before = read_trials(folder)
     finished = before.index[before["status"] == "TERMINATED"]
     assert 1 <= len(finished) < 3
