@@ -14,7 +14,6 @@ import errno
 import json
 import logging
 import math
-import multiprocessing
 import os
 import shutil
 import sys
@@ -31,6 +30,7 @@ from tqdm import tqdm
 from retina.errors import RetinaError
 from retina.files import orphaned, temp_tag
 from retina.images import BadImage, decode_fundus, preprocessing_fn
+from retina.pools import worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +97,6 @@ def _decode_chunk(task: tuple[str, int, list[str], int, str]) -> tuple[int, list
             mismatched.append((start + offset, fmt))
     del images  # unmap; no msync: the final fsync makes the whole file durable at once
     return len(paths), bad, mismatched
-
-
-def pool_context():
-    """fork where the OS has it, as torch's DataLoader does: workers only run PIL and numpy
-    (never CUDA), and unlike spawn it does not re-run a caller's script that lacks an
-    `if __name__ == "__main__"` guard (spawn would respawn failing workers forever)."""
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
 def _temp_name(final: Path) -> str:
@@ -226,7 +218,7 @@ def _build_into(
         if workers == 1:
             collect(map(_decode_chunk, tasks))  # no pool: nothing to spawn for one core
         else:
-            with pool_context().Pool(workers) as pool:
+            with worker_pool(workers) as pool:
                 collect(pool.imap(_decode_chunk, tasks))
     seconds = time.perf_counter() - started
     formats = Counter(fmt for _, fmt in mismatched)

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from retina.cache import pool_context
 from retina.engine import autocast_dtype
 from retina.errors import RetinaError
 from retina.heads import grades_of, scores_of
@@ -37,6 +36,7 @@ from retina.images import BadImage, decode_fundus
 from retina.loader import normalisation_affine
 from retina.metrics import NUM_CLASSES
 from retina.model_file import LoadedModel
+from retina.pools import pool_context
 from retina.tta import with_views
 
 MAX_CHUNK = 16  # files per worker task: large enough to amortise the round trip

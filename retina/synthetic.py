@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from tqdm import tqdm
 
 from retina.cli import run_command
 from retina.errors import RetinaError
+from retina.pools import worker_pool
 
 LABELS_CSV = "trainLabels.csv"
 IMAGE_SHARES = (0.735, 0.069, 0.151, 0.025, 0.020)  # EyePACS trainLabels.csv, grades 0..4
@@ -315,8 +315,7 @@ def generate(out: Path, n: int, size: int, seed: int, workers: int | None = None
                 _write_eye(task)
                 bar.update()
         else:  # fork: workers need no `if __name__ == "__main__"` guard in the caller's script
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            with multiprocessing.get_context(method).Pool(workers) as pool:
+            with worker_pool(workers) as pool:
                 for _ in pool.imap_unordered(_write_eye, tasks, chunksize=8):
                     bar.update()
     tmp = labels.with_name(f".{LABELS_CSV}.{os.getpid()}.tmp")
