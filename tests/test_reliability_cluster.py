@@ -1,5 +1,6 @@
-"""A node lost mid-sweep: on a two-node Ray cluster with the results on a shared folder, the
-worker node is removed while it trains a trial; the study still finishes, every epoch once.
+"""A node lost mid-sweep: on a two-node Ray cluster with the results on a shared folder, a
+sweep joined with --address trains one trial on each node; the worker node is removed while it
+trains its trial; the study still finishes, every epoch once.
 
     .venv/bin/pytest tests/test_reliability_cluster.py
 
@@ -55,6 +56,8 @@ def test_trials_of_a_lost_node_finish_on_the_survivor_from_their_checkpoints(
                 return on_worker["trial_id"].iloc[0] if len(on_worker) else None
 
             lost = sweep.wait_for(trial_on_worker, 300, "a trial training on the worker node")
+            # One trial per node (1 CPU each): the sweep joined with --address uses both.
+            assert read_frame(folder, "trials.parquet")["node"].nunique() == 2
             seen = read_frame(folder, "epochs.parquet")
             seen = seen[seen["trial_id"] == lost].set_index("epoch").sort_index()
             assert len(seen) < EPOCHS  # still training when its node goes

@@ -1,8 +1,8 @@
 """The GPU path at 512 px: resnet18 and resnet50, alone and four trials sharing one GPU.
 
 No command of its own; `python -m retina.bench --gpu` (make bench-gpu) runs `bench_gpu`.
-Each group runs in fresh processes (spawned: CUDA cannot be forked) that do what a trial does:
-channels_last model, bf16 autocast (fp16 + GradScaler where bf16 is unsupported), cuDNN
+Each group runs in fresh processes (spawned: CUDA cannot be forked; forked on the CPU) that
+do what a trial does: channels_last model, bf16 autocast (fp16 + GradScaler where bf16 is unsupported), cuDNN
 autotuning, `BatchLoader` over a cache file (uint8 rows gathered by a background thread,
 copied with pinned memory on a side stream, flipped and normalised on the GPU). Per process:
 - bare: optimizer steps over normalised batches already on the GPU (the model's own speed);
@@ -160,7 +160,9 @@ def _watch(procs, barrier, stop: threading.Event) -> None:
 
 def run_group(job: Job, processes: int) -> dict[str, dict]:
     """`processes` copies of `job` in step; per arch: summed images/s per phase, utilisation."""
-    ctx = multiprocessing.get_context("spawn")
+    # CUDA cannot be forked; the CPU run (--quick's check where no GPU is) forks, which spares
+    # each process the ~4 CPU-s of importing torch and torchvision again (5 processes a run).
+    ctx = multiprocessing.get_context("spawn" if job.device.startswith("cuda") else "fork")
     barrier, results = ctx.Barrier(processes + 1), ctx.Queue()
     procs = [
         ctx.Process(target=_child, args=(job, barrier, results, rank), daemon=True)
