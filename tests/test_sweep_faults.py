@@ -88,4 +88,3 @@ def test_ctrl_c_then_resume_finishes_without_rerunning_finished_trials(tmp_path,
     old = epochs_before[epochs_before["trial_id"].isin(finished)].reset_index(drop=True)
     new = epochs_after[epochs_after["trial_id"].isin(finished)].reset_index(drop=True)
     pd.testing.assert_frame_equal(old, new)
-
