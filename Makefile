@@ -50,10 +50,12 @@ weights: $(STAMP)
 	$(PY) -m retina.weights
 
 # Everything: before a commit that lands. Two pytest-xdist workers (one compute thread each,
-# tests/conftest.py); a module whose tests share a costly fixture runs in one worker
-# (xdist_group). `make test TEST_WORKERS=0` runs it in this one process.
+# tests/conftest.py), each running whole modules: a module fixture (two security sweeps, a
+# dozen CLI runs) is made once, not once per worker. (Not `loadgroup`: under pytest 9 its
+# group suffix no longer reaches the node id, so xdist 3.8 spread a group over both workers.)
+# `make test TEST_WORKERS=0` runs it in this one process.
 TEST_WORKERS ?= 2
-XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 test: $(STAMP)
 	$(PY) -m pytest -q $(XDIST) --durations=15
 

@@ -32,9 +32,9 @@ from tests.helpers.cli import ROOT
 
 CSV = "trainLabels.csv"
 TIMEOUT = 180  # far above a run's few seconds: reaching it means a hang
-# A dozen CLI runs (about a minute on 2 cores) share one module fixture: under pytest-xdist
-# they run in one worker, so it is made once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(__name__)]
+# A dozen CLI runs (about a minute on 2 cores) share one module fixture: make test runs a
+# module in one pytest-xdist worker (--dist loadfile), so it is made once.
+pytestmark = pytest.mark.slow
 
 
 @dataclass

@@ -33,10 +33,7 @@ from tests.helpers.processes import (
     wait_for,
 )
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.xdist_group(__name__),
-]  # one worker: 2 sweeps, made once
+pytestmark = pytest.mark.slow  # make test runs a module in one worker: 2 sweeps, made once
 HARNESS = sorted([*(ROOT / "retina").rglob("*.py"), *(ROOT / "study").rglob("*.py")])
 TIMING = ["seconds", "time_total_s", "train_images_per_s", "val_images_per_s"]
 STUDY = ["--set", "num_samples=2", "--set", "max_concurrent=1", "--set", "space.epochs=2"]
