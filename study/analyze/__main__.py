@@ -33,7 +33,7 @@ from study.analyze.banners import LiveStatus
 from study.analyze.load import find_studies, load_study, read_predictions
 from study.analyze.report import build_index, build_report, write_atomic
 from study.analyze.summary import build_summary, summary_text
-from study.record.layout import SUMMARY_FILE
+from study.record.layout import REPORT_FILE, SUMMARY_FILE
 
 
 def _whole(flag: str, least: int):
@@ -104,7 +104,7 @@ def analyze_study(
     """Load, build and atomically write one study's summary.json and report; returns the
     report's path. `live`: a running sweep's snapshot (banner, reload)."""
     study = load_study(folder)
-    target = out if out is not None else folder / "report.html"
+    target = out if out is not None else folder / REPORT_FILE
     summary = build_summary(study, read_predictions(folder), resamples)
     write_atomic(target.with_name(f"{target.stem}.summary.json") if out else folder / SUMMARY_FILE,
                  summary_text(summary))  # fmt: skip

@@ -35,7 +35,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from study.record.layout import EPOCHS_FILE, TRIALS_FILE
+from study.record.layout import EPOCHS_FILE, REPORT_FILE, TRIALS_FILE
 
 POLL_S = 2.0  # how often the thread looks at the Parquet files (a stat() each)
 NICE = 19  # the lowest priority: a render mostly gets CPU the trials leave idle
@@ -88,7 +88,7 @@ class LiveReport:
 
     @property
     def path(self) -> Path:
-        return self.folder / "report.html"
+        return self.folder / REPORT_FILE
 
     def __enter__(self) -> LiveReport:
         self._born = self.clock()
