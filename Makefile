@@ -53,9 +53,11 @@ weights: $(STAMP)
 # tests/conftest.py), each running whole modules: a module fixture (two security sweeps, a
 # dozen CLI runs) is made once, not once per worker. (Not `loadgroup`: under pytest 9 its
 # group suffix no longer reaches the node id, so xdist 3.8 spread a group over both workers.)
+# Modules go out in the order tests/conftest.py sorts them, slow ones first: xdist's default
+# (most tests first) left two-test sweep modules for the end, one worker idle meanwhile.
 # `make test TEST_WORKERS=0` runs it in this one process.
 TEST_WORKERS ?= 2
-XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 test: $(STAMP)
 	$(PY) -m pytest -q $(XDIST) --durations=15
 

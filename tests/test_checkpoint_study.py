@@ -23,9 +23,9 @@ from study.conclude.checkpoints import checkpoint_folders, clean_checkpoints, ne
 from study.record.layout import CHECKPOINT_FILE
 from study.record.ranking import best_epoch, rank_trials
 from tests.helpers.cli import run_cli
-from tests.helpers.processes import NO_DASHBOARD
+from tests.helpers.processes import NO_DASHBOARD, NO_REPORT
 
-TIED_SWEEP = [*NO_DASHBOARD,
+TIED_SWEEP = [*NO_DASHBOARD, *NO_REPORT,
     "--set", "num_samples=2", "--set", "space.pretrained=false", "--set", "space.arch=resnet18",
     "--set", "space.head=classify", "--set", "data.image_size=32", "--set", "space.epochs=3", "--set", "space.batch_size=16",
     "--set", "space.lr=1.0e-30", "--set", "scheduler.name=none", "--set", "test_top_k=1",

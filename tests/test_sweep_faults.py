@@ -10,7 +10,7 @@ import pytest
 
 from study.record.layout import EPOCHS_FILE, TRIALS_FILE
 from tests.helpers.cli import run_cli
-from tests.helpers.processes import NO_DASHBOARD, read_frame, running_sweep
+from tests.helpers.processes import NO_DASHBOARD, NO_REPORT, read_frame, running_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def read_trials(folder):
 def test_nan_trial_is_recorded_and_the_study_finishes(tmp_path, synthetic_data):
     proc = run_cli(
         "study.sweep", "search_spaces/demo.yaml", "--data", str(synthetic_data),
-        "--results", str(tmp_path), "--name", "nan", *TINY,
+        "--results", str(tmp_path), "--name", "nan", *TINY, *NO_REPORT,
         "--set", "search.algorithm=random", "--set", "scheduler.name=none",
         "--set", "space.lr={grid: [0.01, 1.0e+12]}", "--set", "space.epochs=2",
         "--set", "num_samples=1",
