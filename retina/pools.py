@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing.pool import Pool
 
 
@@ -21,14 +23,31 @@ def pool_context():
 
 
 def _default_sigterm() -> None:
-    # A forked worker inherits the caller's SIGTERM handler. Leaving the `with` block calls
-    # Pool.terminate(), which holds the task queue's lock and SIGTERMs the workers: a worker
-    # waiting for that lock under a handler that returns (asyncio's no-op handler, a
-    # library's "shut down gracefully" flag) never exits, and the caller waits on it forever.
-    # Seen in the test suite after an in-process Ray cluster: a cache build hung for minutes.
+    # A forked worker inherits the caller's SIGTERM handler, which may return (asyncio's no-op
+    # handler, a library's "stop gracefully" flag): Pool.terminate() holds the task queue's
+    # lock and SIGTERMs the workers, and one that survives waits for that lock forever. The
+    # worker was started with SIGTERM blocked (worker_pool), so a SIGTERM sent before this
+    # line is held back until the default action is in place.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
-def worker_pool(workers: int) -> Pool:
-    """A process pool whose workers always die on Pool.terminate()."""
-    return pool_context().Pool(workers, initializer=_default_sigterm)
+@contextmanager
+def worker_pool(workers: int) -> Iterator[Pool]:
+    """A process pool that always ends: closed and joined after the block (the workers leave
+    on their sentinel, no signal needed), terminated on an error, its workers dying on SIGTERM
+    whatever handler the caller has. Seen in the test suite: a cache build whose just-forked
+    worker swallowed terminate()'s SIGTERM in the inherited handler hung for minutes."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # inherited by forks
+    try:
+        pool = pool_context().Pool(workers, initializer=_default_sigterm)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    try:
+        yield pool
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
