@@ -57,15 +57,15 @@ weights: $(STAMP)
 # (most tests first) left two-test sweep modules for the end, one worker idle meanwhile.
 # `make test TEST_WORKERS=0` runs it in this one process.
 TEST_WORKERS ?= 2
-XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+WORKERS = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 test: $(STAMP)
-	$(PY) -m pytest -q $(XDIST) --durations=15
+	$(PY) -m pytest -q $(if $(WORKERS),$(WORKERS) --dist loadfile --no-loadscope-reorder) --durations=15
 
 # The edit loop (~2 min on 2 cores): no Ray start, no sweep (tests marked slow are left out).
 # Test by test (--dist load): its module fixtures are cheap, and whole modules balanced worse
 # (136 s vs 120 s measured).
 test-quick: $(STAMP)
-	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist load) -m "not slow"
+	$(PY) -m pytest -q $(if $(WORKERS),$(WORKERS) --dist load) -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check retina study tests

@@ -68,10 +68,10 @@ def test_report_is_live_while_the_sweep_runs_and_final_at_the_end(synthetic_data
             if text and "id='live-banner'" in text:
                 live_versions.add(hashlib.sha256(text.encode()).hexdigest())
             epochs = journal_epochs(folder)
-            trials = {trial for trial, _ in epochs}
-            if hold.exists() and len(live_versions) > len(released) and trials - released:
+            journaled = {trial for trial, _ in epochs}
+            if hold.exists() and len(live_versions) > len(released) and journaled - released:
                 hold.unlink()  # a version with the held trial's epoch 1 is out: let it go
-                released |= trials
+                released |= journaled
             elif not hold.exists() and len(released) == 1 and max(e for _, e in epochs) >= 2:
                 hold.touch()  # the first trial is past its hold: the second waits at epoch 1
         hold.unlink(missing_ok=True)

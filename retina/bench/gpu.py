@@ -2,9 +2,10 @@
 
 No command of its own; `python -m retina.bench --gpu` (make bench-gpu) runs `bench_gpu`.
 Each group runs in fresh processes (spawned: CUDA cannot be forked; forked on the CPU) that
-do what a trial does: channels_last model, bf16 autocast (fp16 + GradScaler where bf16 is unsupported), cuDNN
-autotuning, `BatchLoader` over a cache file (uint8 rows gathered by a background thread,
-copied with pinned memory on a side stream, flipped and normalised on the GPU). Per process:
+do what a trial does: channels_last model, bf16 autocast (fp16 + GradScaler where bf16 is
+unsupported), cuDNN autotuning, `BatchLoader` over a cache file (uint8 rows gathered by a
+background thread, copied with pinned memory on a side stream, flipped and normalised on the
+GPU). Per process:
 - bare: optimizer steps over normalised batches already on the GPU (the model's own speed);
 - epoch: `train_one_epoch` over the loader (what a trial gets).
 epoch_efficiency = epoch / bare (summed over the processes of a group); the processes start

@@ -8,7 +8,6 @@ null where it cannot be read), plus "machine", "targets", "sizes" and "details".
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import platform
 import sys
@@ -22,6 +21,7 @@ import torch
 import torchvision
 
 from retina.bench.workspace import Sizes
+from retina.pools import pool_context
 
 CPU_KEYS = (
     "loader_lab_images_per_s_128",
@@ -126,8 +126,7 @@ def parallel_capacity(workers: int, n: int = 2_000_000) -> float:
     """
     if workers < 2:
         return 1.0
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")  # fmt: skip
-    with ctx.Pool(workers) as pool:
+    with pool_context().Pool(workers) as pool:
         alone = min(pool.map(_spin, [n])[0] for _ in range(3))
         together = min(max(pool.map(_spin, [n] * workers)) for _ in range(3))
     return workers * alone / together
