@@ -52,10 +52,10 @@ weights: $(STAMP)
 # Everything: before a commit that lands. Three pytest-xdist workers on 2 cores (one compute
 # thread each, tests/conftest.py): a sweep test spends much of its time waiting (Ray starting,
 # a driver polled, a trial held), which a third worker fills - on a fresh clone the suite took
-# 514 s with 3 workers against 766-794 s with 2; test-quick 91 s against 120 s. Each worker runs
-# whole modules: a module fixture (two security sweeps, a
-# dozen CLI runs) is made once, not once per worker. (Not `loadgroup`: under pytest 9 its
-# group suffix no longer reaches the node id, so xdist 3.8 spread a group over both workers.)
+# 514 s with 3 workers against 766-794 s with 2; test-quick 91 s against 120 s. Each worker
+# runs whole modules: a module fixture (two security sweeps, a dozen CLI runs) is made once,
+# not once per worker. (Not `loadgroup`: under pytest 9 its group suffix no longer reaches the
+# node id, so xdist 3.8 spread a group over the workers.)
 # Modules go out in the order tests/conftest.py sorts them, slow ones first: xdist's default
 # (most tests first) left two-test sweep modules for the end, one worker idle meanwhile.
 # `make test TEST_WORKERS=0` runs it in this one process.
@@ -64,9 +64,9 @@ WORKERS = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 test: $(STAMP)
 	$(PY) -m pytest -q $(if $(WORKERS),$(WORKERS) --dist loadfile --no-loadscope-reorder) --durations=15
 
-# The edit loop (~2 min on 2 cores): no Ray start, no sweep (tests marked slow are left out).
+# The edit loop (~1.5 min on 2 cores): no Ray start, no sweep (tests marked slow are left out).
 # Test by test (--dist load): its module fixtures are cheap, and whole modules balanced worse
-# (136 s vs 120 s measured).
+# (136 s vs 120 s measured with 2 workers).
 test-quick: $(STAMP)
 	$(PY) -m pytest -q $(if $(WORKERS),$(WORKERS) --dist load) -m "not slow"
 

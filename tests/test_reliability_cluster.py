@@ -50,10 +50,10 @@ def test_trials_of_a_lost_node_finish_on_the_survivor_from_their_checkpoints(
             def trial_on_worker():
                 trials = read_frame(folder, "trials.parquet")
                 epochs = read_frame(folder, "epochs.parquet")
-                # trials.parquet is rewritten on its own cadence, after epochs.parquet: wait
-                # until it too names a node for both trials, or the check below races it.
                 if trials is None or epochs is None or epochs["trial_id"].nunique() < 2:
                     return None
+                # trials.parquet is rebuilt on its own cadence, after epochs.parquet: wait
+                # until it too names a node for both trials, or the check below races it.
                 if trials["node"].notna().sum() < 2:
                     return None
                 on_worker = trials[trials["node"].str.endswith(worker.node_id[:8], na=False)]
