@@ -10,7 +10,8 @@ names and says which key is wrong and how to fix it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field
+from typing import Any
 
 from study.define.dimensions import Dimension, finite_values
 
@@ -33,49 +34,66 @@ SEED_MAX = 2**32 - 1  # numpy RandomState / Optuna TPESampler accept 0 .. 2**32-
 NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
+def key(default: Any, doc: str, **rule: Any) -> Any:
+    """A study key's one home: its default, its one-line doc (docs/search-spaces.md) and the rule
+    the parser checks: `choices=`, `lo=`/`hi=` (int), `gt=`/`ge=`/`lt=`/`le=` (float), and
+    `verbatim=True` for text a `--set` takes as written (names, paths) rather than as YAML.
+    `MISSING` as the default: the YAML must give it."""
+    return field(default=default, metadata={"doc": doc, **rule})
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """`data` less `image_size`, which is a dimension (`StudyConfig.space["image_size"]`)."""
 
-    path: str
-    preprocessing: str = "none"
-    split_seed: int = 0
-    skip_bad: bool = False
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
+    path: str = key(MISSING, "folder of the images and label CSV(s)", verbatim=True)
+    preprocessing: str = key(
+        "none", "graham: subtract the local mean colour (Graham 2015)", choices=PREPROCESSING,
+        verbatim=True,
+    )  # fmt: skip
+    split_seed: int = key(0, "seed of the patient-level train/val/test split", hi=SEED_MAX)
+    skip_bad: bool = key(False, "leave unreadable images out (counted) instead of stopping")
+    val_fraction: float = key(0.15, "share of patients in val", gt=0.0, lt=1.0)
+    test_fraction: float = key(0.15, "share of patients in the held-out test", gt=0.0, lt=1.0)
 
 
 @dataclass(frozen=True)
 class SearchConfig:
-    algorithm: str = "optuna"
-    seed: int = 0
+    algorithm: str = key("optuna", "how trials are proposed", choices=ALGORITHMS, verbatim=True)
+    seed: int = key(0, "the searcher's seed", hi=SEED_MAX)
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    name: str = "asha"
-    grace_period: int = 1
-    reduction_factor: float = 2.0
+    name: str = key("asha", "asha stops weak trials early; none runs every epoch",
+                    choices=SCHEDULERS, verbatim=True)  # fmt: skip
+    grace_period: int = key(1, "epochs every trial runs before ASHA may stop it", lo=1)
+    reduction_factor: float = key(2.0, "ASHA keeps 1/reduction_factor at each rung", gt=1.0)
 
 
 @dataclass(frozen=True)
 class MetricConfig:
-    name: str = "val_kappa"
-    mode: str = "max"
+    name: str = key("val_kappa", "the val metric trials are ranked by", choices=tuple(METRICS),
+                    verbatim=True)  # fmt: skip
+    mode: str = key("max", "max or min; must match the metric", choices=("max", "min"),
+                    verbatim=True)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Resources:
-    cpu: float = 1.0
-    gpu: float | str = "auto"  # a number of GPUs per trial (fractions ok) or "auto"
+    cpu: float = key(1.0, "CPUs per trial", gt=0.0)
+    # a number of GPUs per trial (fractions share one) or "auto" (one where CUDA is)
+    gpu: float | str = key("auto", "GPUs per trial (0.25: four trials share one) or auto")
 
 
 @dataclass(frozen=True)
 class ConfirmConfig:
     """After the search: each cell of `compare` (its best search trial) retrained `seeds` times."""
 
-    compare: tuple[str, ...] = ("arch", "pretrained")
-    seeds: int = 0  # 0: no confirmation stage
+    compare: tuple[str, ...] = key(
+        ("arch", "pretrained"), "finite dimensions whose cells are compared"
+    )
+    seeds: int = key(0, "new training seeds per cell (0: no confirm stage)", hi=100)
 
 
 @dataclass(frozen=True)
@@ -92,30 +110,39 @@ class OperatingPointConfig:
 
 @dataclass(frozen=True)
 class StudyConfig:
-    name: str
-    data: DataConfig
-    space: dict[str, Dimension]  # every name of DIMENSIONS, in that order
-    search: SearchConfig
-    scheduler: SchedulerConfig
-    metric: MetricConfig
-    num_samples: int = 1
-    max_concurrent: int | None = None
-    resources: Resources = Resources()
-    test_top_k: int = 3
-    max_failures: int = 2
-    keep_checkpoints: str = "needed"
-    seed: int = 0
-    compile: bool = False
-    confirm: ConfirmConfig = ConfirmConfig()
-    on_missing_weights: str = "fail"
-    operating_point: OperatingPointConfig = OperatingPointConfig()
+    name: str = key(MISSING, "the study's folder under --results", verbatim=True)
+    data: DataConfig = key(MISSING, "where the images are and how they are split")
+    space: dict[str, Dimension] = key(MISSING, "the hyperparameters: fixed values or ranges")
+    search: SearchConfig = key(SearchConfig(), "the searcher")
+    scheduler: SchedulerConfig = key(SchedulerConfig(), "early stopping of weak trials")
+    metric: MetricConfig = key(MetricConfig(), "what the search optimises")
+    num_samples: int = key(1, "trials the search runs", lo=1)
+    max_concurrent: int | None = key(None, "trials at once (default: as resources allow)")
+    resources: Resources = key(Resources(), "per trial")
+    test_top_k: int = key(3, "best trials tested on the held-out test")
+    max_failures: int = key(2, "retries of a trial whose worker died")
+    keep_checkpoints: str = key(
+        "needed", "needed: after the study keep the tested trials' and the winner's; or all",
+        choices=KEEP_CHECKPOINTS,
+    )  # fmt: skip
+    seed: int = key(0, "training seed of the search trials", hi=SEED_MAX)
+    compile: bool = key(False, "torch.compile the model")
+    confirm: ConfirmConfig = key(ConfirmConfig(), "the confirm stage after the search")
+    on_missing_weights: str = key(
+        "fail", "skip: run scratch only where ImageNet weights are missing", choices=MISSING_WEIGHTS
+    )
+    operating_point: OperatingPointConfig = key(
+        OperatingPointConfig(), "the referable-DR threshold's target met on val"
+    )
     # Views averaged by every test of a trained model (held-out, confirm, export, predict's
     # default). The search's val metrics stay one view: N views would cost N times every val
     # pass of every trial, and the views are a choice for the chosen model, not one to tune.
-    tta: int = 1
+    tta: int = key(
+        1, "test-time augmentation: 1, 2, 4 or 8 dihedral views", choices=tuple(TTA_VIEWS)
+    )
     # The winner's model in best/ (ONNX, weights, card) at the end; False: the study ends without
     # it (a search not meant to ship, a scripted run), and `python -m study.export` makes it later.
-    export: bool = True
+    export: bool = key(True, "write the winner's model to best/ at the end")
 
     @property
     def image_sizes(self) -> tuple[int, ...]:

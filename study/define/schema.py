@@ -25,20 +25,15 @@ the `--set` item that caused it, if any.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from retina.errors import RetinaError
 from study.define.config import (  # the typed study and its allowed values
-    ALGORITHMS,
     KEEP_CHECKPOINTS,
     METRICS,
-    MISSING_WEIGHTS,
     NAME_CHARS,
-    PREPROCESSING,
-    SCHEDULERS,
-    SEED_MAX,
     TTA_VIEWS,
     ConfirmConfig,
     DataConfig,
@@ -69,56 +64,45 @@ __all__ = ["DIMENSIONS", "KEYS", "TTA_VIEWS", "ConfirmConfig", "Dimension", "Stu
            "load_study", "max_epochs", "resolve_trial_config", "study_from_dict", "study_to_dict"]
 # fmt: on
 
-# fmt: off
-_SECTION_KEYS = {
-    "data": {"path": TEXT, "image_size": None, "preprocessing": TEXT, "split_seed": None,
-             "skip_bad": None, "val_fraction": None, "test_fraction": None},
-    "space": dict.fromkeys(DIMENSIONS),  # space.image_size too: parse_space says where it goes
-    "search": {"algorithm": TEXT, "seed": None},
-    "scheduler": {"name": TEXT, "grace_period": None, "reduction_factor": None},
-    "metric": {"name": TEXT, "mode": TEXT},
-    "resources": {"cpu": None, "gpu": None},
-    "confirm": {"compare": None, "seeds": None},
-    "operating_point": {"sensitivity": None, "specificity": None},
-}
-_TOP_KEYS = ("name", "data", "space", "search", "scheduler", "metric", "num_samples",
-             "max_concurrent", "resources", "test_top_k", "max_failures", "keep_checkpoints",
-             "seed", "compile", "confirm", "on_missing_weights", "operating_point", "tta",
-             "export")
-# fmt: on
-# The key tree `--set` paths are checked against (a leaf is None, or TEXT for verbatim text).
-KEYS: dict[str, Any] = {k: _SECTION_KEYS.get(k, TEXT if k == "name" else None) for k in _TOP_KEYS}
+
+# The YAML's key tree, read off the dataclasses' fields: a section is a field holding a
+# dataclass; a leaf is None, or TEXT for text a `--set` takes verbatim (`key(verbatim=True)`).
+# Three sections differ from their dataclass: `data` also holds image_size (a dimension), `space`
+# holds the dimensions, and `operating_point` is written as its one target.
+def _key_tree(cls: type) -> dict[str, Any]:
+    hints = get_type_hints(cls)
+    tree: dict[str, Any] = {}
+    for f in fields(cls):
+        if is_dataclass(hints[f.name]):
+            tree[f.name] = _key_tree(hints[f.name])
+        else:
+            tree[f.name] = TEXT if f.metadata.get("verbatim") else None
+    return tree
+
+
+KEYS: dict[str, Any] = _key_tree(StudyConfig)
+KEYS["data"] = {"path": TEXT, "image_size": None} | KEYS["data"]  # the order errors list keys in
+KEYS["space"] = dict.fromkeys(DIMENSIONS)  # space.image_size too: parse_space says where it goes
+KEYS["operating_point"] = {"sensitivity": None, "specificity": None}
+_SECTIONS = {name: list(tree) for name, tree in KEYS.items() if isinstance(tree, dict)}
 
 
 def _parse(doc: Any) -> StudyConfig:
-    top = Section(doc, "", _TOP_KEYS, _SECTION_KEYS)
+    top = Section(doc, "", list(KEYS), _SECTIONS)
     name = top.text("name")
     if not set(name) <= NAME_CHARS or set(name) == {"."} or len(name) > 100:
         fix = "use up to 100 letters, digits, '_', '.', '-' (e.g. demo-2)"
         raise Problem("name", f"{show(name)} is not a usable folder name", fix)
     d = top.section("data", REQUIRED)
-    data = DataConfig(
-        path=d.text("path"),
-        preprocessing=d.text("preprocessing", "none", PREPROCESSING),
-        split_seed=d.int("split_seed", 0, hi=SEED_MAX),
-        skip_bad=d.bool("skip_bad", False),
-        val_fraction=d.float("val_fraction", 0.15, gt=0.0, lt=1.0),
-        test_fraction=d.float("test_fraction", 0.15, gt=0.0, lt=1.0),
-    )
+    data = d.build(DataConfig)
     if data.val_fraction + data.test_fraction >= 1.0:
         what, fix = "val_fraction + test_fraction must be < 1", "leave a share for training"
         raise Problem("data.test_fraction", what, fix, ["data.val_fraction"])
-    s = top.section("search")
-    search = SearchConfig(s.text("algorithm", "optuna", ALGORITHMS), s.int("seed", 0, hi=SEED_MAX))
+    search = top.section("search").build(SearchConfig)
     # data.image_size is a dimension written under data (searchable, a cache per size)
     in_data = {name: d.get(key.split(".", 1)[1], REQUIRED) for name, key in WHERE.items()}
     space = parse_space(top.get("space", REQUIRED), search.algorithm, in_data)
-    sc = top.section("scheduler")
-    scheduler = SchedulerConfig(
-        sc.text("name", "asha", SCHEDULERS),
-        sc.int("grace_period", 1, lo=1),
-        sc.float("reduction_factor", 2.0, gt=1.0),
-    )
+    scheduler = top.section("scheduler").build(SchedulerConfig)
     longest = _max_epochs(space)
     if scheduler.name == "asha" and scheduler.grace_period > longest:
         what = f"{scheduler.grace_period} is more than the most epochs a trial runs ({longest})"
@@ -126,41 +110,33 @@ def _parse(doc: Any) -> StudyConfig:
             "scheduler.grace_period", what, f"set it to at most {longest}", ["space.epochs"]
         )
     m = top.section("metric")
-    metric_name = m.text("name", "val_kappa", list(METRICS))
+    metric_name = m.text("name", MetricConfig.name, list(METRICS))
     mode = m.text("mode", METRICS[metric_name], ("max", "min"))
     if mode != METRICS[metric_name]:
         what = f"{metric_name} is {'minimised' if mode == 'max' else 'maximised'}, not {mode}"
         raise Problem("metric.mode", what, f"use mode: {METRICS[metric_name]}", ["metric.name"])
     r = top.section("resources")
-    gpu = r.get("gpu", "auto")
-    resources = Resources(
-        r.float("cpu", 1.0, gt=0.0), "auto" if gpu == "auto" else r.float("gpu", ge=0.0)
-    )
+    gpu = r.get("gpu", Resources.gpu)
+    resources = r.build(Resources, gpu="auto" if gpu == "auto" else r.float("gpu", ge=0.0))
     max_concurrent = (
         None if top.get("max_concurrent", None) is None else top.int("max_concurrent", lo=1)
     )
-    return StudyConfig(
+    return top.build(
+        StudyConfig,
         name=name,
         data=data,
         space=space,
         search=search,
         scheduler=scheduler,
         metric=MetricConfig(metric_name, mode),
-        num_samples=top.int("num_samples", 1, lo=1),
         max_concurrent=max_concurrent,
         resources=resources,
-        test_top_k=top.int("test_top_k", 3),
-        max_failures=top.int("max_failures", 2),
         keep_checkpoints=_keep_checkpoints(top),
-        seed=top.int("seed", 0, hi=SEED_MAX),
-        compile=top.bool("compile", False),
         confirm=_parse_confirm(top.section("confirm"), space),
-        on_missing_weights=top.text("on_missing_weights", "fail", MISSING_WEIGHTS),
         operating_point=_parse_operating_point(
             top.section("operating_point", {"sensitivity": OperatingPointConfig.value})
         ),
         tta=_parse_tta(top),
-        export=top.bool("export", True),
     )
 
 
@@ -176,7 +152,7 @@ def _parse_tta(top: Section) -> int:
 
 
 def _keep_checkpoints(top: Section) -> str:
-    value = top.get("keep_checkpoints", "needed")
+    value = top.get("keep_checkpoints", StudyConfig.keep_checkpoints)
     if value not in KEEP_CHECKPOINTS:  # an int here was once a count for Ray: say what changed
         what = f"expected needed or all, got {show(value)}"
         fix = (
@@ -202,7 +178,7 @@ def _parse_confirm(c: Section, space: dict[str, Dimension]) -> ConfirmConfig:
             raise Problem("confirm.compare", what, fix, [f"space.{name}"])
     if len(set(compare)) != len(compare):
         raise Problem("confirm.compare", f"{show(compare)} names a dimension twice", "name it once")
-    return ConfirmConfig(tuple(compare), c.int("seeds", 0, hi=100))
+    return c.build(ConfirmConfig, compare=tuple(compare))
 
 
 def _parse_operating_point(o: Section) -> OperatingPointConfig:
@@ -257,12 +233,10 @@ def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
 
 def study_to_dict(cfg: StudyConfig) -> dict[str, Any]:
     """The resolved study (defaults filled) as JSON-serialisable data; loads back to `cfg`."""
-    out: dict[str, Any] = {"name": cfg.name, "data": asdict(cfg.data)}
+    out = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    out = {key: asdict(value) if is_dataclass(value) else value for key, value in out.items()}
     out["data"]["image_size"] = cfg.space["image_size"].to_yaml()  # as written: under data
     out["space"] = {name: dim.to_yaml() for name, dim in cfg.space.items() if name not in WHERE}
-    for key in _TOP_KEYS[3:]:
-        value = getattr(cfg, key)
-        out[key] = asdict(value) if key in _SECTION_KEYS else value
     out["confirm"]["compare"] = list(cfg.confirm.compare)  # as JSON and YAML give it back
     out["operating_point"] = cfg.operating_point.to_yaml()  # the YAML's one-key form
     return out

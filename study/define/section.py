@@ -4,10 +4,13 @@ naming its dotted key, what is wrong and the fix (`study.define.schema` turns it
 
     top = Section(doc, "", ["name", "data"], children={"data": ["path", "image_size"]})
     top.text("name"); top.section("data", REQUIRED).int("image_size", lo=1)
+    top.section("search").build(SearchConfig)   # every field by its type, default and rule
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -87,3 +90,27 @@ class Section:
             fix = f"choose one of {', '.join(choices)}"
             raise Problem(key, f"unknown value {show(value)}", fix)
         return value
+
+    def build(self, cls: type, **given: Any) -> Any:
+        """`cls` from this mapping: each field not in `given` is read by its type with the default
+        and rule of its `study.define.config.key` (a field of another type must be given)."""
+        hints = typing.get_type_hints(cls)
+        values = dict(given)
+        for f in dataclasses.fields(cls):
+            if f.name in values:
+                continue
+            default = REQUIRED if f.default is dataclasses.MISSING else f.default
+            rule = {k: v for k, v in f.metadata.items() if k not in ("doc", "verbatim")}
+            read = _READERS.get(hints[f.name])
+            if read is None:  # a programming error: the parser must read this key by hand
+                raise TypeError(f"{cls.__name__}.{f.name}: {hints[f.name]} needs its own reader")
+            values[f.name] = read(self, f.name, default, **rule)
+        return cls(**values)
+
+
+_READERS = {
+    int: Section.int,
+    float: Section.float,
+    bool: Section.bool,
+    str: lambda section, name, default, choices=(): section.text(name, default, choices),
+}
