@@ -14,21 +14,17 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from retina import calibration
 from retina.grading import Graded
 from retina.metrics import REFERABLE_GRADE
 
-FLOOR = 1e-12  # as study.analyze.calibration: a float32 softmax can round a probability to 0
-
 
 def temperature_scaled(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log p / T) = softmax(logits / T) (log p is the logits less a per-row constant),
-    float32 like the model's; NaN rows (failed images) stay NaN; T = 1 returns `probs`."""
+    """`retina.calibration.temperature_scaled`, float32 like the model's; NaN rows (failed
+    images) stay NaN; T = 1 returns `probs` itself."""
     if temperature == 1.0:
         return probs
-    z = np.log(np.clip(np.asarray(probs, np.float64), FLOOR, None)) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    out = np.exp(z)
-    return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
+    return calibration.temperature_scaled(probs, temperature).astype(np.float32)
 
 
 def calibrated(graded: Graded, temperature: float) -> Graded:

@@ -1,6 +1,7 @@
 """The report's screening section, from summary.json's `referable` and `calibration` keys:
 AUROC of referable DR, the operating point chosen on val and its test sensitivity/specificity
-per image and per patient, ECE before and after temperature scaling, and reliability diagrams.
+per image and per patient, ECE before and after calibration (the top grade's, and P(referable)'s
+for either head), and reliability diagrams.
 Pure: dict in, HTML and figures out.
 
     html = clinical_section(build_summary(study, predictions), figure_to_html)
@@ -15,6 +16,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from study.analyze.figure_reliability import (
+    referable_reliability_figure,
+    referable_reliability_frame,
+)
 from study.analyze.markup import html_table
 
 HOW_TO_READ = """<p class='note'><b>How to read this.</b> A screening programme asks one
@@ -40,6 +45,11 @@ def _num(value, digits: int = 3) -> str:
     return "—" if value is None or value != value else f"{value:.{digits}f}"
 
 
+def _num_ci(pair) -> str:
+    lo, hi = pair if pair else (None, None)
+    return "" if lo is None or hi is None else f" [{_num(lo)}, {_num(hi)}]"
+
+
 def operating_table(best: dict) -> pd.DataFrame:
     rows = [{"": "val (chose the threshold)", "images / patients": str(best["val"]["n"]),
              "referable": str(best["val"]["referable"]),
@@ -54,20 +64,24 @@ def operating_table(best: dict) -> pd.DataFrame:
 
 
 def runs_table(referable: dict, calibration: dict) -> pd.DataFrame:
-    """One row per run (best, then confirm): AUROC, threshold, test sens/spec, T, ECE."""
+    """One row per run (best, then confirm): AUROC, threshold, test sens/spec, T, the top
+    grade's ECE, and P(referable)'s ECE (before -> after calibration, intervals for the best)."""
     cal = {c["trial_id"]: c for c in [calibration.get("best"), *calibration["confirm"]] if c}
     rows = []
     for role, run in [("best", referable["best"])] + [("confirm", r) for r in referable["confirm"]]:
         if run is None:
             continue
         c = cal.get(run["trial_id"], {})
+        ref = c.get("referable") or {}
         rows.append({
             "run": f"{run['trial_id']} ({role})", "AUROC": _num(run["auroc"]),
             "threshold": _num(run["threshold"]),
             "sens / spec (images)": f"{_pct(run['test_image']['sensitivity'])} / "
             f"{_pct(run['test_image']['specificity'])}",
-            "T (val)": _num(c.get("temperature"), 2),
-            "ECE before → after": f"{_num(c.get('test_ece'))} → {_num(c.get('test_ece_scaled'))}",
+            "T (val)": "Platt" if c.get("head") == "regress" else _num(c.get("temperature"), 2),
+            "ECE top grade": f"{_num(c.get('test_ece'))} → {_num(c.get('test_ece_scaled'))}",
+            "ECE P(referable)": f"{_num(ref.get('test_ece'))}{_num_ci(ref.get('test_ece_ci'))}"
+            f" → {_num(ref.get('test_ece_scaled'))}{_num_ci(ref.get('test_ece_scaled_ci'))}",
         })  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -118,20 +132,26 @@ def clinical_section(summary: dict, figure_html: Callable[[go.Figure], str]) -> 
     out.append(bootstrap_note(referable["bootstrap"]))
     out.append("<h3>Calibration</h3>")
     out.append(
-        f"<p class='note'>Expected calibration error of the top grade's probability, "
-        f"{calibration['bins']} equal-mass bins, on test; temperature T fitted on val "
-        "(negative log-likelihood, on log-probabilities: the same as on logits for softmax). "
-        "T &gt; 1: the model was over-confident.</p>"
+        f"<p class='note'>Expected calibration error on test, {calibration['bins']} equal-mass "
+        "bins: of the top grade's probability (a classify head; temperature T fitted on val by "
+        "negative log-likelihood, on log-probabilities: the same as on logits for softmax; "
+        "T &gt; 1: the model was over-confident), and of P(referable) for either head: a "
+        "classify head's p2+p3+p4, temperature-scaled; a regress head's score through a "
+        "logistic fitted on val (Platt). Intervals of the best trial's P(referable) ECE "
+        "resample test patients within the whole test split's bins.</p>"
     )
     if calibration["note"]:
         out.append(f"<p class='warn'>{html.escape(calibration['note'])}</p>")
     out.append(html_table(runs_table(referable, calibration), sortable=False))
-    if calibration["best"] is not None:
-        out.append(figure_html(reliability_figure([calibration["best"]], calibration["bins"],
-                                                  "best trial")))  # fmt: skip
-    if calibration["confirm"]:
-        out.append(figure_html(reliability_figure(calibration["confirm"], calibration["bins"],
-                                                  "confirm runs")))  # fmt: skip
+    for runs, title in (([calibration["best"]], "best trial"), (calibration["confirm"],
+                                                                 "confirm runs")):  # fmt: skip
+        frame = referable_reliability_frame(runs)
+        if len(frame):
+            out.append(figure_html(referable_reliability_figure(frame, calibration["bins"],
+                                                                title)))  # fmt: skip
+        top_label = [r for r in runs if r and "bins" in r]  # classify heads only
+        if top_label:
+            out.append(figure_html(reliability_figure(top_label, calibration["bins"], title)))
     return "".join(out)
 
 
