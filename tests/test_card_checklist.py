@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from study.conclude.card import CardInputs, render_card
+from study.conclude.card import render_card
+from study.conclude.card_inputs import CardInputs
 from study.conclude.checklist import (
     ANSWERED,
     AUTHORS,

@@ -13,14 +13,12 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from retina.metrics import REFERABLE_GRADE
+from study.conclude.card_inputs import CardInputs
 from study.conclude.card_screening import trial_blocks
 from study.conclude.checklist_items import CLAIM, ITEMS, TRIPOD, Item
-
-if TYPE_CHECKING:
-    from study.conclude.card import CardInputs
 
 ANSWERED, NOT_APPLICABLE, AUTHORS = "answered", "not applicable", "to be stated by the authors"
 STATUSES = (ANSWERED, NOT_APPLICABLE, AUTHORS)
@@ -151,6 +149,11 @@ def updating_method(c: CardInputs) -> str:
     cal = _best(c, "calibration")
     if cal is None:
         return "No updating: the model's probabilities are used as trained."
+    if cal.get("head") == "regress":
+        platt = cal["platt"]
+        return (f"Platt scaling of the regress score fitted on val (logistic, slope "
+                f"{platt['slope']:.4g}, intercept {platt['intercept']:.4g}) gives P(referable); "
+                "stored with the model.")  # fmt: skip
     return (f"Temperature scaling fitted on val (negative log-likelihood): T = "
             f"{cal['temperature']:.3f}; stored with the model.")  # fmt: skip
 
@@ -222,8 +225,13 @@ def updating_result(c: CardInputs) -> str:
     cal = _best(c, "calibration")
     if cal is None:
         return "No updating was done."
+    ref = cal.get("referable") or {}
+    referable = (f" P(referable): {ref['test_ece']:.3f} as trained, {ref['test_ece_scaled']:.3f} "
+                 "calibrated." if ref else "")  # fmt: skip
+    if cal.get("head") == "regress":
+        return f"Test expected calibration error of{referable.rstrip('.')} (Platt scaling)."
     return (f"Test expected calibration error {cal['test_ece']:.3f} as trained, "
-            f"{cal['test_ece_scaled']:.3f} after temperature scaling.")  # fmt: skip
+            f"{cal['test_ece_scaled']:.3f} after temperature scaling.{referable}")  # fmt: skip
 
 
 def limitations(c: CardInputs) -> str:
