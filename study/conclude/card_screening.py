@@ -129,6 +129,32 @@ def calibration_lines(summary: dict, cal: dict | None) -> list[str]:
     return lines
 
 
+def updating_method_text(cal: dict | None) -> str:
+    """The checklist's model updating (TRIPOD+AI 12f): the calibration fitted on val."""
+    if cal is None:
+        return "No updating: the model's probabilities are used as trained."
+    if cal.get("head") == "regress":
+        platt = cal["platt"]
+        return (f"Platt scaling of the regress score fitted on val (logistic, slope "
+                f"{platt['slope']:.4g}, intercept {platt['intercept']:.4g}) gives P(referable); "
+                "stored with the model.")  # fmt: skip
+    return (f"Temperature scaling fitted on val (negative log-likelihood): T = "
+            f"{cal['temperature']:.3f}; stored with the model.")  # fmt: skip
+
+
+def updating_result_text(cal: dict | None) -> str:
+    """Its result on test (TRIPOD+AI 24): ECE before and after."""
+    if cal is None:
+        return "No updating was done."
+    ref = cal.get("referable")
+    referable = (f" P(referable): {_num(ref['test_ece'])} as trained, "
+                 f"{_num(ref['test_ece_scaled'])} calibrated." if ref else "")  # fmt: skip
+    if cal.get("head") == "regress":
+        return "Test expected calibration error of" + referable.rstrip(".") + " (Platt scaling)."
+    return (f"Test expected calibration error {cal['test_ece']:.3f} as trained, "
+            f"{cal['test_ece_scaled']:.3f} after temperature scaling.{referable}")  # fmt: skip
+
+
 def _num(v: Any) -> str:
     return "–" if not isinstance(v, int | float) or not math.isfinite(v) else f"{v:.3f}"
 
