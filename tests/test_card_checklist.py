@@ -141,7 +141,9 @@ def test_claim_entries_carry_their_2024_numbers_and_names():
         assert item.topic.startswith(CLAIM_2024[number]), item
     card = render_card(_inputs(SUMMARY))
     # the count line says the CLAIM entries are a selection of its 44 items
-    assert "52 of TRIPOD+AI, and 16 of CLAIM 2024's 44: a selection" in "\n".join(card.splitlines()[:8])
+    assert "52 of TRIPOD+AI, and 16 of CLAIM 2024's 44: a selection" in "\n".join(
+        card.splitlines()[:8]
+    )
     table = card[card.index("## Reporting checklist") :]
     for number in (16, 17, 18):  # once merged as "annotators, tools, inter-rater variability"
         assert table.count(f"| CLAIM {number} | {CLAIM_2024[number]}") == 1

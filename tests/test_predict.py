@@ -79,7 +79,7 @@ def test_datasets_in_both_layouts_are_graded_and_scored(model_dir, synthetic_dat
     assert proc.returncode == 0, proc.stderr[-2000:]
     frame = pd.read_parquet(out)
     assert list(frame.columns) == [
-        "image", "label", "grade", *PROB_COLUMNS, "score", "referable", "error"
+        "image", "label", "grade", *PROB_COLUMNS, "score", "p_referable", "referable", "error"
     ]  # fmt: skip
     truth = pd.read_csv(synthetic_data / "trainLabels.csv")
     assert len(frame) == len(truth) + 18
