@@ -68,3 +68,29 @@ def test_patient_bootstrap_interval_brackets_the_ece():
         lo, hi = block[f"{key}_ci"]
         assert lo <= block[key] <= hi
     assert sum(b["n"] for b in block["bins"]) == n
+
+
+def test_the_reliability_diagram_of_p_referable_is_a_pure_figure_of_a_frame():
+    from study.analyze.figure_reliability import (
+        REFERABLE_AXES,
+        reliability_figure,
+        reliability_frame,
+    )
+
+    rng = np.random.default_rng(3)
+    true = rng.integers(0, 5, 200)
+    p = np.clip((true >= 2) * 0.7 + rng.random(200) * 0.3, 0, 1)
+    block = referable_calibration(p, p * 0.9, true, np.arange(200), 0, rng)
+    assert block["test_ece_ci"] == [None, None]  # no resamples: no interval
+    runs = [
+        {"trial_id": "t01", "head": "regress", "referable": block},
+        {"trial_id": "t02", "head": "classify"},
+    ]  # fmt: skip  (no bins: left out)
+    frame = reliability_frame(runs, "referable")
+    assert len(frame) == 20 and set(frame["stage"]) == {"as trained", "calibrated on val"}
+    assert frame.groupby("stage")["n"].sum().tolist() == [200, 200]
+    fig = reliability_figure(frame, REFERABLE_AXES, 10, "best trial")
+    assert fig.layout.title.text.startswith("Reliability of P(referable) on test, best trial")
+    assert [t.name for t in fig.data][1:] == ["t01 (regress): as trained",
+                                              "t01 (regress): calibrated on val"]  # fmt: skip
+    assert reliability_frame(runs).empty  # no top-label bins on either run

@@ -14,11 +14,12 @@ from collections.abc import Callable
 
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 
 from study.analyze.figure_reliability import (
-    referable_reliability_figure,
-    referable_reliability_frame,
+    REFERABLE_AXES,
+    TOP_LABEL_AXES,
+    reliability_figure,
+    reliability_frame,
 )
 from study.analyze.markup import html_table
 
@@ -86,31 +87,6 @@ def runs_table(referable: dict, calibration: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def reliability_figure(runs: list[dict], bins: int, title: str) -> go.Figure:
-    """Accuracy against mean confidence per equal-mass bin, as trained (solid) and after
-    temperature scaling (dashed), one colour per run."""
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
-                             line={"color": "#9aa5b1", "dash": "dot"}))  # fmt: skip
-    for i, run in enumerate(runs):
-        color = qualitative.Plotly[i % len(qualitative.Plotly)]
-        for key, dash, name in (("bins", "solid", "as trained"),
-                                ("bins_scaled", "dash", f"T = {run['temperature']:.2f}")):  # fmt: skip
-            points = run[key]
-            fig.add_trace(go.Scatter(
-                x=[b["confidence"] for b in points], y=[b["accuracy"] for b in points],
-                mode="lines+markers", name=f"{run['trial_id']}: {name}",
-                line={"color": color, "dash": dash}, text=[f"{b['n']} images" for b in points],
-            ))  # fmt: skip
-    fig.update_layout(
-        template="plotly_white", height=420, width=620,
-        title=f"Reliability on test, {title} ({bins} equal-mass bins)",
-        xaxis={"title": "mean confidence (top grade)", "range": [0, 1]},
-        yaxis={"title": "accuracy", "range": [0, 1]}, legend={"orientation": "h", "y": -0.25},
-    )  # fmt: skip
-    return fig
-
-
 def clinical_section(summary: dict, figure_html: Callable[[go.Figure], str]) -> str:
     referable, calibration = summary.get("referable"), summary.get("calibration")
     if not referable:
@@ -143,15 +119,13 @@ def clinical_section(summary: dict, figure_html: Callable[[go.Figure], str]) -> 
     if calibration["note"]:
         out.append(f"<p class='warn'>{html.escape(calibration['note'])}</p>")
     out.append(html_table(runs_table(referable, calibration), sortable=False))
-    for runs, title in (([calibration["best"]], "best trial"), (calibration["confirm"],
-                                                                 "confirm runs")):  # fmt: skip
-        frame = referable_reliability_frame(runs)
-        if len(frame):
-            out.append(figure_html(referable_reliability_figure(frame, calibration["bins"],
-                                                                title)))  # fmt: skip
-        top_label = [r for r in runs if r and "bins" in r]  # classify heads only
-        if top_label:
-            out.append(figure_html(reliability_figure(top_label, calibration["bins"], title)))
+    for runs, title in (([calibration["best"]], "best trial"),
+                        (calibration["confirm"], "confirm runs")):  # fmt: skip
+        for block, axes in (("referable", REFERABLE_AXES), (None, TOP_LABEL_AXES)):
+            frame = reliability_frame(runs, block)  # top label: classify heads only
+            if len(frame):
+                out.append(figure_html(reliability_figure(frame, axes, calibration["bins"],
+                                                          title)))  # fmt: skip
     return "".join(out)
 
 
