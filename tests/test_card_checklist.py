@@ -152,3 +152,21 @@ def test_claim_entries_carry_their_2024_numbers_and_names():
         in table
     )
     assert "doi:10.1148/ryai.240300" in table
+
+
+def test_a_regress_card_states_its_platt_fit_or_that_there_is_none():
+    platt = {"trial_id": "t01", "head": "regress", "platt": {"slope": 1.8, "intercept": -2.9},
+             "referable": {"test_ece": 0.21, "test_ece_ci": [0.15, 0.3], "test_ece_scaled": 0.04,
+                           "test_ece_scaled_ci": [0.02, 0.09], "bins": [], "bins_scaled": []}}  # fmt: skip
+    inputs = replace(_inputs(SUMMARY | {"calibration": {"bins": 10, "best": platt}}),
+                     thresholds=[0.5, 1.5, 2.5, 3.5])  # fmt: skip
+    card = render_card(inputs)
+    assert "1 / (1 + exp(-(**1.8** x score + **-2.9**)))" in card
+    assert "0.210 [0.150, 0.300] as trained, 0.040 [0.020, 0.090] calibrated" in card
+    by_code = {a.item.code: a for a in answer_items(inputs)}
+    assert "Platt scaling" in by_code["12f"].text and "0.040 calibrated" in by_code["24"].text
+    assert "Referable = score >= 0.3125" in by_code["15"].text
+    none = platt | {"platt": {"slope": None, "intercept": None}}  # val held one class only
+    inputs = replace(inputs, summary=SUMMARY | {"calibration": {"bins": 10, "best": none}})
+    assert "no Platt fit" in render_card(inputs)
+    assert "no Platt fit" in {a.item.code: a for a in answer_items(inputs)}["12f"].text

@@ -51,11 +51,15 @@ def screening_record(folder: Path, trial_id: str) -> dict[str, Any]:
     if cal is not None and _finite(cal.get("temperature")):
         out["temperature"] = float(cal["temperature"])
     platt = (cal or {}).get("platt") or {}
-    if _finite(platt.get("slope")) and _finite(platt.get("intercept")):
+    if _fitted(platt):
         out["referable_platt"] = [float(platt["slope"]), float(platt["intercept"])]
     if ref is not None and _finite(ref.get("threshold")):
         out["referable_threshold"] = float(ref["threshold"])
     return out
+
+
+def _fitted(platt: dict) -> bool:
+    return _finite(platt.get("slope")) and _finite(platt.get("intercept"))
 
 
 def _finite(v: Any) -> bool:
@@ -111,6 +115,9 @@ def calibration_lines(summary: dict, cal: dict | None) -> list[str]:
             f"expected calibration error of the top grade ({bins} equal-mass bins) "
             f"{cal['test_ece']:.3f} as trained, {cal['test_ece_scaled']:.3f} after scaling."
         )
+    elif not _fitted(cal["platt"]):
+        lines.append("- Calibration: no Platt fit (val holds referable or non-referable images "
+                     "only); `retina.predict` gives no P(referable) for this model.")  # fmt: skip
     else:
         platt = cal["platt"]
         lines.append(
@@ -133,6 +140,8 @@ def updating_method_text(cal: dict | None) -> str:
     """The checklist's model updating (TRIPOD+AI 12f): the calibration fitted on val."""
     if cal is None:
         return "No updating: the model's probabilities are used as trained."
+    if cal.get("head") == "regress" and not _fitted(cal["platt"]):
+        return "No updating: val held one class only, so no Platt fit was possible."
     if cal.get("head") == "regress":
         platt = cal["platt"]
         return (f"Platt scaling of the regress score fitted on val (logistic, slope "
