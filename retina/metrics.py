@@ -6,6 +6,7 @@ to the host once per epoch.
 
     confusion_matrix(y_true, y_pred)        -> int64 [5, 5]
     quadratic_weighted_kappa(conf)          -> Cohen's kappa with quadratic weights
+    kappas(confs)                           -> the same of many matrices [..., 5, 5] at once
     balanced_accuracy(conf)                 -> mean recall over the grades present in y_true
     per_class_recall(conf)                  -> recall per grade (NaN where the grade is absent)
     referable_sensitivity_specificity(conf) -> the screening question: grade >= 2 or not
@@ -36,29 +37,33 @@ def confusion_matrix(y_true, y_pred, num_classes: int = NUM_CLASSES) -> np.ndarr
     return flat.reshape(num_classes, num_classes).astype(np.int64)
 
 
-def quadratic_weighted_kappa(conf: np.ndarray) -> float:
-    """Cohen's kappa with quadratic weights w_ij = (i - j)^2 / (K - 1)^2.
+def kappas(conf: np.ndarray) -> np.ndarray:
+    """Cohen's kappa with quadratic weights w_ij = (i - j)^2 / (K - 1)^2 of each confusion
+    matrix in `conf` [..., K, K] (rows true), as an array of shape [...]: the one kappa of the
+    harness (an epoch, a threshold search's candidates, a bootstrap's resamples).
 
     kappa = 1 - sum(w * observed) / sum(w * expected), where expected is the outer product of the
     true and predicted marginals (chance agreement). 1 = perfect, 0 = chance level.
     """
     conf = np.asarray(conf, dtype=np.float64)
-    k = conf.shape[0]
-    n = conf.sum()
-    if n == 0:
-        return 0.0
+    k = conf.shape[-1]
     idx = np.arange(k)
     weights = (idx[:, None] - idx[None, :]) ** 2 / (k - 1) ** 2
-    observed = conf / n
-    expected = np.outer(conf.sum(axis=1), conf.sum(axis=0)) / n**2
-    denominator = float((weights * expected).sum())
-    # The expected disagreement is 0 when the true grades or the predictions are all one single
-    # grade (e.g. a constant predictor on a one-grade batch). Kappa is then 0/0; we call it 0.0
-    # ("no better than chance") rather than NaN, so a max-kappa search never sees NaN and a model
-    # that predicts one grade for everything never looks better than chance.
-    if denominator == 0.0:
-        return 0.0
-    return float(1.0 - (weights * observed).sum() / denominator)
+    n = conf.sum(axis=(-2, -1))
+    observed = (weights * conf).sum(axis=(-2, -1))  # n * sum(w * O)
+    expected = np.einsum("...i,ij,...j->...", conf.sum(axis=-1), weights, conf.sum(axis=-2))
+    # The expected disagreement (n^2 * sum(w * E)) is 0 when the true grades or the predictions
+    # are all one single grade (e.g. a constant predictor on a one-grade batch), or there are
+    # none. Kappa is then 0/0; we call it 0.0 ("no better than chance") rather than NaN, so a
+    # max-kappa search never sees NaN and a model that predicts one grade for everything never
+    # looks better than chance.
+    defined = expected > 0
+    return np.where(defined, 1.0 - observed * n / np.where(defined, expected, 1.0), 0.0)
+
+
+def quadratic_weighted_kappa(conf: np.ndarray) -> float:
+    """`kappas` of one confusion matrix [K, K], as a float."""
+    return float(kappas(conf))
 
 
 def per_class_recall(conf: np.ndarray) -> list[float]:

@@ -19,6 +19,9 @@ One dict of plain values (tensors, str, int, float, bool, None, lists, dicts) so
     grade_names, referable_grade  ICDR names of grades 0-4; grade >= 2 is referable
     temperature, referable_threshold  optional (retina.screening): T fitted on val, and the
                              threshold on p2+p3+p4 (after T) chosen on val; absent: 1 and None
+    referable_platt          optional, a regress head's [slope, intercept] fitted on val:
+                             P(referable) = 1 / (1 + exp(-(slope * score + intercept)))
+                             (retina.calibration); absent: predict gives no P(referable)
     tta                      optional: the dihedral views the study's tests averaged (1, 2, 4
                              or 8, `retina.tta`), retina.predict's default; absent: 1. The
                              version stays: a reader that ignores it grades the image as is,
@@ -131,6 +134,7 @@ class LoadedModel:
     path: Path
     temperature: float = 1.0  # retina.screening: the study's calibration, fitted on val
     referable_threshold: float | None = None  # on p2+p3+p4 after temperature; None: grade >= 2
+    platt: tuple[float, float] | None = None  # a regress head's (slope, intercept) on its score
     head: str = "classify"
     thresholds: tuple[float, ...] | None = None  # a regress head's cuts
     tta: int = 1  # views averaged by the study's tests (retina.tta): retina.predict's default
@@ -204,6 +208,7 @@ def load_model(where: str | Path, device: torch.device | str = "cpu") -> LoadedM
                 else float(record["referable_threshold"])
             ),
             **loaded_head(record),
+            platt=stored_platt(record),
             tta=stored_views(record),
         )
     except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as exc:
@@ -213,6 +218,17 @@ def load_model(where: str | Path, device: torch.device | str = "cpu") -> LoadedM
         ) from None
     loaded.model.to(device)
     return loaded
+
+
+def stored_platt(record: dict[str, Any]) -> tuple[float, float] | None:
+    """The record's `referable_platt` (slope, intercept), None when absent."""
+    pair = record.get("referable_platt")
+    if pair is None:
+        return None
+    slope, intercept = (float(v) for v in pair)  # ValueError/TypeError: damaged
+    if not (np.isfinite(slope) and np.isfinite(intercept)):
+        raise ValueError(f"referable_platt {pair!r} is not two finite numbers")
+    return slope, intercept
 
 
 def stored_views(record: dict[str, Any]) -> int:

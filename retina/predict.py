@@ -13,7 +13,9 @@ mirrors; N times the compute); the default is the study's own `tta`, stored in m
 the grades are those of the study's test. `--tta 1` grades the image as is.
 
 Output, one row per image (CSV to stdout without --out): `image`, [`label`], `grade`, `p0`..`p4`
-(temperature-scaled when the model stores its study's temperature), `score`, `referable` (at the
+(temperature-scaled when the model stores its study's temperature), `score`, `p_referable`
+(P(grade >= 2): p2+p3+p4, or a regress model's score through the logistic its study fitted on
+val, stored in model.pt; empty for a regress model without one), `referable` (at the
 threshold the study chose on val, stored in model.pt: on p2+p3+p4, or on a regress model's
 score; else grade >= 2), `error` (why the image could not be graded; its other columns empty).
 `score` is the expected grade sum_k k * p_k of a classify model, or a regress model's output; a
@@ -47,7 +49,7 @@ from retina.manifest import KAGGLE_CSV, LAB_CSVS, read_manifest
 from retina.metrics import NUM_CLASSES, REFERABLE_GRADE, EpochMetrics, confusion_matrix
 from retina.model_file import load_model
 from retina.patient_rows import print_patients, with_patient_rows
-from retina.screening import calibrated, referable_column
+from retina.screening import calibrated, referable_column, referable_probability_column
 from retina.tta import TTA_VIEWS
 
 WRITERS = {".csv": "to_csv", ".parquet": "to_parquet"}
@@ -219,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     graded = calibrated(graded, loaded.temperature)  # the study's temperature, fitted on val
     frame = predictions_frame(inputs, graded)
     frame["referable"] = referable_column(graded, loaded.referable_threshold)
+    p_referable = referable_probability_column(graded, loaded.platt)  # calibrated on val
+    frame.insert(frame.columns.get_loc("referable"), "p_referable", p_referable)
     if not graded.ok.any():
         first = next(f"{n}: {e}" for n, e in zip(inputs.names, graded.errors, strict=True) if e)
         raise RetinaError(

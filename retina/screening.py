@@ -1,9 +1,11 @@
 """What an exported model carries from its study's screening analysis, applied to new images:
-the temperature fitted on val (calibrated probabilities) and the referable threshold chosen on
-val for the study's operating point (`study.analyze.clinical`; `model.pt`'s `temperature` and
-`referable_threshold`). numpy only.
+the temperature fitted on val (calibrated probabilities), a regress head's Platt fit (its
+calibrated P(referable)) and the referable threshold chosen on val for the study's operating
+point (`study.analyze.clinical`; `model.pt`'s `temperature`, `referable_platt` and
+`referable_threshold`). numpy only; the rules themselves live in `retina.calibration`.
 
     graded = calibrated(graded, loaded.temperature)
+    frame["p_referable"] = referable_probability_column(graded, loaded.platt)
     frame["referable"] = referable_column(graded, loaded.referable_threshold)
 """
 
@@ -14,25 +16,33 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from retina import calibration
 from retina.grading import Graded
 from retina.metrics import REFERABLE_GRADE
 
-FLOOR = 1e-12  # as study.analyze.calibration: a float32 softmax can round a probability to 0
-
 
 def temperature_scaled(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(log p / T) = softmax(logits / T) (log p is the logits less a per-row constant),
-    float32 like the model's; NaN rows (failed images) stay NaN; T = 1 returns `probs`."""
+    """`retina.calibration.temperature_scaled`, float32 like the model's; NaN rows (failed
+    images) stay NaN; T = 1 returns `probs` itself."""
     if temperature == 1.0:
         return probs
-    z = np.log(np.clip(np.asarray(probs, np.float64), FLOOR, None)) / temperature
-    z -= z.max(axis=1, keepdims=True)
-    out = np.exp(z)
-    return (out / out.sum(axis=1, keepdims=True)).astype(np.float32)
+    return calibration.temperature_scaled(probs, temperature).astype(np.float32)
 
 
 def calibrated(graded: Graded, temperature: float) -> Graded:
     return replace(graded, probs=temperature_scaled(graded.probs, temperature))
+
+
+def referable_probability_column(graded: Graded, platt: tuple[float, float] | None) -> np.ndarray:
+    """P(referable) per image, float64: a classify model's p2+p3+p4 (of the probabilities as
+    given: pass them through `calibrated` first), a regress model's score through its stored
+    Platt fit (`retina.calibration`); NaN where the image failed, or for a regress model
+    exported without a fit (it has no probability to give)."""
+    if graded.scores is not None and np.isnan(graded.probs).all():  # a regress head
+        if platt is None:
+            return np.full(len(graded.scores), np.nan)
+        return calibration.platt_probability(graded.scores, *platt)
+    return calibration.referable_probability(graded.probs)
 
 
 def referable_column(graded: Graded, threshold: float | None) -> pd.arrays.BooleanArray:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from retina.metrics import NUM_CLASSES
+from retina.metrics import NUM_CLASSES, confusion_matrix, kappas
 
 DEFAULT_THRESHOLDS = (0.5, 1.5, 2.5, 3.5)
 MAX_PASSES = 20  # over the four cuts; each accepted move raises kappa, so it ends sooner
@@ -37,26 +37,6 @@ def grades_from_scores(scores: np.ndarray, thresholds: Sequence[float]) -> np.nd
     return np.digitize(np.asarray(scores, dtype=np.float64), check_thresholds(thresholds))
 
 
-def kappas(conf: np.ndarray) -> np.ndarray:
-    """Quadratic weighted kappa of each confusion matrix in `conf` [..., K, K] (as
-    `retina.metrics.quadratic_weighted_kappa`, 0.0 where it is 0/0)."""
-    conf = np.asarray(conf, dtype=np.float64)
-    k = conf.shape[-1]
-    idx = np.arange(k)
-    weights = (idx[:, None] - idx[None, :]) ** 2 / (k - 1) ** 2
-    n = conf.sum(axis=(-2, -1))
-    safe_n = np.where(n > 0, n, 1.0)
-    observed = (weights * conf).sum(axis=(-2, -1)) / safe_n
-    expected = np.einsum("...i,ij,...j->...", conf.sum(axis=-1), weights, conf.sum(axis=-2))
-    expected = expected / safe_n**2
-    return np.where(expected > 0, 1.0 - observed / np.where(expected > 0, expected, 1.0), 0.0)
-
-
-def _confusion(labels: np.ndarray, grades: np.ndarray) -> np.ndarray:
-    flat = np.bincount(labels * NUM_CLASSES + grades, minlength=NUM_CLASSES * NUM_CLASSES)
-    return flat.reshape(NUM_CLASSES, NUM_CLASSES)
-
-
 def _best_cut(
     scores: np.ndarray, labels: np.ndarray, t: list[float], i: int
 ) -> tuple[float, float]:
@@ -64,7 +44,7 @@ def _best_cut(
     lo = t[i - 1] if i > 0 else -np.inf
     hi = t[i + 1] if i < len(t) - 1 else np.inf
     inside = (scores >= lo) & (scores < hi)  # these become grade i or i + 1, by the cut
-    fixed = _confusion(labels[~inside], grades_from_scores(scores[~inside], t))
+    fixed = confusion_matrix(labels[~inside], grades_from_scores(scores[~inside], t))
     order = np.argsort(scores[inside], kind="stable")
     s, y = scores[inside][order], labels[inside][order]
     # Candidate k puts the k lowest scores in grade i and the rest in grade i + 1: the
@@ -105,7 +85,7 @@ def fit_thresholds(
     t = list(check_thresholds(start))
     if not len(scores):
         return tuple(t)
-    current = float(kappas(_confusion(labels, grades_from_scores(scores, t))))
+    current = float(kappas(confusion_matrix(labels, grades_from_scores(scores, t))))
     for _ in range(MAX_PASSES):
         moved = False
         for i in range(len(t)):

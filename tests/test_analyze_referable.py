@@ -155,12 +155,18 @@ def test_temperature_scaling_finds_a_known_temperature_and_lowers_ece():
     assert ece(apply_temperature(test_p, t), test_true) < ece(test_p, test_true) / 2
 
 
-def test_a_regress_head_gets_a_threshold_on_its_score_and_no_calibration():
+def test_a_regress_head_gets_a_threshold_on_its_score_and_a_platt_calibration():
     nan = dict.fromkeys([f"p{g}" for g in range(5)], np.nan)
     val = VAL.assign(**nan, score=VAL_SCORE * 4)  # a grade estimate: monotone in the p's above
     test = TEST.assign(**nan, score=TEST["p2"] * 4)
     ref, cal = run_clinical(val, test, OperatingPoint(), 20, np.random.default_rng(0))
-    assert cal is None
+    assert cal["head"] == "regress" and "temperature" not in cal  # no top-label calibration
+    assert cal["platt"]["slope"] > 0 and np.isfinite(cal["platt"]["intercept"])
+    referable = cal["referable"]
+    assert 0 <= referable["test_ece_scaled"] <= 1
+    assert sum(b["n"] for b in referable["bins_scaled"]) == len(test)
+    lo, hi = referable["test_ece_ci"]
+    assert lo <= hi
     assert ref["threshold"] == pytest.approx(1.2)  # 0.3 x 4: the same images flagged
     assert ref["auroc"] == pytest.approx(7 / 12)
     assert ref["test_patient"]["sensitivity"] == 0.5

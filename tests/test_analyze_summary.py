@@ -7,6 +7,13 @@ import html
 import json
 import shutil
 
+import numpy as np
+import pandas as pd
+
+from retina.thresholds import DEFAULT_THRESHOLDS, grades_from_scores
+from study.conclude.card_screening import screening_lines, screening_record
+from study.conclude.onnx_file import onnx_metadata
+from study.record.predictions import SplitPredictions, predictions_frame, write_predictions
 from tests.helpers.analyze_fixtures import make_results
 from tests.helpers.cli import assert_fails
 from tests.helpers.confirm_fixtures import add_confirm
@@ -156,3 +163,57 @@ def test_unreadable_predictions(tmp_path, analyze):
     folder = add_confirm(make_results(tmp_path), TRUTH, seeds=2, n_patients=20)
     (folder / "predictions" / "broken.parquet").write_text("not parquet")
     assert_fails(analyze(folder), "predictions", "not a readable Parquet file")
+
+
+def test_a_regress_winner_gets_a_platt_calibrated_p_referable(tmp_path, analyze):
+    """The best search trial (t01) is a regress head: its predictions/ file is rewritten as the
+    record writes a regress head's (scores and grades, no probabilities)."""
+    folder = add_confirm(make_results(tmp_path), TRUTH, seeds=2, n_patients=80)
+    for path in (folder / "predictions").glob("*.parquet"):  # the contract's score column,
+        rows = pd.read_parquet(path)  # which the hand-made classify files lack: expected grade
+        rows["score"] = (rows[[f"p{g}" for g in range(5)]] * np.arange(5)).sum(axis=1)
+        rows.astype({"score": "float32"}).to_parquet(path, index=False)
+    old = pd.read_parquet(folder / "predictions" / "t01.parquet")
+    rng = np.random.default_rng(5)
+    parts, image_ids, patient_ids, labels = [], [], [], []
+    for split in ("val", "test"):
+        rows = old[old["split"] == split]
+        index = np.arange(len(rows)) + len(labels)
+        true = rows["true"].to_numpy()
+        score = (true + rng.normal(0, 0.9, len(rows))).astype(np.float32)  # an over-spread score
+        parts.append(SplitPredictions(split, index, None, score, grades_from_scores(score, DEFAULT_THRESHOLDS)))  # fmt: skip
+        image_ids += list(rows["image"])
+        patient_ids += list(rows["patient"])
+        labels += list(true)
+    (folder / "predictions" / "t01.parquet").unlink()
+    frame = predictions_frame("t01", parts, np.array(labels), image_ids, patient_ids)
+    assert write_predictions(folder, "t01", frame)
+
+    assert analyze(folder, "--resamples", "500").returncode == 0
+    summary = _strict(folder / "summary.json")
+    calibration, referable = summary["calibration"], summary["referable"]
+    best = calibration["best"]
+    assert best["trial_id"] == "t01" and best["head"] == "regress"
+    assert best["platt"]["slope"] > 0
+    ref = best["referable"]  # ECE of P(referable) before and after, patient-bootstrap intervals
+    for key in ("test_ece", "test_ece_scaled"):
+        lo, hi = ref[f"{key}_ci"]
+        assert 0 <= lo <= ref[key] <= hi <= 1
+    assert ref["test_ece_scaled"] < ref["test_ece"]  # the fit on val helps on test
+    assert sum(b["n"] for b in ref["bins_scaled"]) == 160
+    assert "regress" in calibration["note"] and "no probabilities" not in calibration["note"]
+    assert referable["score"].startswith("the regress head's score")
+    # classify confirm runs keep their top-label calibration beside P(referable)'s
+    assert "no probabilities" not in json.dumps(summary)
+    text = (folder / "report.html").read_text(encoding="utf-8")
+    section = text[text.index('<section id="referable">') :]
+    assert "Reliability of P(referable) on test, best trial" in section
+    assert "Platt" in section
+    # what export stores in model.pt and the ONNX metadata, and what the card says
+    stored = screening_record(folder, "t01")
+    assert stored["referable_platt"] == [best["platt"]["slope"], best["platt"]["intercept"]]
+    assert "temperature" not in stored
+    meta = onnx_metadata("regress", list(DEFAULT_THRESHOLDS), 1, stored)
+    assert json.loads(meta["referable_platt"]) == stored["referable_platt"]
+    card = "\n".join(screening_lines(summary, "t01"))
+    assert "Platt scaling" in card and f"{ref['test_ece_scaled']:.3f}" in card

@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from study.conclude.card import CardInputs, render_card
+from study.conclude.card import render_card
+from study.conclude.card_inputs import CardInputs
 from study.conclude.checklist import (
     ANSWERED,
     AUTHORS,
@@ -16,7 +17,7 @@ from study.conclude.checklist import (
     answer_items,
     counts,
 )
-from study.conclude.checklist_items import ITEMS
+from study.conclude.checklist_items import CLAIM, CLAIM_SELECTED, ITEMS
 
 STUDY = {
     "name": "demo", "git_rev": "abc1234", "created": "2026-01-01",
@@ -67,13 +68,13 @@ def test_every_item_has_one_answer_and_the_counts_lead_the_card():
     assert all(item.rule in RULES for item in ITEMS if item.rule)  # no rule names nothing
     card = render_card(_inputs(SUMMARY))
     answers = answer_items(_inputs(SUMMARY))
-    assert len(answers) == len(ITEMS) == 65  # 52 TRIPOD+AI (sub)items, 13 of CLAIM
-    # 5 not applicable and 23 only the authors can know (ethics, funding, setting, graders...)
-    assert counts(answers) == {ANSWERED: 37, NOT_APPLICABLE: 5, AUTHORS: 23}
-    assert _first_lines_counts(card) == (37, 5, 23)
+    assert len(answers) == len(ITEMS) == 68  # 52 TRIPOD+AI (sub)items, 16 of CLAIM 2024
+    # 5 not applicable and 25 only the authors can know (ethics, funding, setting, graders...)
+    assert counts(answers) == {ANSWERED: 38, NOT_APPLICABLE: 5, AUTHORS: 25}
+    assert _first_lines_counts(card) == (38, 5, 25)
     table = card[card.index("## Reporting checklist") :]
     rows = [line for line in table.splitlines() if line.startswith("| ") and "| item |" not in line]
-    assert len(rows) == 65 and all(row.split(" | ")[3].strip() for row in rows)  # none empty
+    assert len(rows) == 68 and all(row.split(" | ")[3].strip() for row in rows)  # none empty
     assert "| 17 | Ethics approval and consent | to be stated by the authors |" in table
     assert "| 6c |" in table and "no treatment enters it" in table
 
@@ -88,8 +89,8 @@ def test_the_records_answer_output_performance_and_updating():
 
 def test_without_summary_the_study_cannot_say_robustness_and_says_so():
     answers = answer_items(_inputs(None))
-    assert counts(answers) == {ANSWERED: 36, NOT_APPLICABLE: 5, AUTHORS: 24}
-    assert _first_lines_counts(render_card(_inputs(None))) == (36, 5, 24)
+    assert counts(answers) == {ANSWERED: 37, NOT_APPLICABLE: 5, AUTHORS: 26}
+    assert _first_lines_counts(render_card(_inputs(None))) == (37, 5, 26)
     by_code = {a.item.code: a for a in answers}
     assert by_code["15"].text.endswith("(no threshold chosen).")
     # summary.json of another trial (exported with --trial): its threshold is not this model's
@@ -114,3 +115,58 @@ def test_the_card_states_the_test_time_views_and_the_one_view_kappa():
     assert "`--tta 1` grades the image as is" in card
     assert "the image as is (one view) has test quadratic weighted kappa 0.4321" in card
     assert "the log of the mean softmax over 8 dihedral views (the graph includes them" in card
+
+
+# CLAIM 2024's item numbers and names as published (Tejani et al., Radiology: Artificial
+# Intelligence 2024;6(4):e240300; the 44-item list at pubs.rsna.org/page/ai/claim), for the
+# items the card answers: each card entry must carry its number and start with its name.
+CLAIM_2024 = {
+    5: "Prospective or retrospective study", 11: "De-identification methods",
+    13: "Image acquisition protocol", 16: "Source of reference standard annotations",
+    17: "Annotation of test set",
+    18: "Measures of inter- and intra-rater variability of features described by the annotators",
+    20: "Level at which partitions are disjoint", 23: "Software libraries, frameworks, and packages",
+    24: "Initialization of model parameters", 25: "Details of training approach",
+    26: "Method of selecting the final model", 27: "Ensembling techniques",
+    30: "Robustness or sensitivity analysis", 31: "Methods for explainability or interpretability",
+    33: "Testing on external data", 39: "Failure analysis of incorrect results",
+}  # fmt: skip
+
+
+def test_claim_entries_carry_their_2024_numbers_and_names():
+    claim = [item for item in ITEMS if item.source == CLAIM]
+    assert CLAIM_SELECTED == tuple(CLAIM_2024) and len(claim) == 16
+    for item in claim:
+        number = int(item.code.removeprefix("CLAIM "))
+        assert item.topic.startswith(CLAIM_2024[number]), item
+    card = render_card(_inputs(SUMMARY))
+    # the count line says the CLAIM entries are a selection of its 44 items
+    assert "52 of TRIPOD+AI, and 16 of CLAIM 2024's 44: a selection" in "\n".join(
+        card.splitlines()[:8]
+    )
+    table = card[card.index("## Reporting checklist") :]
+    for number in (16, 17, 18):  # once merged as "annotators, tools, inter-rater variability"
+        assert table.count(f"| CLAIM {number} | {CLAIM_2024[number]}") == 1
+    assert (
+        "| CLAIM 5 | Prospective or retrospective study (study design) | answered | Retrospective:"
+        in table
+    )
+    assert "doi:10.1148/ryai.240300" in table
+
+
+def test_a_regress_card_states_its_platt_fit_or_that_there_is_none():
+    platt = {"trial_id": "t01", "head": "regress", "platt": {"slope": 1.8, "intercept": -2.9},
+             "referable": {"test_ece": 0.21, "test_ece_ci": [0.15, 0.3], "test_ece_scaled": 0.04,
+                           "test_ece_scaled_ci": [0.02, 0.09], "bins": [], "bins_scaled": []}}  # fmt: skip
+    inputs = replace(_inputs(SUMMARY | {"calibration": {"bins": 10, "best": platt}}),
+                     thresholds=[0.5, 1.5, 2.5, 3.5])  # fmt: skip
+    card = render_card(inputs)
+    assert "1 / (1 + exp(-(**1.8** x score + **-2.9**)))" in card
+    assert "0.210 [0.150, 0.300] as trained, 0.040 [0.020, 0.090] calibrated" in card
+    by_code = {a.item.code: a for a in answer_items(inputs)}
+    assert "Platt scaling" in by_code["12f"].text and "0.040 calibrated" in by_code["24"].text
+    assert "Referable = score >= 0.3125" in by_code["15"].text
+    none = platt | {"platt": {"slope": None, "intercept": None}}  # val held one class only
+    inputs = replace(inputs, summary=SUMMARY | {"calibration": {"bins": 10, "best": none}})
+    assert "no Platt fit" in render_card(inputs)
+    assert "no Platt fit" in {a.item.code: a for a in answer_items(inputs)}["12f"].text

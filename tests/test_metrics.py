@@ -135,3 +135,32 @@ def test_epoch_metrics_from_confusion_and_as_dict():
     assert all(type(v) is float for v in d.values())  # plain floats: Parquet/tune.report friendly
     assert d["val_balanced_acc"] == pytest.approx(0.375)
     assert math.isnan(d["val_recall_3"])
+
+
+def _sklearn_style_kappa(y_true: np.ndarray, y_pred: np.ndarray, k: int = 5) -> float:
+    """sklearn.metrics.cohen_kappa_score(weights="quadratic")'s definition written out per
+    image pair (sklearn is not a dependency): 1 - sum(w * O) / sum(w * E), with the expected
+    matrix the outer product of the marginals scaled to the observed total."""
+    observed = np.zeros((k, k))
+    for t, p in zip(y_true, y_pred, strict=True):
+        observed[t, p] += 1
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / observed.sum()
+    weights = np.array([[(i - j) ** 2 for j in range(k)] for i in range(k)], dtype=float)
+    return 1 - (weights * observed).sum() / (weights * expected).sum()
+
+
+def test_batched_kappas_equal_the_definition_on_random_matrices():
+    from retina.metrics import kappas
+
+    rng = np.random.default_rng(7)
+    pairs = [(rng.integers(0, 5, n), rng.integers(0, 5, n)) for n in rng.integers(2, 60, 40)]
+    confs = np.stack([confusion_matrix(t, p) for t, p in pairs]).reshape(8, 5, 5, 5)
+    batched = kappas(confs)
+    assert batched.shape == (8, 5)
+    expected = [_sklearn_style_kappa(t, p) for t, p in pairs]
+    np.testing.assert_allclose(batched.ravel(), expected, rtol=1e-12)
+    # known values: the worked example, perfect agreement, and complete reversal of 0 and 4
+    known = np.stack([confusion_matrix(Y_TRUE, Y_PRED), confusion_matrix([0, 4], [0, 4]),
+                      confusion_matrix([0, 4], [4, 0])])  # fmt: skip
+    np.testing.assert_allclose(kappas(known), [26 / 71, 1.0, -1.0])
+    assert quadratic_weighted_kappa(known[0]) == pytest.approx(26 / 71)

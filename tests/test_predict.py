@@ -19,6 +19,7 @@ from PIL import Image
 from retina.cache import build_cache
 from retina.cli import run_main
 from retina.engine import build_loss, evaluate
+from retina.errors import RetinaError
 from retina.grading import _Batcher, decoded_chunks
 from retina.loader import BatchLoader
 from retina.manifest import read_manifest
@@ -63,6 +64,9 @@ def check_rows(frame: pd.DataFrame, threshold: float | None = None) -> None:
         high = graded[PROB_COLUMNS[2:]].to_numpy(np.float64).sum(axis=1)
         assert (graded["referable"] == (high >= threshold)).all()
     assert graded["error"].isna().all()
+    # P(referable) is p2+p3+p4 of the (temperature-scaled) probabilities
+    high = graded[PROB_COLUMNS[2:]].to_numpy(np.float64).sum(axis=1)
+    assert graded["p_referable"].to_numpy() == pytest.approx(high)
 
 
 def test_datasets_in_both_layouts_are_graded_and_scored(model_dir, synthetic_data, tmp_path):
@@ -75,7 +79,7 @@ def test_datasets_in_both_layouts_are_graded_and_scored(model_dir, synthetic_dat
     assert proc.returncode == 0, proc.stderr[-2000:]
     frame = pd.read_parquet(out)
     assert list(frame.columns) == [
-        "image", "label", "grade", *PROB_COLUMNS, "score", "referable", "error"
+        "image", "label", "grade", *PROB_COLUMNS, "score", "p_referable", "referable", "error"
     ]  # fmt: skip
     truth = pd.read_csv(synthetic_data / "trainLabels.csv")
     assert len(frame) == len(truth) + 18
@@ -257,10 +261,12 @@ def test_a_regress_model_grades_as_evaluation_in_torch_with_its_thresholds(
         model, arch="resnet18", image_size=32, preprocessing="none", info={},
         head="regress", thresholds=cuts,
     )  # fmt: skip
+    record["referable_platt"] = [1.3, -2.0]  # as export stores the study's fit on val
     (tmp_path / "best").mkdir()
     torch.save(record, tmp_path / "best" / "model.pt")
     loaded = load_model(tmp_path / "best")
     assert loaded.head == "regress" and loaded.thresholds == pytest.approx(cuts)
+    assert loaded.platt == (1.3, -2.0)
 
     out = tmp_path / "preds.parquet"
     argv = ["--model", str(tmp_path / "best"), str(synthetic_data), "--out", str(out),
@@ -276,6 +282,13 @@ def test_a_regress_model_grades_as_evaluation_in_torch_with_its_thresholds(
     assert frame["score"].to_numpy() == pytest.approx(expected.scores, abs=1e-5)
     assert frame[PROB_COLUMNS].isna().all().all()  # a regress model has no probabilities
     assert (frame["referable"] == (frame["grade"] >= 2)).all()
+    # its calibrated P(referable): the stored logistic of its score
+    platt = 1 / (1 + np.exp(-(1.3 * frame["score"].to_numpy(np.float64) - 2.0)))
+    assert frame["p_referable"].to_numpy() == pytest.approx(platt, abs=1e-5)
+    record["referable_platt"] = [float("nan"), 0.0]  # a damaged fit: the file says so
+    torch.save(record, tmp_path / "best" / "model.pt")
+    with pytest.raises(RetinaError, match="damaged"):
+        load_model(tmp_path / "best")
 
 
 def test_by_patient_gives_the_studys_test_grades_and_their_max_per_patient(

@@ -16,7 +16,7 @@ from retina.grading import Graded
 from retina.model_file import MODEL_FILE, load_model, model_record
 from retina.models import build_model
 from retina.predict import main
-from retina.screening import referable_column, temperature_scaled
+from retina.screening import referable_column, referable_probability_column, temperature_scaled
 from study.analyze.calibration import apply_temperature
 from study.conclude.card_screening import screening_record
 
@@ -53,6 +53,18 @@ def test_a_regress_models_referable_is_on_its_score():
     assert referable_column(graded, None).tolist() == [False, True, pd.NA]
 
 
+def test_p_referable_of_either_head():
+    probs = np.array([[0.5, 0.2, 0.1, 0.1, 0.1], [np.nan] * 5], np.float32)
+    classify = referable_probability_column(Graded(probs, [None, "unreadable"]), None)
+    assert classify[0] == pytest.approx(0.3) and np.isnan(classify[1])
+    scores = np.array([0.4, 2.3, np.nan], np.float32)
+    regress = Graded(np.full((3, 5), np.nan, np.float32), [None, None, "unreadable"], scores,
+                     np.array([0, 2, -1]))  # fmt: skip
+    p = referable_probability_column(regress, (2.0, -3.0))  # the stored Platt fit
+    assert p[:2] == pytest.approx(1 / (1 + np.exp(-(2.0 * scores[:2] - 3.0)))) and np.isnan(p[2])
+    assert np.isnan(referable_probability_column(regress, None)).all()  # no fit, no probability
+
+
 def test_the_record_takes_the_summarys_values_for_its_own_trial_only(tmp_path):
     assert screening_record(tmp_path, "t01") == {}  # no summary.json
     summary = {"referable": {"best": {"trial_id": "t01", "threshold": 0.25}},
@@ -60,6 +72,11 @@ def test_the_record_takes_the_summarys_values_for_its_own_trial_only(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     assert screening_record(tmp_path, "t01") == {"temperature": 1.5, "referable_threshold": 0.25}
     assert screening_record(tmp_path, "t07") == {}  # exported with --trial: not its threshold
+    summary["calibration"]["best"] = {"trial_id": "t01", "head": "regress",
+                                      "platt": {"slope": 1.2, "intercept": -2.5}}  # fmt: skip
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    assert screening_record(tmp_path, "t01") == {"referable_platt": [1.2, -2.5],
+                                                 "referable_threshold": 0.25}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from retina.heads import grades_of
-from retina.metrics import confusion_matrix, quadratic_weighted_kappa
-from retina.thresholds import DEFAULT_THRESHOLDS, fit_thresholds, grades_from_scores, kappas
+from retina.metrics import confusion_matrix, kappas, quadratic_weighted_kappa
+from retina.thresholds import DEFAULT_THRESHOLDS, fit_thresholds, grades_from_scores
 
 
 def kappa(scores, labels, thresholds) -> float:

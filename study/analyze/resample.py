@@ -23,25 +23,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sparse
 
+from retina.metrics import kappas as kappa  # the one quadratic kappa, batched
+
 K = 5  # ICDR grades 0-4
 METRIC_FUNCTIONS = ("kappa", "acc", "balanced_acc")
 CHUNK = 256  # resamples per matrix product: keeps the (chunk x patients) weights ~ a few MB
-
-
-def kappa(cm: np.ndarray) -> np.ndarray:
-    """Quadratic weighted kappa of confusion matrices (..., K, K) (rows true): 1 - sum(w*O) /
-    sum(w*E), E = outer(row sums, column sums) / n. 0 where E has no weight (one grade only),
-    as retina.metrics.quadratic_weighted_kappa does."""
-    cm = np.asarray(cm, dtype=np.float64)
-    k = cm.shape[-1]
-    idx = np.arange(k)
-    w = (idx[:, None] - idx[None, :]) ** 2 / (k - 1) ** 2
-    n = cm.sum(axis=(-1, -2))
-    observed = (cm * w).sum(axis=(-1, -2))
-    expected = np.einsum("...i,ij,...j->...", cm.sum(axis=-1), w, cm.sum(axis=-2))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        value = 1.0 - observed * n / expected  # sum(w*E) = expected / n
-    return np.where(expected > 0, value, 0.0)
 
 
 def accuracy(cm: np.ndarray) -> np.ndarray:

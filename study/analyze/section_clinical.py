@@ -1,6 +1,7 @@
 """The report's screening section, from summary.json's `referable` and `calibration` keys:
 AUROC of referable DR, the operating point chosen on val and its test sensitivity/specificity
-per image and per patient, ECE before and after temperature scaling, and reliability diagrams.
+per image and per patient, ECE before and after calibration (the top grade's, and P(referable)'s
+for either head), and reliability diagrams.
 Pure: dict in, HTML and figures out.
 
     html = clinical_section(build_summary(study, predictions), figure_to_html)
@@ -13,8 +14,13 @@ from collections.abc import Callable
 
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 
+from study.analyze.figure_reliability import (
+    REFERABLE_AXES,
+    TOP_LABEL_AXES,
+    reliability_figure,
+    reliability_frame,
+)
 from study.analyze.markup import html_table
 
 HOW_TO_READ = """<p class='note'><b>How to read this.</b> A screening programme asks one
@@ -40,6 +46,11 @@ def _num(value, digits: int = 3) -> str:
     return "—" if value is None or value != value else f"{value:.{digits}f}"
 
 
+def _num_ci(pair) -> str:
+    lo, hi = pair if pair else (None, None)
+    return "" if lo is None or hi is None else f" [{_num(lo)}, {_num(hi)}]"
+
+
 def operating_table(best: dict) -> pd.DataFrame:
     rows = [{"": "val (chose the threshold)", "images / patients": str(best["val"]["n"]),
              "referable": str(best["val"]["referable"]),
@@ -54,47 +65,26 @@ def operating_table(best: dict) -> pd.DataFrame:
 
 
 def runs_table(referable: dict, calibration: dict) -> pd.DataFrame:
-    """One row per run (best, then confirm): AUROC, threshold, test sens/spec, T, ECE."""
+    """One row per run (best, then confirm): AUROC, threshold, test sens/spec, T, the top
+    grade's ECE, and P(referable)'s ECE (before -> after calibration, intervals for the best)."""
     cal = {c["trial_id"]: c for c in [calibration.get("best"), *calibration["confirm"]] if c}
     rows = []
     for role, run in [("best", referable["best"])] + [("confirm", r) for r in referable["confirm"]]:
         if run is None:
             continue
         c = cal.get(run["trial_id"], {})
+        ref = c.get("referable") or {}
         rows.append({
             "run": f"{run['trial_id']} ({role})", "AUROC": _num(run["auroc"]),
             "threshold": _num(run["threshold"]),
             "sens / spec (images)": f"{_pct(run['test_image']['sensitivity'])} / "
             f"{_pct(run['test_image']['specificity'])}",
-            "T (val)": _num(c.get("temperature"), 2),
-            "ECE before → after": f"{_num(c.get('test_ece'))} → {_num(c.get('test_ece_scaled'))}",
+            "T (val)": "Platt" if c.get("head") == "regress" else _num(c.get("temperature"), 2),
+            "ECE top grade": f"{_num(c.get('test_ece'))} → {_num(c.get('test_ece_scaled'))}",
+            "ECE P(referable)": f"{_num(ref.get('test_ece'))}{_num_ci(ref.get('test_ece_ci'))}"
+            f" → {_num(ref.get('test_ece_scaled'))}{_num_ci(ref.get('test_ece_scaled_ci'))}",
         })  # fmt: skip
     return pd.DataFrame(rows)
-
-
-def reliability_figure(runs: list[dict], bins: int, title: str) -> go.Figure:
-    """Accuracy against mean confidence per equal-mass bin, as trained (solid) and after
-    temperature scaling (dashed), one colour per run."""
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
-                             line={"color": "#9aa5b1", "dash": "dot"}))  # fmt: skip
-    for i, run in enumerate(runs):
-        color = qualitative.Plotly[i % len(qualitative.Plotly)]
-        for key, dash, name in (("bins", "solid", "as trained"),
-                                ("bins_scaled", "dash", f"T = {run['temperature']:.2f}")):  # fmt: skip
-            points = run[key]
-            fig.add_trace(go.Scatter(
-                x=[b["confidence"] for b in points], y=[b["accuracy"] for b in points],
-                mode="lines+markers", name=f"{run['trial_id']}: {name}",
-                line={"color": color, "dash": dash}, text=[f"{b['n']} images" for b in points],
-            ))  # fmt: skip
-    fig.update_layout(
-        template="plotly_white", height=420, width=620,
-        title=f"Reliability on test, {title} ({bins} equal-mass bins)",
-        xaxis={"title": "mean confidence (top grade)", "range": [0, 1]},
-        yaxis={"title": "accuracy", "range": [0, 1]}, legend={"orientation": "h", "y": -0.25},
-    )  # fmt: skip
-    return fig
 
 
 def clinical_section(summary: dict, figure_html: Callable[[go.Figure], str]) -> str:
@@ -118,20 +108,24 @@ def clinical_section(summary: dict, figure_html: Callable[[go.Figure], str]) -> 
     out.append(bootstrap_note(referable["bootstrap"]))
     out.append("<h3>Calibration</h3>")
     out.append(
-        f"<p class='note'>Expected calibration error of the top grade's probability, "
-        f"{calibration['bins']} equal-mass bins, on test; temperature T fitted on val "
-        "(negative log-likelihood, on log-probabilities: the same as on logits for softmax). "
-        "T &gt; 1: the model was over-confident.</p>"
+        f"<p class='note'>Expected calibration error on test, {calibration['bins']} equal-mass "
+        "bins: of the top grade's probability (a classify head; temperature T fitted on val by "
+        "negative log-likelihood, on log-probabilities: the same as on logits for softmax; "
+        "T &gt; 1: the model was over-confident), and of P(referable) for either head: a "
+        "classify head's p2+p3+p4, temperature-scaled; a regress head's score through a "
+        "logistic fitted on val (Platt). Intervals of the best trial's P(referable) ECE "
+        "resample test patients within the whole test split's bins.</p>"
     )
     if calibration["note"]:
         out.append(f"<p class='warn'>{html.escape(calibration['note'])}</p>")
     out.append(html_table(runs_table(referable, calibration), sortable=False))
-    if calibration["best"] is not None:
-        out.append(figure_html(reliability_figure([calibration["best"]], calibration["bins"],
-                                                  "best trial")))  # fmt: skip
-    if calibration["confirm"]:
-        out.append(figure_html(reliability_figure(calibration["confirm"], calibration["bins"],
-                                                  "confirm runs")))  # fmt: skip
+    for runs, title in (([calibration["best"]], "best trial"),
+                        (calibration["confirm"], "confirm runs")):  # fmt: skip
+        for block, axes in (("referable", REFERABLE_AXES), (None, TOP_LABEL_AXES)):
+            frame = reliability_frame(runs, block)  # top label: classify heads only
+            if len(frame):
+                out.append(figure_html(reliability_figure(frame, axes, calibration["bins"],
+                                                          title)))  # fmt: skip
     return "".join(out)
 
 

@@ -8,13 +8,13 @@ stage exists, `summary.json`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from retina.metrics import NUM_CLASSES, REFERABLE_GRADE, EpochMetrics
 from retina.tta import view_names
+from study.conclude.card_inputs import CardInputs
 from study.conclude.card_screening import patient_lines, screening_lines
 from study.conclude.checklist import answer_items, count_line, render_checklist
 
@@ -28,23 +28,6 @@ METRICS = (
     ("referable_specificity", f"referable (grade >= {REFERABLE_GRADE}) specificity"),
     ("loss", "loss (cross-entropy; SmoothL1 for a regress head)"),
 )
-
-
-@dataclass(frozen=True)
-class CardInputs:
-    study: dict[str, Any]  # study.json
-    trial: dict[str, Any]  # the trial's row of trials.parquet
-    config: dict[str, Any]  # the trial's resolved hyperparameters (from its checkpoint)
-    selection: str  # how the trial was chosen, one sentence
-    grade_names: list[str]
-    onnx_max_diff: float
-    onnx_images: int
-    opset: int
-    versions: dict[str, str]  # at export
-    date: str
-    summary: dict[str, Any] | None  # summary.json of the confirm stage, when it exists
-    thresholds: list[float] | None = None  # a regress head's cuts (model.pt's); None: classify
-    tta: int = 1  # dihedral views the study's tests averaged (model.pt's `tta`)
 
 
 def majority_baseline(class_counts: dict[str, list[int]]) -> tuple[int, dict[str, EpochMetrics]]:

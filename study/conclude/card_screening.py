@@ -37,9 +37,10 @@ def trial_blocks(summary: dict | None, trial_id: str) -> tuple[dict | None, dict
     return of("referable"), of("calibration")
 
 
-def screening_record(folder: Path, trial_id: str) -> dict[str, float]:
-    """model.pt's `temperature` and `referable_threshold` (retina.screening) when the study's
-    summary.json chose them for `trial_id`; none otherwise (predict: T = 1, grade >= 2)."""
+def screening_record(folder: Path, trial_id: str) -> dict[str, Any]:
+    """model.pt's `temperature`, `referable_platt` (a regress head's [slope, intercept]) and
+    `referable_threshold` (retina.screening) when the study's summary.json chose them for
+    `trial_id`; none otherwise (predict: T = 1, no regress P(referable), grade >= 2)."""
     path = Path(folder) / SUMMARY_FILE
     try:
         summary = json.loads(path.read_text()) if path.exists() else None
@@ -49,9 +50,16 @@ def screening_record(folder: Path, trial_id: str) -> dict[str, float]:
     out = {}
     if cal is not None and _finite(cal.get("temperature")):
         out["temperature"] = float(cal["temperature"])
+    platt = (cal or {}).get("platt") or {}
+    if _fitted(platt):
+        out["referable_platt"] = [float(platt["slope"]), float(platt["intercept"])]
     if ref is not None and _finite(ref.get("threshold")):
         out["referable_threshold"] = float(ref["threshold"])
     return out
+
+
+def _fitted(platt: dict) -> bool:
+    return _finite(platt.get("slope")) and _finite(platt.get("intercept"))
 
 
 def _finite(v: Any) -> bool:
@@ -84,20 +92,76 @@ def screening_lines(summary: dict | None, trial_id: str) -> list[str]:
             f"specificity {_pct(b['specificity'])}{_ci(b['specificity_ci'])} "
             f"({b['referable']} referable of {b['n']})."
         )
-    if cal is not None:
-        bins = summary["calibration"]["bins"]
-        lines.append(
-            f"- Calibration: temperature T = **{cal['temperature']:.3f}** fitted on val; test "
-            f"expected calibration error ({bins} equal-mass bins) {cal['test_ece']:.3f} as "
-            f"trained, {cal['test_ece_scaled']:.3f} after scaling."
-        )
+    lines += calibration_lines(summary, cal)
     lines += [
         "",
-        "`retina.predict` outputs the temperature-scaled probabilities and `referable` at this "
-        "threshold. 95% intervals resample test patients.",
+        "`retina.predict` outputs the calibrated probabilities (`p_referable`) and `referable` "
+        "at this threshold. 95% intervals resample test patients.",
         "",
     ]
     return lines
+
+
+def calibration_lines(summary: dict, cal: dict | None) -> list[str]:
+    """The calibration this model carries: a classify head's temperature (top grade's ECE), a
+    regress head's Platt fit, and for both the test ECE of P(referable) before and after."""
+    if cal is None:
+        return []
+    bins = summary["calibration"]["bins"]
+    lines = []
+    if cal.get("head", "classify") == "classify":
+        lines.append(
+            f"- Calibration: temperature T = **{cal['temperature']:.3f}** fitted on val; test "
+            f"expected calibration error of the top grade ({bins} equal-mass bins) "
+            f"{cal['test_ece']:.3f} as trained, {cal['test_ece_scaled']:.3f} after scaling."
+        )
+    elif not _fitted(cal["platt"]):
+        lines.append("- Calibration: no Platt fit (val holds referable or non-referable images "
+                     "only); `retina.predict` gives no P(referable) for this model.")  # fmt: skip
+    else:
+        platt = cal["platt"]
+        lines.append(
+            f"- Calibration: P(referable) = 1 / (1 + exp(-(**{platt['slope']:.4g}** x score + "
+            f"**{platt['intercept']:.4g}**))), a logistic of the regress score fitted on val "
+            "(Platt scaling); stored in model.pt (`referable_platt`) and the ONNX metadata."
+        )
+    ref = cal.get("referable")
+    if ref:
+        lines.append(
+            f"- P(referable) on test, expected calibration error ({bins} equal-mass bins): "
+            f"{_num(ref['test_ece'])}{_ci(ref.get('test_ece_ci'), _num)} as trained, "
+            f"{_num(ref['test_ece_scaled'])}{_ci(ref.get('test_ece_scaled_ci'), _num)} "
+            "calibrated."
+        )
+    return lines
+
+
+def updating_method_text(cal: dict | None) -> str:
+    """The checklist's model updating (TRIPOD+AI 12f): the calibration fitted on val."""
+    if cal is None:
+        return "No updating: the model's probabilities are used as trained."
+    if cal.get("head") == "regress" and not _fitted(cal["platt"]):
+        return "No updating: val held one class only, so no Platt fit was possible."
+    if cal.get("head") == "regress":
+        platt = cal["platt"]
+        return (f"Platt scaling of the regress score fitted on val (logistic, slope "
+                f"{platt['slope']:.4g}, intercept {platt['intercept']:.4g}) gives P(referable); "
+                "stored with the model.")  # fmt: skip
+    return (f"Temperature scaling fitted on val (negative log-likelihood): T = "
+            f"{cal['temperature']:.3f}; stored with the model.")  # fmt: skip
+
+
+def updating_result_text(cal: dict | None) -> str:
+    """Its result on test (TRIPOD+AI 24): ECE before and after."""
+    if cal is None:
+        return "No updating was done."
+    ref = cal.get("referable")
+    referable = (f" P(referable): {_num(ref['test_ece'])} as trained, "
+                 f"{_num(ref['test_ece_scaled'])} calibrated." if ref else "")  # fmt: skip
+    if cal.get("head") == "regress":
+        return "Test expected calibration error of" + referable.rstrip(".") + " (Platt scaling)."
+    return (f"Test expected calibration error {cal['test_ece']:.3f} as trained, "
+            f"{cal['test_ece_scaled']:.3f} after temperature scaling.{referable}")  # fmt: skip
 
 
 def _num(v: Any) -> str:

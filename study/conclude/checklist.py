@@ -13,14 +13,12 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from retina.metrics import REFERABLE_GRADE
-from study.conclude.card_screening import trial_blocks
-from study.conclude.checklist_items import CLAIM, ITEMS, TRIPOD, Item
-
-if TYPE_CHECKING:
-    from study.conclude.card import CardInputs
+from study.conclude.card_inputs import CardInputs
+from study.conclude.card_screening import trial_blocks, updating_method_text, updating_result_text
+from study.conclude.checklist_items import CLAIM, CLAIM_ITEMS, ITEMS, TRIPOD, Item
 
 ANSWERED, NOT_APPLICABLE, AUTHORS = "answered", "not applicable", "to be stated by the authors"
 STATUSES = (ANSWERED, NOT_APPLICABLE, AUTHORS)
@@ -148,11 +146,7 @@ def measures(c: CardInputs) -> str:
 
 
 def updating_method(c: CardInputs) -> str:
-    cal = _best(c, "calibration")
-    if cal is None:
-        return "No updating: the model's probabilities are used as trained."
-    return (f"Temperature scaling fitted on val (negative log-likelihood): T = "
-            f"{cal['temperature']:.3f}; stored with the model.")  # fmt: skip
+    return updating_method_text(_best(c, "calibration"))
 
 
 def how_to_predict(c: CardInputs) -> str:
@@ -169,6 +163,11 @@ def class_imbalance(c: CardInputs) -> str:
 def output(c: CardInputs) -> str:
     ref = _best(c, "referable")
     base = "Probabilities of grades 0-4 (softmax) and the grade of the highest."
+    if c.thresholds is not None:  # a regress head: its threshold is on the score
+        base = ("A score (grade estimate) cut into grades 0-4 by 4 thresholds fitted on val, and "
+                "P(referable) from the score (Platt scaling fitted on val, when the study fitted it).")  # fmt: skip
+        if ref is not None:
+            return base + f" Referable = score >= {ref['threshold']:.4g}, chosen on val."
     if ref is None:
         return base + f" Referable = predicted grade >= {REFERABLE_GRADE} (no threshold chosen)."
     point = (c.summary or {}).get("referable", {}).get("operating_point", {})
@@ -219,11 +218,13 @@ def performance(c: CardInputs) -> str:
 
 
 def updating_result(c: CardInputs) -> str:
-    cal = _best(c, "calibration")
-    if cal is None:
-        return "No updating was done."
-    return (f"Test expected calibration error {cal['test_ece']:.3f} as trained, "
-            f"{cal['test_ece_scaled']:.3f} after temperature scaling.")  # fmt: skip
+    return updating_result_text(_best(c, "calibration"))
+
+
+def study_design(c: CardInputs) -> str:
+    return ("Retrospective: the photographs and their grades existed before this study, which "
+            "developed the model on them (model creation) and tested it on a patient-held-out "
+            "part of the same data.")  # fmt: skip
 
 
 def limitations(c: CardInputs) -> str:
@@ -308,6 +309,7 @@ RULES = {
     "robustness": robustness,
     "explainability": explainability,
     "failures": failures,
+    "study_design": study_design,
 }
 
 
@@ -331,17 +333,22 @@ def counts(answers: list[Answer]) -> dict[str, int]:
 
 def count_line(answers: list[Answer]) -> str:
     n = counts(answers)
-    return (f"Reporting checklists ({TRIPOD}, and {CLAIM} where it differs), {len(answers)} "
-            f"items: {n[ANSWERED]} answered from the study's records, {n[NOT_APPLICABLE]} not "
+    tripod = sum(a.item.source == TRIPOD for a in answers)
+    claim = len(answers) - tripod
+    return (f"Reporting checklists, {len(answers)} items ({tripod} of {TRIPOD}, and {claim} of "
+            f"{CLAIM}'s {CLAIM_ITEMS}: a selection, where it asks what {TRIPOD} does not): "
+            f"{n[ANSWERED]} answered from the study's records, {n[NOT_APPLICABLE]} not "
             f"applicable, {n[AUTHORS]} to be stated by the study's authors (see the last section).")  # fmt: skip
 
 
 def render_checklist(answers: list[Answer]) -> list[str]:
     lines = [
         "## Reporting checklist",
-        f"Each item of {TRIPOD} (Collins et al., BMJ 2024), then those of {CLAIM} it does not ask, "
-        "paraphrased: answered from this study's records, not applicable (why), or to be stated "
-        "by the study's authors (what).",
+        f"Each item of {TRIPOD} (Collins et al., BMJ 2024), paraphrased; then a selection of the "
+        f"{CLAIM_ITEMS} items of {CLAIM} (Tejani et al., Radiology: Artificial Intelligence 2024, "
+        f"doi:10.1148/ryai.240300): those {TRIPOD} does not ask in the same words, under their "
+        "CLAIM 2024 numbers and names. Each is answered from this study's records, not applicable (why), or to be "
+        "stated by the study's authors (what).",
         "",
         "| item | asks | status | answer |",
         "|---|---|---|---|",

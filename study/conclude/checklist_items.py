@@ -1,7 +1,11 @@
 """The reporting checklists the model card walks, as data: TRIPOD+AI (Collins et al., BMJ 2024;
-27 items, some in parts) and the items of CLAIM 2024 (Tejani et al., Radiology: AI) that
-TRIPOD+AI does not ask in the same words (imaging: acquisition, de-identification, reference
-standard annotation, partitions, initialisation, ensembling, robustness, saliency, failures).
+27 items, some in parts) and a selection of CLAIM 2024's 44 items (Tejani et al., "Checklist
+for Artificial Intelligence in Medical Imaging (CLAIM): 2024 Update", Radiology: Artificial
+Intelligence 2024;6(4):e240300, doi:10.1148/ryai.240300; the list at pubs.rsna.org/page/ai/claim):
+those TRIPOD+AI does not ask in the same words (study design, de-identification, acquisition,
+reference standard annotation, partitions, software, initialisation, training, selection,
+ensembling, robustness, explainability, external testing, failures), each under its CLAIM 2024
+number and name (`CLAIM_SELECTED`), so that a reader can trace it to the published list.
 
 Each item says how it is answered (`study.conclude.checklist` does it, the card renders it):
 - `rule`: the name of an answer drawn from the study's own records (study.json, the trial's
@@ -16,11 +20,12 @@ from dataclasses import dataclass
 
 TRIPOD = "TRIPOD+AI"
 CLAIM = "CLAIM 2024"
+CLAIM_ITEMS = 44  # the items of the CLAIM 2024 checklist; the card answers a selection
 
 
 @dataclass(frozen=True)
 class Item:
-    code: str  # TRIPOD+AI's item number ("10", "12c"); "CLAIM" (named by topic, not number)
+    code: str  # TRIPOD+AI's item number ("10", "12c"); CLAIM 2024's as "CLAIM 33"
     source: str  # TRIPOD or CLAIM
     topic: str  # what the checklist asks, in short
     rule: str | None = None
@@ -113,25 +118,38 @@ ITEMS: tuple[Item, ...] = (
        "who would operate the model and with what expertise"),
     _a("27c", "Next steps: applicability and generalisability",
        "the next steps, e.g. an external test on another population"),
-    # CLAIM 2024, where it asks what TRIPOD+AI does not
-    Item("CLAIM", CLAIM, "De-identification of the images",
-         authors="how the images were de-identified"),
-    Item("CLAIM", CLAIM, "Image acquisition: equipment, protocol, field of view",
+    # CLAIM 2024, where it asks what TRIPOD+AI does not: numbered and named as its 44-item
+    # checklist (section "Methods" unless said), so that a reader can find each one there
+    Item("CLAIM 5", CLAIM, "Prospective or retrospective study (study design)",
+         rule="study_design"),
+    Item("CLAIM 11", CLAIM, "De-identification methods", authors="how the images were "
+         "de-identified"),
+    Item("CLAIM 13", CLAIM, "Image acquisition protocol",
          authors="the cameras, fields and protocol of the photographs"),
-    Item("CLAIM", CLAIM, "Reference standard: annotators, tools, inter-rater variability",
-         authors="how the grades were assigned, by how many graders, and their agreement"),
-    Item("CLAIM", CLAIM, "Level of the data partition (patient, image)", rule="partitions"),
-    Item("CLAIM", CLAIM, "Software libraries, frameworks and versions", rule="software"),
-    Item("CLAIM", CLAIM, "Initialisation of model parameters (random, transfer learning)",
-         rule="initialisation"),
-    Item("CLAIM", CLAIM, "Training: augmentation, hyperparameters, stopping", rule="training"),
-    Item("CLAIM", CLAIM, "Method of selecting the final model", rule="selection"),
-    Item("CLAIM", CLAIM, "Ensembling", not_applicable="one model, no ensemble"),
-    Item("CLAIM", CLAIM, "Robustness or sensitivity analysis", rule="robustness",
+    Item("CLAIM 16", CLAIM, "Source of reference standard annotations",
+         authors="who assigned the grades (the labels), how many graders, and their "
+         "qualifications and preparation"),
+    Item("CLAIM 17", CLAIM, "Annotation of test set",
+         authors="how the test images' grades were assigned (instructions, software, whether "
+         "as for the training images)"),
+    Item("CLAIM 18", CLAIM, "Measures of inter- and intra-rater variability of features "
+         "described by the annotators",
+         authors="the graders' agreement, and how disagreements were resolved"),
+    Item("CLAIM 20", CLAIM, "Level at which partitions are disjoint", rule="partitions"),
+    Item("CLAIM 23", CLAIM, "Software libraries, frameworks, and packages", rule="software"),
+    Item("CLAIM 24", CLAIM, "Initialization of model parameters", rule="initialisation"),
+    Item("CLAIM 25", CLAIM, "Details of training approach", rule="training"),
+    Item("CLAIM 26", CLAIM, "Method of selecting the final model", rule="selection"),
+    Item("CLAIM 27", CLAIM, "Ensembling techniques", not_applicable="one model, no ensemble"),
+    Item("CLAIM 30", CLAIM, "Robustness or sensitivity analysis", rule="robustness",
          authors="a robustness analysis: this study retrained no configuration with new seeds"),
-    Item("CLAIM", CLAIM, "Explainability: saliency maps", rule="explainability"),
-    Item("CLAIM", CLAIM, "External testing", authors="a test on data from another source "
-         "(`python -m retina.predict --model best/ DATASET` prints its agreement)"),
-    Item("CLAIM", CLAIM, "Failure analysis of misclassified cases", rule="failures"),
+    Item("CLAIM 31", CLAIM, "Methods for explainability or interpretability",
+         rule="explainability"),
+    Item("CLAIM 33", CLAIM, "Testing on external data", authors="a test on data from another "
+         "source (`python -m retina.predict --model best/ DATASET` prints its agreement)"),
+    Item("CLAIM 39", CLAIM, "Failure analysis of incorrect results (Results)",
+         rule="failures"),
 )
 # fmt: on
+
+CLAIM_SELECTED = tuple(int(i.code.split()[1]) for i in ITEMS if i.source == CLAIM)

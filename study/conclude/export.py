@@ -35,7 +35,8 @@ from retina.model_file import CARD_FILE, GRADE_NAMES, MODEL_FILE, ONNX_FILE, mod
 from retina.models import build_model
 from retina.prepare import PreparedData, prepare_data
 from retina.tta import with_views
-from study.conclude.card import CardInputs, render_card
+from study.conclude.card import render_card
+from study.conclude.card_inputs import CardInputs
 from study.conclude.card_screening import screening_record
 from study.conclude.holdout import checkpoint_on_disk
 from study.conclude.onnx_file import OPSET, onnx_metadata, onnx_parity, parity_images, write_onnx
@@ -228,10 +229,11 @@ def export_model(
             preprocessing=data.preprocessing, info=info, head=head,
             thresholds=state.get("thresholds"), tta=views,
         )  # fmt: skip
-        record |= screening_record(folder, trial_id)  # T and threshold for retina.screening
+        screening = screening_record(folder, trial_id)  # T, Platt, threshold: retina.screening
+        record |= screening
         torch.save(record, tmp / MODEL_FILE)
         graph = with_views(model, views, stacked=True)  # the network once in the ONNX graph
-        meta = onnx_metadata(head, record["thresholds"], views)
+        meta = onnx_metadata(head, record["thresholds"], views, screening)
         write_onnx(graph, x, tmp / ONNX_FILE, meta)
         result["diff"] = onnx_parity(tmp / ONNX_FILE, tested, x, record["thresholds"]).max_diff
         summary_path = folder / SUMMARY_FILE

@@ -40,6 +40,9 @@ def onnx_output(model: torch.nn.Module) -> str:
     return "score" if network.fc.out_features == 1 else "logits"
 
 
+SCREENING_KEYS = ("temperature", "referable_platt", "referable_threshold")
+
+
 def write_onnx(
     model: torch.nn.Module,
     example: torch.Tensor,
@@ -69,14 +72,22 @@ def add_onnx_metadata(path: Path, metadata: dict[str, str]) -> None:
     onnx.save(proto, str(path))
 
 
-def onnx_metadata(head: str, thresholds: list[float] | None, views: int = 1) -> dict[str, str]:
+def onnx_metadata(
+    head: str, thresholds: list[float] | None, views: int = 1, screening: dict | None = None
+) -> dict[str, str]:
     """What an ONNX user needs to grade a regress head's score: grade g when
     thresholds[g-1] <= score < thresholds[g] (`retina.predict` applies model.pt's); `tta`:
     how many dihedral views the graph averages (classify: its logits are then the log of the
-    mean softmax; regress: the mean score)."""
+    mean softmax; regress: the mean score); and the study's calibration, as model.pt holds it
+    (`screening`, `card_screening.screening_record`): `temperature` (softmax(logits / T)),
+    `referable_platt` ([slope, intercept]: P(referable) = 1 / (1 + exp(-(slope * score +
+    intercept)))) and `referable_threshold`, each as JSON text."""
     meta = {"head": head, "tta": str(views)}
     if thresholds is not None:
         meta["thresholds"] = json.dumps(thresholds)
+    for key in SCREENING_KEYS:
+        if (screening or {}).get(key) is not None:
+            meta[key] = json.dumps(screening[key])
     return meta
 
 
