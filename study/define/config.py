@@ -43,6 +43,8 @@ class DataConfig:
     skip_bad: bool = False
     val_fraction: float = 0.15
     test_fraction: float = 0.15
+    layout: str = "auto"  # the folder's layout: detected, or one of retina.layouts.LAYOUT_NAMES
+    split: str = "patient"  # patient-level split, or "published": the dataset's own (IDRiD, DDR)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@
 
 A study file holds `name`, `data` (`path`, `image_size` (a size in px, or sizes to search:
 `{choice: [256, 384, 512]}`, `{grid: [..]}`, `depends_on`), `preprocessing`, `split_seed`, `skip_bad`,
-`val_fraction`, `test_fraction`), `space`, `search`, `scheduler`, `metric`, `num_samples`,
+`val_fraction`, `test_fraction`, `layout`, `split`), `space`, `search`, `scheduler`, `metric`, `num_samples`,
 `max_concurrent`, `resources`, `test_top_k`, `max_failures`, `keep_checkpoints`, `seed`, `compile`,
 `confirm` (`compare`: finite dimensions whose cells are retrained, `seeds`: new training seeds
 per cell, 0 = off), `operating_point` (the referable-DR threshold's target met on val:
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from retina.errors import RetinaError
+from retina.layouts import LAYOUT_NAMES, PUBLISHED, SPLITS
 from study.define.config import (  # the typed study and its allowed values
     ALGORITHMS,
     KEEP_CHECKPOINTS,
@@ -72,7 +73,8 @@ __all__ = ["DIMENSIONS", "KEYS", "TTA_VIEWS", "ConfirmConfig", "Dimension", "Stu
 # fmt: off
 _SECTION_KEYS = {
     "data": {"path": TEXT, "image_size": None, "preprocessing": TEXT, "split_seed": None,
-             "skip_bad": None, "val_fraction": None, "test_fraction": None},
+             "skip_bad": None, "val_fraction": None, "test_fraction": None, "layout": TEXT,
+             "split": TEXT},
     "space": dict.fromkeys(DIMENSIONS),  # space.image_size too: parse_space says where it goes
     "search": {"algorithm": TEXT, "seed": None},
     "scheduler": {"name": TEXT, "grace_period": None, "reduction_factor": None},
@@ -104,7 +106,13 @@ def _parse(doc: Any) -> StudyConfig:
         skip_bad=d.bool("skip_bad", False),
         val_fraction=d.float("val_fraction", 0.15, gt=0.0, lt=1.0),
         test_fraction=d.float("test_fraction", 0.15, gt=0.0, lt=1.0),
+        layout=d.text("layout", "auto", ("auto", *LAYOUT_NAMES)),
+        split=d.text("split", "patient", SPLITS),
     )
+    if data.split == "published" and data.layout not in ("auto", *PUBLISHED):
+        what = f"the {data.layout} layout publishes no train/test split"
+        fix = f"use split: patient, or a layout that publishes one ({', '.join(PUBLISHED)})"
+        raise Problem("data.split", what, fix, ["data.layout"])
     if data.val_fraction + data.test_fraction >= 1.0:
         what, fix = "val_fraction + test_fraction must be < 1", "leave a share for training"
         raise Problem("data.test_fraction", what, fix, ["data.val_fraction"])
