@@ -199,7 +199,7 @@ def data_summary(manifest: Manifest, split: Split, published: bool) -> list[str]
             ", ..." if len(manifest.ungradable) > 5 else ""
         )
         lines.append(
-            f"  {len(manifest.ungradable)} images the dataset grades ungradable are left out "
+            f"  {len(manifest.ungradable)} image(s) the dataset grades ungradable are left out "
             f"(never given a grade): {shown}"
         )
     lines += [f"  {note}" for note in manifest.notes]

@@ -53,7 +53,7 @@ def test_messidor2_mixed_files_exams_and_ungradable(tmp_path):
     assert len(set(m.patient_ids)) == 8 and m.patient_ids[0] == m.patient_ids[1]
     data = prepared(tmp_path)
     assert "14 images of 8 patients" in data.summary[0]
-    assert "2 images the dataset grades ungradable are left out" in data.summary[1]
+    assert "2 image(s) the dataset grades ungradable are left out" in data.summary[1]
     assert data.ungradable == 2 and len(data.labels) == 14  # never given a grade
     patients = np.asarray(m.patient_ids)
     sides = [set(patients[data.split.indices(n)]) for n in ("train", "val", "test")]
@@ -97,7 +97,7 @@ def test_ddr_lists_grade_5_excluded_and_three_published_parts(tmp_path):
     for name in ("train", "val", "test"):
         assert data.split.indices(name).tolist() == np.flatnonzero(given == name).tolist()
     assert data.ungradable == 4
-    assert "4 images the dataset grades ungradable are left out" in data.summary[1]
+    assert "4 image(s) the dataset grades ungradable are left out" in data.summary[1]
 
 
 def test_a_folder_of_no_layout_gets_one_message_naming_each(tmp_path):
