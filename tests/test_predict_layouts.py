@@ -85,3 +85,24 @@ def test_intervals_resample_patients_and_hold_the_estimate():
     naive = intervals(paired_true, paired_pred, np.arange(200))
     width = lambda v: v["kappa"][2] - v["kappa"][1]  # noqa: E731
     assert width(by_pair) > width(naive) and RESAMPLES >= 1000
+
+
+def test_cpu_lanes_grade_as_one_lane_and_keep_each_files_reason(model_folder, tmp_path):
+    """The CPU path in lanes (threads that each decode and run the model on a share of the
+    batch) gives every file the probabilities and grade the one-lane path gives, and a broken
+    file its reason, in input order; torch's thread count is restored afterwards."""
+    from retina.grading import grade_files
+    from retina.model_file import load_model
+
+    folder = layouts.aptos(tmp_path / "data", [0, 1, 2, 3, 4, 2, 1])
+    broken = folder / "train_images" / "broken.png"
+    broken.write_bytes(b"not a picture")
+    paths = sorted((folder / "train_images").iterdir())
+    loaded = load_model(model_folder, torch.device("cpu"))
+    threads = torch.get_num_threads()
+    one = grade_files(loaded, paths, batch_size=3, workers=1, views=1)
+    lanes = grade_files(loaded, paths, batch_size=3, workers=2, views=1)
+    assert torch.get_num_threads() == threads
+    assert lanes.errors == one.errors and lanes.errors[paths.index(broken)].startswith("not an image")  # fmt: skip
+    assert np.array_equal(lanes.grades, one.grades)
+    assert np.allclose(lanes.probs, one.probs, atol=1e-5, equal_nan=True)
