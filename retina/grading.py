@@ -1,4 +1,4 @@
-"""Grade image files with a loaded model, streaming: decode on worker processes, batch, forward.
+"""Grade image files with a loaded model, streaming: decode, batch, forward, decode overlapped.
 
 No command of its own: `python -m retina.predict` (the CLI) and `python -m retina.bench`
 (`predict_efficiency`) call `grade_files`. Every file goes through `retina.images.decode_fundus`,
@@ -7,10 +7,14 @@ normalisation of training and evaluation: the model sees the pixels it was train
 With `views` > 1 each batch is graded as the study's tests grade it: the outputs of that many
 dihedral views averaged (`retina.tta`; by default the model file's `tta`).
 
-Workers decode chunks of files while the main process runs the model on the batch before;
-at most a few batches are decoded ahead, so memory depends on the batch, not on the number of
-files. A file that cannot be decoded gets its reason and no probabilities; the others are
-graded.
+On the CPU the machine's cores are split into `workers` lanes, threads of this process that
+each decode a batch and run the model on it with its share of torch's threads: while one lane
+runs the model, another decodes (PIL and torch release the GIL), and a forward pass on one or
+two threads wastes less on synchronisation than one spread over every core, which pays for
+the decoding (`python -m retina.bench`'s `predict_efficiency`). On a GPU, worker processes
+decode chunks of files while the main process runs the model on the batch before. Either way
+at most a few batches are in memory, whatever the number of files. A file that cannot be
+decoded gets its reason and no probabilities; the others are graded.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +45,7 @@ from retina.pools import pool_context
 from retina.tta import with_views
 
 MAX_CHUNK = 16  # files per worker task: large enough to amortise the round trip
+MAX_LANES = 8  # CPU lanes: beyond, the forward passes on one thread each gain little
 
 
 @dataclass
@@ -110,8 +116,10 @@ class _Batcher:
     """Collects decoded rows into one reused uint8 batch and grades it when full."""
 
     def __init__(
-        self, loaded: LoadedModel, batch_size: int, device: torch.device, n: int, views: int = 1
-    ):
+        self, loaded: LoadedModel, batch_size: int, device: torch.device, n: int, views: int = 1,
+        into: _Batcher | None = None,
+    ):  # fmt: skip
+        """`into`: write the results into that batcher's arrays (one per lane, results shared)."""
         size = loaded.image_size
         self.loaded, self.device = loaded, device
         self.network = with_views(loaded.model, views)
@@ -121,6 +129,9 @@ class _Batcher:
         scale, shift = normalisation_affine(loaded.mean, loaded.std)
         self.scale, self.shift = scale.to(device), shift.to(device)
         self.amp = autocast_dtype(device)
+        if into is not None:  # each lane fills rows of its own: no two write one row
+            self.probs, self.scores, self.grades = into.probs, into.scores, into.grades
+            return
         self.probs = np.full((n, NUM_CLASSES), np.nan, dtype=np.float32)
         self.scores = np.full(n, np.nan, dtype=np.float32)
         self.grades = np.full(n, -1, dtype=np.int64)
@@ -168,7 +179,10 @@ def grade_files(
     device = torch.device(device)
     n = len(paths)
     errors: list[str | None] = [None] * n
-    batcher = _Batcher(loaded, batch_size, device, n, loaded.tta if views is None else views)
+    views = loaded.tta if views is None else views
+    if device.type == "cpu" and workers > 1:
+        return _grade_in_lanes(loaded, paths, batch_size, workers, progress, views)
+    batcher = _Batcher(loaded, batch_size, device, n, views)
     chunk = max(1, min(MAX_CHUNK, math.ceil(batch_size / (2 * max(workers, 1)))))
     # One batch plus a chunk per worker in flight: the workers never wait for the model.
     ahead = math.ceil(batch_size / chunk) + 2 * workers
@@ -189,3 +203,54 @@ def grade_files(
             bar.update(len(rows))
         batcher.flush()
     return Graded(probs=batcher.probs, errors=errors, scores=batcher.scores, grades=batcher.grades)
+
+
+def _grade_in_lanes(
+    loaded: LoadedModel, paths: Sequence[Path], batch_size: int, lanes: int, progress: bool,
+    views: int,
+) -> Graded:  # fmt: skip
+    """The CPU path: `lanes` threads, each taking the next batch_size / lanes files, decoding
+    them and running the model on them with its share of torch's threads (so the images in
+    memory are one batch's, whatever the number of lanes)."""
+    n, cpu = len(paths), torch.device("cpu")
+    errors: list[str | None] = [None] * n
+    threads = torch.get_num_threads()
+    lanes = max(1, min(lanes, threads, MAX_LANES, n))
+    batch_size = max(1, math.ceil(batch_size / lanes))
+    first = _Batcher(loaded, batch_size, cpu, n, views)
+    starts = iter(range(0, n, batch_size))
+    lock = threading.Lock()  # hands out batches, and guards the progress bar
+    size, preprocessing = loaded.image_size, loaded.preprocessing
+
+    def lane(batcher: _Batcher) -> None:
+        while True:
+            with lock:
+                start = next(starts, None)
+            if start is None:
+                return
+            for i in range(start, min(start + batch_size, n)):
+                try:
+                    batcher.add(i, decode_fundus(Path(paths[i]), size, preprocessing)[0])
+                except BadImage as exc:
+                    errors[i] = str(exc)
+                except Exception as exc:  # noqa: BLE001 - one odd file must not stop the others
+                    errors[i] = f"cannot decode: {type(exc).__name__}: {exc}"
+            batcher.flush()
+            with lock:
+                bar.update(min(batch_size, n - start))
+
+    batchers = [first] + [
+        _Batcher(loaded, batch_size, cpu, n, views, into=first) for _ in range(lanes - 1)
+    ]
+    torch.set_num_threads(max(1, threads // lanes))  # the lanes share the cores, not each all
+    try:
+        with (
+            tqdm(total=n, unit="img", desc="grading", file=sys.stderr,
+                 disable=None if progress else True) as bar,
+            ThreadPoolExecutor(lanes, thread_name_prefix="grading-lane") as pool,
+        ):  # fmt: skip
+            for done in [pool.submit(lane, b) for b in batchers]:
+                done.result()
+    finally:
+        torch.set_num_threads(threads)
+    return Graded(probs=first.probs, errors=errors, scores=first.scores, grades=first.grades)

@@ -1,17 +1,20 @@
 """Read a dataset folder into a `Manifest`: image ids, grades 0-4, patients and image files.
 
-Two layouts are detected from the folder's files:
-- Kaggle EyePACS: `trainLabels.csv` (header `image,level`, extra columns allowed) and the images
-  as `<image>.jpeg` in `train/` or in the folder itself.
-- Course lab: `train_img.csv`, `train_label.csv`, `test_img.csv`, `test_label.csv`, one name or
-  one label per line and NO header, and the images in `data/`, `images/`, `train/`, `test/`,
-  `img/` or the folder itself.
-Every problem a user can cause raises one `RetinaError` naming the file, line and fix.
+The layout is detected from the folder's files (or forced: `read_manifest(folder, "idrid")`,
+a study's `data.layout`); docs/data-layouts.md has the table. Two are read here:
+- Kaggle EyePACS (`kaggle`): `trainLabels.csv` (header `image,level`, extra columns allowed) and
+  the images as `<image>.jpeg` in `train/` or in the folder itself.
+- Course lab (`lab`): `train_img.csv`, `train_label.csv`, `test_img.csv`, `test_label.csv`, one
+  name or one label per line and NO header, and the images in `data/`, `images/`, `train/`,
+  `test/`, `img/` or the folder itself.
+and the public DR datasets by their readers in `retina.layouts` (APTOS 2019, Messidor-2, IDRiD,
+DDR). Ungradable images (DDR's grade 5, Messidor-2's `adjudicated_gradable` 0) are left out and
+counted in `Manifest.ungradable`. Every problem a user can cause raises one `RetinaError` naming
+the file, line and fix; a folder of no layout gets one message listing what each one needs.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
 import hashlib
 import json
@@ -23,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from retina.errors import RetinaError
+from retina.layouts import LAYOUT_NAMES, READERS
+from retina.layouts.common import Problems, Read, parse_grade, read_lines
 from retina.patients import patient_of_id
 
 KAGGLE_CSV = "trainLabels.csv"
@@ -31,37 +36,22 @@ KAGGLE_IMAGE_DIRS = ("train", ".")
 LAB_IMAGE_DIRS = ("data", "images", "train", "test", "img", ".")
 # Names may come with or without an extension; copies made on Windows often upper-case it.
 SUFFIXES = (".jpeg", ".jpg", ".JPEG", ".JPG")
-MAX_LISTED = 20
-# "2.0" is accepted as grade 2: spreadsheets export integer columns that way and no information is
-# lost. "2.5", "mild", "-1" or "7" are rejected.
-_GRADE = re.compile(r"^[+-]?\d+(\.0*)?$")
-# Each kind of problem: what is wrong, and the fix.
-_KINDS = {
-    "fields": ("rows with too few fields", "give every row a value for each header column"),
-    "blank": ("blank lines between rows", "delete them; line k of names matches line k of labels"),
-    "length": ("name/label files of different lengths", "give one label per name, same order"),
-    "label": ("labels that are not an integer grade 0-4", "use the ICDR grades 0, 1, 2, 3, 4"),
-    "duplicate": ("duplicate image ids", "keep one row per image"),
-    "escape": (
-        "names that would leave the image folder",
-        "use plain names, no '..'/absolute/links out",
-    ),
-    "missing": (
-        "listed images not found",
-        "copy the files into the image folder or delete their rows",
-    ),
-}
+LAB_NEEDS = f"course lab: {', '.join(LAB_CSVS)} (one name or label per line, no header)"
+KAGGLE_NEEDS = f"Kaggle EyePACS: {KAGGLE_CSV} (image,level) and the images in train/"
 
 
 @dataclass(frozen=True, eq=False)
 class Manifest:
     root: Path  # the data folder given by the user (resolved)
-    layout: str  # "kaggle" | "lab"
+    layout: str  # one of retina.layouts.LAYOUT_NAMES
     image_ids: tuple[str, ...]
     labels: np.ndarray  # int64 [N], 0..4
-    patient_ids: tuple[str, ...]  # "<patient>" from "<patient>_left"/"_right"; else the image id
+    patient_ids: tuple[str, ...]  # the layout's patients; else the image id (its own patient)
     paths: tuple[Path, ...]  # resolved image files, inside the image folder
-    given_split: tuple[str, ...] | None  # lab layout: "train"/"test" per image; kaggle: None
+    # The dataset's own split per image ("train"/"val"/"test"): the lab's, IDRiD's, DDR's.
+    given_split: tuple[str, ...] | None
+    ungradable: tuple[str, ...] = ()  # ids the dataset grades ungradable: left out, counted
+    notes: tuple[str, ...] = ()  # what the data summary says about this layout (patients)
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -91,39 +81,18 @@ class _Entry:
     given: str | None
 
 
-class _Problems:
-    """Collects problems by kind so that one error lists all of them, not the first only."""
-
-    def __init__(self) -> None:
-        self.by_kind: dict[str, list[str]] = {}
-
-    def add(self, kind: str, text: str) -> None:
-        self.by_kind.setdefault(kind, []).append(text)
-
-    def raise_if_any(self, root: Path) -> None:
-        if not self.by_kind:
-            return
-        sections = []
-        for kind, (what, fix) in _KINDS.items():
-            items = self.by_kind.get(kind, [])
-            if not items:
-                continue
-            shown = [f"  {t}" for t in items[:MAX_LISTED]]
-            if len(items) > MAX_LISTED:
-                shown.append(f"  ... and {len(items) - MAX_LISTED} more")
-            sections.append(f"{what} ({len(items)}):\n" + "\n".join(shown) + f"\n  fix: {fix}")
-        raise RetinaError(f"bad dataset in {root}:\n" + "\n".join(sections))
-
-
-def read_manifest(folder: str | Path) -> Manifest:
-    """Detect the layout of `folder`, read its CSVs and check every listed image exists inside it."""
+def read_manifest(folder: str | Path, layout: str = "auto") -> Manifest:
+    """Detect the layout of `folder` (or read it as `layout`), read its label files and check
+    every listed image exists inside it."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
         raise RetinaError(f"data folder {root} {what}; pass the folder that holds the label CSV(s)")
     root = root.resolve()
-    layout = _detect_layout(root)
-    problems = _Problems()
+    layout = _detect_layout(root, layout)
+    problems = Problems()
+    if layout in READERS:
+        return _manifest(root, layout, READERS[layout].read(root, problems), problems)
     if layout == "kaggle":
         groups = [(_read_kaggle(root, problems), KAGGLE_IMAGE_DIRS, KAGGLE_CSV)]
     else:
@@ -131,24 +100,34 @@ def read_manifest(folder: str | Path) -> Manifest:
             (_read_lab(root, part, problems), LAB_IMAGE_DIRS, f"{part}_img.csv")
             for part in ("train", "test")
         ]
-    ids, labels, patients, paths, given = [], [], [], [], []
-    seen: dict[str, list[str]] = {}
+    read = Read(given=[] if layout == "lab" else None)
     for entries, dirs, csv_name in groups:
         image_dir = _find_image_dir(root, [e.name for e in entries], dirs, csv_name)
         listing = {e.name: e for e in os.scandir(image_dir)}
         for e in entries:
-            label = _parse_grade(e.label)
-            if label is None:
+            image_id, path = _resolve(e, image_dir, listing, problems)
+            read.add(image_id, e.label, e.where, patient_of_id(image_id), path)
+            if read.given is not None:
+                read.given.append(str(e.given))
+            if parse_grade(e.label) is None:
                 # The lab's files have no header; a header line left in them lands here.
                 hint = " (a header? these files have none)" if e.label_where.endswith(" 1") else ""
                 problems.add("label", f"{e.label_where}: {e.label!r}{hint}")
-            image_id, path = _resolve(e, image_dir, listing, problems)
-            seen.setdefault(image_id, []).append(e.where)
-            ids.append(image_id)
-            labels.append(-1 if label is None else label)
-            patients.append(patient_of_id(image_id))  # the rule is retina.patients'
-            paths.append(path)
-            given.append(e.given)
+    return _manifest(root, layout, read, problems, labels_checked=True)
+
+
+def _manifest(
+    root: Path, layout: str, read: Read, problems: Problems, labels_checked: bool = False
+) -> Manifest:
+    """The manifest of what a reader found: grades parsed, duplicates found, problems raised."""
+    labels = [parse_grade(text) for text in read.labels]
+    seen: dict[str, list[str]] = {}
+    for image_id, where, label, text in zip(
+        read.ids, read.wheres, labels, read.labels, strict=True
+    ):
+        seen.setdefault(image_id, []).append(where)
+        if label is None and not labels_checked:
+            problems.add("label", f"{where}: {text!r}")
     for image_id, places in seen.items():
         if len(places) > 1:
             problems.add("duplicate", f"{image_id}: " + ", ".join(places))
@@ -156,82 +135,83 @@ def read_manifest(folder: str | Path) -> Manifest:
     return Manifest(
         root=root,
         layout=layout,
-        image_ids=tuple(ids),
-        labels=np.asarray(labels, dtype=np.int64),
-        patient_ids=tuple(patients),
-        paths=tuple(paths),
-        given_split=tuple(given) if layout == "lab" else None,
+        image_ids=tuple(read.ids),
+        labels=np.asarray([-1 if g is None else g for g in labels], dtype=np.int64),
+        patient_ids=tuple(read.patients),
+        paths=tuple(read.paths),
+        given_split=tuple(read.given) if read.given is not None else None,
+        ungradable=tuple(read.ungradable),
+        notes=tuple(read.notes),
     )
 
 
-def _detect_layout(root: Path) -> str:
-    kaggle = (root / KAGGLE_CSV).is_file()
-    lab = [n for n in LAB_CSVS if (root / n).is_file()]
-    if kaggle and lab:
+def found_layouts(root: Path) -> dict[str, str]:
+    """Layout name -> the files that show it, for every layout whose files are in `root`."""
+    out = {}
+    if (root / KAGGLE_CSV).is_file():
+        out["kaggle"] = KAGGLE_CSV
+    if lab := [n for n in LAB_CSVS if (root / n).is_file()]:
+        out["lab"] = ", ".join(lab)
+    for name, reader in READERS.items():
+        if reader.found(root):
+            out[name] = reader.NEEDS.split(": ", 1)[1].split(" (")[0]
+    return out
+
+
+def _detect_layout(root: Path, forced: str = "auto") -> str:
+    if forced not in ("auto", *LAYOUT_NAMES):
         raise RetinaError(
-            f"{root} holds both a Kaggle layout ({KAGGLE_CSV}) and a course-lab layout "
-            f"({', '.join(lab)}); move one of them to its own folder and point at that folder"
+            f"unknown layout {forced!r}; use auto or one of {', '.join(LAYOUT_NAMES)}"
         )
-    if kaggle:
-        return "kaggle"
-    if lab:
-        missing = [n for n in LAB_CSVS if n not in lab]
-        if missing:
+    present = found_layouts(root)
+    if forced != "auto":
+        if forced not in present:
+            raise RetinaError(
+                f"{root} is not in the {forced} layout, which needs {_needs()[forced]}; "
+                f"point at such a folder, or let the layout be detected (layout: auto)"
+            )
+        present = {forced: present[forced]}
+    if len(present) > 1:
+        shown = [f"{_TITLES.get(n, n)} layout ({files})" for n, files in present.items()]
+        both = "both " + " and ".join(shown) if len(shown) == 2 else ", ".join(shown)
+        raise RetinaError(
+            f"{root} holds {both}; move one of them to its own folder and point at that folder, "
+            f"or name the one to read (data.layout: {' | '.join(present)})"
+        )
+    if present:
+        layout = next(iter(present))
+        lab = [n for n in LAB_CSVS if (root / n).is_file()]
+        if layout == "lab" and len(lab) < len(LAB_CSVS):
+            missing = [n for n in LAB_CSVS if n not in lab]
             raise RetinaError(
                 f"{root} holds a course-lab layout but lacks {', '.join(missing)}; the lab layout "
                 f"needs all of {', '.join(LAB_CSVS)} (one name or label per line, no header)"
             )
-        return "lab"
+        return layout
     csvs = sorted(p.name for p in root.glob("*.csv"))
     nested = sorted(
-        str(p.parent.relative_to(root))
-        for name in (KAGGLE_CSV, LAB_CSVS[0])
-        for p in root.glob(f"*/{name}")
+        {str(p.relative_to(root)) for p in root.iterdir() if p.is_dir() and found_layouts(p)}
     )
-    hint = f"; CSV files there: {', '.join(csvs[:10])}" if csvs else "; it holds no CSV file"
+    hint = f"CSV files there: {', '.join(csvs[:10])}" if csvs else "it holds no CSV file"
     if nested:
         hint += f"; a dataset seems to be in the subfolder(s) {', '.join(nested)}: point at it"
+    needs = "\n".join(f"  {line}" for line in _needs().values())
     raise RetinaError(
-        f"no dataset found in {root}: looked for {KAGGLE_CSV} (Kaggle EyePACS layout) and for "
-        f"{', '.join(LAB_CSVS)} (course-lab layout){hint}. Fix: point at the folder holding them, "
-        "or make demo data with `python -m retina.synthetic --out DIR`"
+        f"no dataset found in {root} ({hint}). Each layout needs:\n{needs}\nFix: point at the "
+        "folder holding one of them, or make demo data with `python -m retina.synthetic --out DIR`"
     )
 
 
-def _read_lines(path: Path) -> list[str]:
-    """The stripped lines of a text file, blank trailing lines dropped; BOM and CRLF tolerated."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise RetinaError(f"cannot read {path}: {exc.strerror}; make it a readable file") from None
-    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        # Excel's "Unicode text" export.
-        try:
-            text = raw.decode("utf-16")
-        except UnicodeDecodeError as exc:
-            raise RetinaError(f"{path}: bad UTF-16 at byte {exc.start}; save it as UTF-8") from None
-    elif (nul := raw.find(b"\x00")) >= 0:
-        raise RetinaError(
-            f"{path} is not a text CSV: byte offset {nul} is a NUL byte (binary file, or UTF-16 "
-            "without a byte-order mark); save it as UTF-8 CSV"
-        )
-    else:
-        try:
-            text = raw.decode("utf-8-sig")  # strips the BOM spreadsheets put in front
-        except UnicodeDecodeError:
-            # Not UTF-8: most likely an old spreadsheet's Western code page. latin-1 maps every
-            # byte to a character, so the names are still read and compared with the files.
-            text = raw.decode("latin-1")
-    # Split on \r\n, \r and \n only: str.splitlines() would also split on \x85, a latin-1 byte.
-    lines = [line.strip() for line in re.split(r"\r\n|\r|\n", text)]
-    while lines and not lines[-1]:
-        lines.pop()
-    return lines
+_TITLES = {"kaggle": "Kaggle", "lab": "course-lab"}
 
 
-def _read_kaggle(root: Path, problems: _Problems) -> list[_Entry]:
+def _needs() -> dict[str, str]:
+    return {"kaggle": KAGGLE_NEEDS, "lab": LAB_NEEDS} | {n: r.NEEDS for n, r in READERS.items()}
+
+
+def _read_kaggle(root: Path, problems: Problems) -> list[_Entry]:
     path = root / KAGGLE_CSV
-    lines = _read_lines(path)
+    lines = read_lines(path)
     if not lines:
         raise RetinaError(f"{path} is empty; it needs a header `image,level` and a row per image")
     rows = list(csv.reader(lines))
@@ -256,11 +236,11 @@ def _read_kaggle(root: Path, problems: _Problems) -> list[_Entry]:
     return entries
 
 
-def _read_lab(root: Path, part: str, problems: _Problems) -> list[_Entry]:
+def _read_lab(root: Path, part: str, problems: Problems) -> list[_Entry]:
     img_csv, label_csv = f"{part}_img.csv", f"{part}_label.csv"
     # Every line is data: the course's loader read these with a header row and silently lost
     # the first image of each file.
-    names, labels = _read_lines(root / img_csv), _read_lines(root / label_csv)
+    names, labels = read_lines(root / img_csv), read_lines(root / label_csv)
     for name, lines, what in ((img_csv, names, "image name"), (label_csv, labels, "label")):
         if not lines:
             raise RetinaError(f"{root / name} is empty; it needs one {what} per line (no header)")
@@ -274,13 +254,6 @@ def _read_lab(root: Path, part: str, problems: _Problems) -> list[_Entry]:
         for i, (name, label) in enumerate(zip(names, labels, strict=False), start=1)
         if name and label
     ]
-
-
-def _parse_grade(text: str) -> int | None:
-    if not _GRADE.match(text):
-        return None
-    grade = int(float(text))
-    return grade if 0 <= grade <= 4 else None
 
 
 def _candidates(name: str) -> list[str]:
@@ -315,9 +288,7 @@ def _find_image_dir(root: Path, names: list[str], dirs: tuple[str, ...], csv_nam
     return best.resolve()
 
 
-def _resolve(
-    entry: _Entry, image_dir: Path, listing: dict, problems: _Problems
-) -> tuple[str, Path]:
+def _resolve(entry: _Entry, image_dir: Path, listing: dict, problems: Problems) -> tuple[str, Path]:
     """The image id and resolved file of one entry; problems recorded (with a placeholder path)."""
     name = entry.name.replace("\\", "/")
     image_id = re.sub(r"\.(jpe?g)$", "", name, flags=re.IGNORECASE)

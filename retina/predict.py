@@ -3,16 +3,20 @@
     python -m retina.predict --model results/<study>/best INPUT... [--out preds.csv|preds.parquet]
         [--batch-size N] [--device auto|cpu|cuda] [--workers N] [--tta 1|2|4|8] [--by-patient]
 
-INPUT: image files, folders of images (not searched recursively), or dataset folders in either
-layout (`retina.manifest`: Kaggle `trainLabels.csv` or the course lab's CSVs); for labelled
-images the accuracy, quadratic kappa and confusion matrix against the labels are printed too.
+INPUT: image files, folders of images (not searched recursively), or dataset folders in any
+layout `retina.manifest` reads (Kaggle EyePACS, the course lab's CSVs, APTOS 2019, Messidor-2,
+IDRiD, DDR: docs/data-layouts.md; ungradable images are left out as in a study); for labelled
+images the accuracy, quadratic kappa, balanced accuracy, referable sensitivity and specificity
+are printed with 95 % patient-bootstrap intervals, per image and, where the layout knows its
+patients, per patient (`retina.agreement`), with the confusion matrix.
 Each image gets exactly the decode-once cache's crop-to-fundus and resize and the training
 normalisation (`retina.grading`), decoded on `--workers` processes with a progress bar.
 `--tta N` averages the model over N dihedral views of each image (`retina.tta`: rotations and
 mirrors; N times the compute); the default is the study's own `tta`, stored in model.pt, so
 the grades are those of the study's test. `--tta 1` grades the image as is.
 
-Output, one row per image (CSV to stdout without --out): `image`, [`label`], `grade`, `p0`..`p4`
+Output, one row per image (CSV to stdout without --out): `image`, [`layout`: the dataset layout
+the row was read from, empty for a loose file], [`label`], `grade`, `p0`..`p4`
 (temperature-scaled when the model stores its study's temperature), `score`, `p_referable`
 (P(grade >= 2): p2+p3+p4, or a regress model's score through the logistic its study fitted on
 val, stored in model.pt; empty for a regress model without one), `referable` (at the
@@ -41,12 +45,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from retina.agreement import agreement_lines
 from retina.cli import run_command
 from retina.errors import RetinaError
 from retina.files import write_atomic
 from retina.grading import Graded, grade_files
-from retina.manifest import KAGGLE_CSV, LAB_CSVS, read_manifest
-from retina.metrics import NUM_CLASSES, REFERABLE_GRADE, EpochMetrics, confusion_matrix
+from retina.manifest import found_layouts, read_manifest
+from retina.metrics import NUM_CLASSES, REFERABLE_GRADE
 from retina.model_file import load_model
 from retina.patient_rows import print_patients, with_patient_rows
 from retina.screening import calibrated, referable_column, referable_probability_column
@@ -62,6 +67,9 @@ class Inputs:
     paths: list[Path]
     labels: list[int | None]  # a dataset's grade, else None
     datasets: list[tuple[Path, str]]  # (folder, content hash) of each dataset read
+    layouts: list[str | None]  # the layout a dataset's image was read from, else None
+    patients: list[str | None]  # a dataset's patient ("<k>:<patient>" of its k-th dataset)
+    patients_known: bool = False  # some dataset's layout names patients (not image = patient)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -97,7 +105,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def is_dataset(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in (KAGGLE_CSV, *LAB_CSVS))
+    return bool(found_layouts(folder))
 
 
 def collect_inputs(inputs: list[str]) -> Inputs:
@@ -107,6 +115,9 @@ def collect_inputs(inputs: list[str]) -> Inputs:
     paths: list[Path] = []
     labels: list[int | None] = []
     datasets: list[tuple[Path, str]] = []
+    layouts: list[str | None] = []
+    patients: list[str | None] = []
+    known = False
     for text in inputs:
         path = Path(text).expanduser()
         if not path.is_dir():
@@ -118,7 +129,15 @@ def collect_inputs(inputs: list[str]) -> Inputs:
             names += manifest.image_ids
             paths += manifest.paths
             labels += [int(v) for v in manifest.labels]
+            layouts += [manifest.layout] * len(manifest)
+            patients += [f"{len(datasets)}:{p}" for p in manifest.patient_ids]
+            known |= manifest.patient_ids != manifest.image_ids
             datasets.append((manifest.root, manifest.content_hash()))
+            for note in manifest.notes:
+                print(f"{manifest.root}: {note}", file=sys.stderr)
+            if manifest.ungradable:
+                print(f"{manifest.root}: {len(manifest.ungradable)} image(s) the dataset grades "
+                      "ungradable are left out (never graded)", file=sys.stderr)  # fmt: skip
         else:
             files = sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_file())
             if not files:
@@ -129,7 +148,9 @@ def collect_inputs(inputs: list[str]) -> Inputs:
             names += [str(p) for p in files]
             paths += files
             labels += [None] * len(files)
-    return Inputs(names, paths, labels, datasets)
+        layouts += [None] * (len(names) - len(layouts))
+        patients += [None] * (len(names) - len(patients))
+    return Inputs(names, paths, labels, datasets, layouts, patients, known)
 
 
 def predictions_frame(inputs: Inputs, graded: Graded) -> pd.DataFrame:
@@ -140,6 +161,8 @@ def predictions_frame(inputs: Inputs, graded: Graded) -> pd.DataFrame:
         else np.where(ok, np.nan_to_num(graded.probs).argmax(axis=1), -1)
     )
     columns: dict[str, object] = {"image": pd.array(inputs.names, dtype="string")}
+    if inputs.datasets:  # which layout each row was read from (empty: a loose file)
+        columns["layout"] = pd.array(inputs.layouts, dtype="string")
     if any(label is not None for label in inputs.labels):
         columns["label"] = pd.array(inputs.labels, dtype="Int64")
     columns["grade"] = pd.array(np.where(ok, grade, None), dtype="Int64")
@@ -174,24 +197,16 @@ def print_summary(frame: pd.DataFrame, stream: TextIO) -> None:
 
 
 def print_agreement(frame: pd.DataFrame, inputs: Inputs, model_info: dict, stream: TextIO) -> None:
-    """Accuracy, kappa and the confusion matrix of the labelled, graded images."""
+    """The metrics of the labelled, graded images with their intervals (`retina.agreement`)."""
     if "label" not in frame:
         return
-    rows = frame[frame["label"].notna() & frame["grade"].notna()]
-    if rows.empty:
+    rows = frame["label"].notna() & frame["grade"].notna()
+    if not rows.any():
         return
-    conf = confusion_matrix(rows["label"].to_numpy(int), rows["grade"].to_numpy(int))
-    m = EpochMetrics.from_confusion(conf, float("nan"), 0.0)
-    print(
-        f"against the labels ({m.n_images} images): accuracy {m.accuracy:.3f}, quadratic "
-        f"kappa {m.kappa:.3f}, balanced accuracy {m.balanced_accuracy:.3f}, referable "
-        f"sensitivity {m.referable_sensitivity:.3f}, specificity {m.referable_specificity:.3f}",
-        file=stream,
-    )
-    print("confusion matrix (rows: label, columns: predicted grade)", file=stream)
-    print("       " + "".join(f"{g:>7}" for g in range(NUM_CLASSES)), file=stream)
-    for g in range(NUM_CLASSES):
-        print(f"{g:>7}" + "".join(f"{v:>7}" for v in conf[g]), file=stream)
+    patients = np.asarray(inputs.patients, dtype=object)[rows.to_numpy()]
+    true, grade = frame.loc[rows, "label"].to_numpy(int), frame.loc[rows, "grade"].to_numpy(int)
+    for line in agreement_lines(true, grade, patients, inputs.patients_known):
+        print(line, file=stream)
     trained_on = model_info.get("dataset_hash")
     for folder, digest in inputs.datasets:
         if digest == trained_on:

@@ -17,9 +17,10 @@ import torch
 
 from retina.cache import ImageCache, build_cache
 from retina.errors import RetinaError
+from retina.layouts import PUBLISHED, SPLITS
 from retina.loader import BatchLoader
 from retina.manifest import Manifest, read_manifest
-from retina.split import SPLIT_NAMES, Split, split_by_patient
+from retina.split import SPLIT_NAMES, Split, split_by_patient, uses_given_split
 
 NUM_GRADES = 5
 
@@ -41,6 +42,9 @@ class PreparedData:
     image_ids: tuple[str, ...] = ()
     patient_ids: tuple[str, ...] = ()
     caches: Mapping[int, ImageCache] = field(default_factory=dict)  # size -> its cache
+    split_mode: str = "patient"  # data.split: "patient" | "published"
+    ungradable: int = 0  # images the dataset grades ungradable: left out of every split
+    summary: tuple[str, ...] = ()  # the data summary's lines (`data_summary`)
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -89,7 +93,7 @@ class PreparedData:
         """
         if self.cache.path.exists():
             return self
-        manifest = read_manifest(self.data_dir)
+        manifest = read_manifest(self.data_dir, self.layout)
         if manifest.content_hash() != self.manifest_hash:
             raise RetinaError(
                 f"the data in {self.data_dir} on this node differs from the driver's "
@@ -117,30 +121,38 @@ def prepare_data(
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     progress: bool = True,
+    layout: str = "auto",
+    split_mode: str = "patient",
 ) -> PreparedData:
     """Read, cache (validating every image), split and check the dataset in `data_dir`.
 
     `image_size` may list several sizes: one split, a decode-once cache per size (built once,
-    before any training), and the result is at the smallest; `at_size` gives the others."""
+    before any training), and the result is at the smallest; `at_size` gives the others.
+    `layout`: detected ("auto") or forced; `split_mode`: "patient", or "published" to keep the
+    dataset's own train/test split (IDRiD, DDR; the lab's is always kept)."""
     sizes = sorted(set([image_size] if isinstance(image_size, int) else image_size))
-    manifest = read_manifest(data_dir)
+    manifest = read_manifest(data_dir, layout)
+    published = _published(manifest, split_mode)
     # Split and check once before the cache: bad fractions or a dataset too small for them are
     # reported in a second rather than after decoding every image. Skipping bad images later
     # only removes images, so a dataset that passes here is checked again below.
-    split = split_by_patient(manifest, split_seed, val_fraction, test_fraction)
-    _check_split(manifest, split, skipped=0, val_fraction=val_fraction, test_fraction=test_fraction)
+    split = split_by_patient(manifest, split_seed, val_fraction, test_fraction, published=published)
+    _check_split(manifest, split, skipped=0, val_fraction=val_fraction, test_fraction=test_fraction, published=published)  # fmt: skip
     caches = build_caches(manifest, sizes, preprocessing, cache_root, skip_bad, progress)
     cache = caches[sizes[0]]
     # A file that cannot be decoded fails at every size; the union is kept out of the split.
     skipped = frozenset().union(*(c.skipped_indices for c in caches.values()))
     if skipped:
-        split = split_by_patient(manifest, split_seed, val_fraction, test_fraction, exclude=skipped)
+        split = split_by_patient(
+            manifest, split_seed, val_fraction, test_fraction, exclude=skipped, published=published
+        )
         _check_split(
             manifest,
             split,
             skipped=len(skipped),
             val_fraction=val_fraction,
             test_fraction=test_fraction,
+            published=published,
         )
     return PreparedData(
         cache=cache,
@@ -154,7 +166,48 @@ def prepare_data(
         image_ids=manifest.image_ids,
         patient_ids=manifest.patient_ids,
         caches=caches,
+        split_mode=split_mode,
+        ungradable=len(manifest.ungradable),
+        summary=tuple(data_summary(manifest, split, published)),
     )
+
+
+def _published(manifest: Manifest, split_mode: str) -> bool:
+    """Whether `data.split` asks for the dataset's own split; RetinaError where it has none."""
+    if split_mode not in SPLITS:
+        raise RetinaError(f"data.split: {split_mode!r}; use one of {', '.join(SPLITS)}")
+    if split_mode == "published" and manifest.given_split is None:
+        raise RetinaError(
+            f"data.split: published, but the {manifest.layout} layout of {manifest.root} "
+            f"publishes no train/test split (those that do: {', '.join(PUBLISHED)}); "
+            "use data.split: patient"
+        )
+    return split_mode == "published"
+
+
+def data_summary(manifest: Manifest, split: Split, published: bool) -> list[str]:
+    """What the preflight (and retina.train) print about the data: layout, images, patients,
+    ungradable images left out, and which split."""
+    used = np.concatenate([split.indices(name) for name in SPLIT_NAMES])
+    patients = len({manifest.patient_ids[i] for i in used.tolist()})
+    lines = [
+        f"data: {manifest.root} read as the {manifest.layout} layout: {len(used)} images "
+        f"of {patients} patients"
+    ]
+    if manifest.ungradable:
+        shown = ", ".join(manifest.ungradable[:5]) + (
+            ", ..." if len(manifest.ungradable) > 5 else ""
+        )
+        lines.append(
+            f"  {len(manifest.ungradable)} image(s) the dataset grades ungradable are left out "
+            f"(never given a grade): {shown}"
+        )
+    lines += [f"  {note}" for note in manifest.notes]
+    if uses_given_split(manifest, published):
+        lines.append("  split: the dataset's own (its test part kept as published)")
+    else:
+        lines.append(f"  split: patient-level, stratified, split_seed {split.seed}")
+    return lines
 
 
 def build_caches(
@@ -193,11 +246,12 @@ def _check_split(
     skipped: int,
     val_fraction: float,
     test_fraction: float,
+    published: bool = False,
 ) -> None:
     """RetinaError for an empty split or a grade that train lacks; message names the fix."""
     usable = sum(len(split.indices(name)) for name in SPLIT_NAMES)
     patients = len({manifest.patient_ids[i] for name in SPLIT_NAMES for i in split.indices(name)})
-    lab = manifest.layout == "lab"
+    lab = uses_given_split(manifest, published)
     context = (
         f"{usable} usable images of {patients} patients in {manifest.root}"
         + (f", {skipped} bad images skipped" if skipped else "")

@@ -6,8 +6,10 @@ referral), and every split that can get a patient of a grade gets one, so rare g
 reach train, val and test even in tiny datasets. The same seed gives the same split in every
 process (no `hash()`, patients sorted before shuffling with `numpy.random.Generator(seed)`).
 
-Kaggle layout: `val_fraction` and `test_fraction` are shares of all patients.
-Lab layout: the dataset's own test split is kept as is; `val_fraction` is the share of the
+`val_fraction` and `test_fraction` are shares of all patients, unless the dataset's own split
+is kept: always for the lab layout, and with `published=True` (`data.split: published`) for a
+layout that publishes one (IDRiD train/test, DDR train/valid/test). Its test part is then kept
+as is, and so is its val part where it has one (DDR); else `val_fraction` is the share of the
 patients of its train part that go to val (`test_fraction` is unused).
 """
 
@@ -56,9 +58,11 @@ def split_by_patient(
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     exclude: Iterable[int] = frozenset(),
+    published: bool = False,
 ) -> Split:
-    """Split the manifest's images (minus `exclude`, e.g. skipped bad images) by patient."""
-    lab = manifest.given_split is not None
+    """Split the manifest's images (minus `exclude`, e.g. skipped bad images) by patient;
+    `published`: keep the dataset's own split (the lab's is always kept)."""
+    lab = uses_given_split(manifest, published)
     check_fractions(val_fraction, test_fraction, lab=lab)
     n = len(manifest)
     keep = np.ones(n, dtype=bool)
@@ -83,13 +87,22 @@ def split_by_patient(
     forced = [i for p in straddling for i in groups.pop(p)]
     if straddling:
         warnings.warn(
-            f"{len(straddling)} patient(s) have images in both the lab's train and test files "
+            f"{len(straddling)} patient(s) have images in both the lab's train and test parts "
             f"(e.g. {', '.join(straddling[:5])}); kept as the dataset splits them, and kept out "
             "of val",
             stacklevel=2,
         )
+    if (given == "val").any():  # the dataset publishes its val part too (DDR): kept as well
+        val = np.flatnonzero(keep & (given == "val")).tolist()
+        train = [i for indices in groups.values() for i in indices]
+        return _make_split(train + forced, val, test, seed)
     train, val, _ = _allocate(groups, manifest.labels, (val_fraction, 0.0), rng)
     return _make_split(train + forced, val, test, seed)
+
+
+def uses_given_split(manifest: Manifest, published: bool) -> bool:
+    """Whether the split keeps the dataset's own: the lab's always, IDRiD's or DDR's on request."""
+    return manifest.given_split is not None and (published or manifest.layout == "lab")
 
 
 def _group(manifest: Manifest, indices: np.ndarray) -> dict[str, list[int]]:

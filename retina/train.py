@@ -5,7 +5,8 @@
         [--momentum 0.9] [--class-weighted] [--head classify|regress]
         [--schedule constant|cosine] [--warmup-epochs 0] [--augment flips|fundus]
         [--preprocessing none|graham] [--seed 0]
-        [--split-seed 0] [--skip-bad] [--device auto|cpu|cuda] [--cache-dir DIR]
+        [--split-seed 0] [--split patient|published] [--layout auto|kaggle|lab|aptos|...]
+        [--skip-bad] [--device auto|cpu|cuda] [--cache-dir DIR]
         [--save CKPT.pt] [--evaluate-test [--tta 1|2|4|8]]
 
 Prints the majority-class baseline on val, then one line per epoch (train and val loss,
@@ -35,6 +36,7 @@ from retina.errors import RetinaError
 from retina.files import write_atomic
 from retina.heads import HEADS
 from retina.images import PREPROCESSING
+from retina.layouts import LAYOUT_NAMES, SPLITS
 from retina.metrics import EpochMetrics
 from retina.models import ARCHS, ensure_weights
 from retina.prepare import prepare_data
@@ -93,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m retina.train", description="Train one configuration (no Ray)."
     )
-    p.add_argument("--data", type=Path, required=True, help="dataset folder (Kaggle or lab layout)")
+    p.add_argument(
+        "--data", type=Path, required=True, help="dataset folder (any layout: docs/data-layouts.md)"
+    )
     p.add_argument("--arch", default="resnet18", choices=list(ARCHS))
     p.add_argument("--pretrained", type=_bool, default=False, metavar="true|false")
     p.add_argument("--epochs", type=_positive(int), default=2)
@@ -119,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preprocessing", default="none", choices=list(PREPROCESSING))
     p.add_argument("--seed", type=int, default=0, help="training seed (init, shuffling, flips)")
     p.add_argument("--split-seed", type=int, default=0, help="train/val/test split seed")
+    p.add_argument("--split", default="patient", choices=list(SPLITS),
+                   help="published: keep the dataset's own train/test split (IDRiD, DDR)")  # fmt: skip
+    p.add_argument("--layout", default="auto", choices=["auto", *LAYOUT_NAMES],
+                   help="the data folder's layout (default: detected)")  # fmt: skip
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images (recorded)")
     p.add_argument("--device", default="auto", choices=list(DEVICES))
     p.add_argument("--cache-dir", type=Path, default=None, help="default: $RETINA_CACHE")
@@ -172,7 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         split_seed=args.split_seed,
         skip_bad=args.skip_bad,
         cache_root=args.cache_dir,
+        layout=args.layout,
+        split_mode=args.split,
     )
+    print("\n".join(data.summary))
     counts = data.class_counts()
     n = {name: int(sum(c)) for name, c in counts.items()}
     print(

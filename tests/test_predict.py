@@ -79,8 +79,10 @@ def test_datasets_in_both_layouts_are_graded_and_scored(model_dir, synthetic_dat
     assert proc.returncode == 0, proc.stderr[-2000:]
     frame = pd.read_parquet(out)
     assert list(frame.columns) == [
-        "image", "label", "grade", *PROB_COLUMNS, "score", "p_referable", "referable", "error"
+        "image", "layout", "label", "grade", *PROB_COLUMNS, "score", "p_referable", "referable",
+        "error",
     ]  # fmt: skip
+    assert frame["layout"].tolist() == ["kaggle"] * (len(frame) - 18) + ["lab"] * 18
     truth = pd.read_csv(synthetic_data / "trainLabels.csv")
     assert len(frame) == len(truth) + 18
     kaggle_rows = frame.head(len(truth))
@@ -89,7 +91,9 @@ def test_datasets_in_both_layouts_are_graded_and_scored(model_dir, synthetic_dat
     assert frame.tail(18)["label"].tolist() == truth["level"].head(18).tolist()  # the lab copy
     check_rows(frame, load_model(model_dir).referable_threshold)
     accuracy = (frame["label"] == frame["grade"]).mean()
-    assert f"against the labels ({len(frame)} images): accuracy {accuracy:.3f}" in proc.stdout
+    assert f"against the labels ({len(frame)} images): accuracy {accuracy:.3f} [" in proc.stdout
+    assert "percentile bootstrap over patients" in proc.stdout  # Kaggle's <id>_left/_right
+    assert "per patient (" in proc.stdout
     assert "confusion matrix" in proc.stdout and "trained and selected on" in proc.stdout
 
 

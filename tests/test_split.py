@@ -196,7 +196,7 @@ def test_lab_patient_in_both_files_is_kept_and_warned():
     m = make_manifest([(1, 1)] * 8, given)
     # Patient 0's left eye listed in the lab's test file: the dataset's own split.
     m = Manifest(**{**m.__dict__, "given_split": ("test",) + m.given_split[1:]})
-    with pytest.warns(UserWarning, match="both the lab's train and test.*e.g. 0"):
+    with pytest.warns(UserWarning, match="both the lab.s train and test.*e.g. 0"):
         split = split_by_patient(m, seed=0, val_fraction=0.5)
     assert split.test.tolist() == [0]
     assert 1 in split.train.tolist() and 1 not in split.val.tolist()

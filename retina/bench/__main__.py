@@ -2,7 +2,7 @@
 
     python -m retina.bench [--quick] [--json bench.json] [--keep DIR]     # make bench
     python -m retina.bench --gpu [--quick] [--json bench-gpu.json]        # make bench-gpu
-    python -m retina.bench --only augment [--quick] [--json augment.json]  # one section
+    python -m retina.bench --only augment|predict [--quick] [--json x.json]  # one section
 
 CPU suite: data loading at two sizes, a resnet18 training epoch against a bare loop, building
 the cache on one and on all cores, predict's images/s (JPEG files in) against a bare forward
@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--only",
         choices=list(SECTIONS),
-        help="run one CPU section alone: augment (fundus augmentation's share of an epoch)",
+        help="run one CPU section alone: augment (fundus augmentation's share of an epoch), "
+        "predict (predict_efficiency)",
     )
     p.add_argument("--json", type=Path, help="write the results to this JSON file")
     p.add_argument("--keep", type=Path, help="work in this folder and keep it (default: temp)")
@@ -74,13 +75,22 @@ def run_augment(ws: Workspace) -> tuple[dict, dict]:
     return keys, {"augment": details}
 
 
-SECTIONS = {"augment": run_augment}  # --only: sections that can run alone
+def run_predict(ws: Workspace) -> tuple[dict, dict]:
+    """predict's images/s (JPEG files in) against a bare forward pass: predict_efficiency."""
+    from retina.bench.predict import DECODE_WORKERS, bench_predict
+
+    started = _section(f"predict: JPEG files in ({DECODE_WORKERS} lanes) vs a bare forward pass")
+    keys, details = bench_predict(ws)
+    _done(started)
+    return keys, {"predict": details}
+
+
+SECTIONS = {"augment": run_augment, "predict": run_predict}  # --only: sections that run alone
 
 
 def run_cpu(ws: Workspace) -> tuple[dict, dict]:
     """The CPU suite: (results by the issue's keys, details)."""
     from retina.bench.loaders import bench_loaders
-    from retina.bench.predict import bench_predict
     from retina.bench.training import bench_training
     from retina.bench.trials import bench_trials
 
@@ -113,11 +123,10 @@ def run_cpu(ws: Workspace) -> tuple[dict, dict]:
     results.update(time_cache_builds(ws))
     measured("cache_build")
     _done(started)
-    started = _section("predict: JPEG files in (2 decode workers) vs a bare forward pass")
-    keys, details["predict"] = bench_predict(ws)
+    keys, more = run_predict(ws)
     results.update(keys)
+    details.update(more)
     measured("predict")
-    _done(started)
     started = _section(
         "Ray Tune trials: overhead, peak RSS, driver cost per result, a demo study's checkpoints "
         "(python -m study.bench_trials)"

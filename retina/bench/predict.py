@@ -6,10 +6,11 @@ in both:
 - bare: `model(x)` under inference_mode over normalised batches already in memory (what the
   model costs with no decoding at all);
 - predict: `retina.grading.grade_files` over the JPEG files, the path `python -m retina.predict`
-  runs: decode, crop and resize on DECODE_WORKERS processes, normalise, forward, softmax.
+  runs: decode, crop and resize, normalise, forward, softmax, in DECODE_WORKERS lanes (threads
+  that each decode a share of the batch and run the model on it with their share of the cores).
 predict_efficiency = predict / bare: the median over interleaved rounds of the ratio within a
-round. On a machine with few cores the decoding workers take cores from the forward pass, so
-the ratio there is bounded by the decode's share of the CPU time.
+round. The decoding costs CPU time the bare pass does not spend; the lanes win it back by
+running the forward passes on fewer threads each, which synchronise less.
 """
 
 from __future__ import annotations

@@ -171,7 +171,8 @@ def prepare_study_data(
     return prepare_data(
         d["path"], sizes, d["preprocessing"], split_seed=d["split_seed"],
         skip_bad=d["skip_bad"], cache_root=cache_root, val_fraction=d["val_fraction"],
-        test_fraction=d["test_fraction"], progress=True,
+        test_fraction=d["test_fraction"], progress=True, layout=d.get("layout", "auto"),
+        split_mode=d.get("split", "patient"),
     )  # fmt: skip
 
 

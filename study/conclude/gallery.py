@@ -227,7 +227,9 @@ def build_gallery(
     thresholds: list[float] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, bytes]]:
     """The index and the JPEG files (name -> bytes) of `model` on `source.split`, for `seed`."""
-    manifest = read_manifest(data.data_dir)  # the cache holds pixels only: names come from here
+    manifest = read_manifest(
+        data.data_dir, data.layout
+    )  # the cache holds pixels only: names come from here
     if not np.array_equal(manifest.labels, data.labels):
         raise RetinaError(
             f"the data in {data.data_dir} changed while the study ran (its labels differ from "

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field
 from typing import Any
 
+from retina.layouts import LAYOUT_NAMES, SPLITS
 from study.define.dimensions import Dimension, finite_values
 
 PREPROCESSING = ("none", "graham")
@@ -55,6 +56,11 @@ class DataConfig:
     skip_bad: bool = key(False, "leave unreadable images out (counted) instead of stopping")
     val_fraction: float = key(0.15, "share of patients in val", gt=0.0, lt=1.0)
     test_fraction: float = key(0.15, "share of patients in the held-out test", gt=0.0, lt=1.0)
+    # the folder's layout: detected, or forced (retina.layouts reads each)
+    layout: str = key("auto", "auto: detected from the folder; or force one",
+                      choices=("auto", *LAYOUT_NAMES), verbatim=True)  # fmt: skip
+    split: str = key("patient", "patient-level split, or published: the dataset's own (IDRiD, DDR)",
+                     choices=SPLITS, verbatim=True)  # fmt: skip
 
 
 @dataclass(frozen=True)

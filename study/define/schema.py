@@ -5,7 +5,7 @@
 
 A study file holds `name`, `data` (`path`, `image_size` (a size in px, or sizes to search:
 `{choice: [256, 384, 512]}`, `{grid: [..]}`, `depends_on`), `preprocessing`, `split_seed`, `skip_bad`,
-`val_fraction`, `test_fraction`), `space`, `search`, `scheduler`, `metric`, `num_samples`,
+`val_fraction`, `test_fraction`, `layout`, `split`), `space`, `search`, `scheduler`, `metric`, `num_samples`,
 `max_concurrent`, `resources`, `test_top_k`, `max_failures`, `keep_checkpoints`, `seed`, `compile`,
 `confirm` (`compare`: finite dimensions whose cells are retrained, `seeds`: new training seeds
 per cell, 0 = off), `operating_point` (the referable-DR threshold's target met on val:
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from retina.errors import RetinaError
+from retina.layouts import PUBLISHED
 from study.define.config import (  # the typed study and its allowed values
     KEEP_CHECKPOINTS,
     METRICS,
@@ -95,6 +96,10 @@ def _parse(doc: Any) -> StudyConfig:
         raise Problem("name", f"{show(name)} is not a usable folder name", fix)
     d = top.section("data", REQUIRED)
     data = d.build(DataConfig)
+    if data.split == "published" and data.layout not in ("auto", *PUBLISHED):
+        what = f"the {data.layout} layout publishes no train/test split"
+        fix = f"use split: patient, or a layout that publishes one ({', '.join(PUBLISHED)})"
+        raise Problem("data.split", what, fix, ["data.layout"])
     if data.val_fraction + data.test_fraction >= 1.0:
         what, fix = "val_fraction + test_fraction must be < 1", "leave a share for training"
         raise Problem("data.test_fraction", what, fix, ["data.val_fraction"])

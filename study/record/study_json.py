@@ -64,6 +64,8 @@ def study_record(study: StudyConfig, resolved: dict, data: PreparedData, space_f
             "n_images": {split: int(sum(c)) for split, c in counts.items()},
             "class_counts": counts,
             "skipped": skipped,
+            "ungradable": data.ungradable,  # left out of every split, as the dataset grades them
+            "split": data.split_mode,
             "cache": str(data.cache.path),  # the smallest size's; caches: each size's
             "caches": {str(s): str(data.at_size(s).cache.path) for s in data.sizes},
         },

@@ -109,7 +109,10 @@ def preflight(
         val_fraction=study.data.val_fraction,
         test_fraction=study.data.test_fraction,
         progress=True,
+        layout=study.data.layout,
+        split_mode=study.data.split,
     )
+    print("\n".join(data.summary))  # layout, patients, ungradable left out, which split
     check_writable(folder)
     os.chmod(folder, 0o755)  # never world-writable, whatever the umask
     return data
