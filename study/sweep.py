@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="override a field by dotted path, e.g. --set space.pretrained=false",
     )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out images that cannot be used, listed in the cache's meta.json "
+        "(the same as --set data.skip_bad=true)",
+    )
     p.add_argument("--cache-dir", help="decode-once cache root (default $RETINA_CACHE or ~/.cache)")
     p.add_argument(
         "--dashboard-host",
@@ -87,6 +93,8 @@ def load(args: argparse.Namespace) -> StudyConfig:
         overrides.append(f"data.path={args.data}")
     if args.name:
         overrides.append(f"name={args.name}")
+    if args.skip_bad:
+        overrides.append("data.skip_bad=true")
     return load_study(args.space, overrides)
 
 
@@ -180,6 +188,7 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
             f"  python -m study.sweep {args.space} --resume "
             + " ".join(f"--set {o}" for o in args.overrides)
             + (f" --name {args.name}" if args.name else "")
+            + (" --skip-bad" if args.skip_bad else "")
             + (f" --results {args.results}" if args.results != "results" else "")
         )
         return 130
