@@ -3,7 +3,10 @@
 The results folder must be writable and must not hold another study; the ImageNet weights
 for every arch the space can run pretrained must be present or downloadable; the data is
 validated and its decode-once cache built, one per size `data.image_size` names (the core's
-clear errors), so no trial decodes an image.
+clear errors), so no trial decodes an image. Before the first image is decoded it prints what
+the study will cost (images per split, each cache's disk size and whether it is built, free
+disk, trials, a time bound from an earlier study: study/run/cost.py) and refuses caches that
+will not fit.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from study.define.dimensions import finite_values
 from study.define.schema import StudyConfig, study_from_dict, study_to_dict
 from study.record.disk import check_writable
 from study.record.layout import STUDY_JSON
+from study.run.cost import study_cost_lines
 
 
 def _diff(old: Any, new: Any, path: str = "") -> list[str]:
@@ -109,6 +113,7 @@ def preflight(
         val_fraction=study.data.val_fraction,
         test_fraction=study.data.test_fraction,
         progress=True,
+        announce=lambda plan: print("\n".join(study_cost_lines(study, plan, folder)), flush=True),
     )
     check_writable(folder)
     os.chmod(folder, 0o755)  # never world-writable, whatever the umask
