@@ -58,11 +58,12 @@ def free_bytes(root: Path) -> int:
 
 
 def gb(nbytes: int) -> str:
-    return f"{nbytes / 1e9:.2f} GB"
+    """27.62 GB, or 2.0 MB below a gigabyte (decimal units, as df -H shows them)."""
+    return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.1f} MB"
 
 
 def cost_lines(costs: Sequence[CacheCost], root: Path) -> list[str]:
-    """One line per cache and one for the disk, e.g. `cache 512 px: 27.62 GB, to build`."""
+    """One line per cache and one for the disk, e.g. `cache 512 px: 27.62 GB, to build (folder)`."""
     lines = [
         f"cache {c.size} px: {gb(c.nbytes)}, {'built' if c.built else 'to build'} ({c.folder})"
         for c in costs

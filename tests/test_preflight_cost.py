@@ -41,9 +41,10 @@ def test_the_cost_lines_come_before_the_cache_and_say_when_it_is_built(
     out = capsys.readouterr().out
     n = 160
     assert "images: train " in out and f"({n} in all)" in out
-    size_line = f"cache 32 px: {cache_bytes(n, 32) / 1e9:.2f} GB, to build ({root}/"
+    size_line = f"cache 32 px: {cache_bytes(n, 32) / 1e6:.1f} MB, to build ({root}/"
     assert size_line in out
-    assert "GB to write" in out and f"free at {root}" in out
+    assert f"cache disk: {cache_bytes(n, 32) / 1e6:.1f} MB to write, " in out
+    assert f"free at {root}" in out
     assert "trials: 8 (each up to 3 epochs; ASHA stops weak ones early)" in out
     assert f"time: no earlier study in {results} to estimate from" in out
 
@@ -90,12 +91,12 @@ def test_a_cache_that_does_not_fit_is_refused_with_the_numbers(synthetic_data, t
         pytest.skip(f"no tmpfs here: {proc.stderr.strip()}")
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
-    need = (cache_bytes(160, 64) + cache_bytes(160, 512)) / 1e9
-    assert f"error: the decode-once cache needs {need:.2f} GB (64 px 0.00 GB, 512 px 0.13 GB)" in (
+    need = (cache_bytes(160, 64) + cache_bytes(160, 512)) / 1e6
+    assert f"error: the decode-once cache needs {need:.1f} MB (64 px 2.0 MB, 512 px 125.8 MB)" in (
         proc.stderr
     )
-    assert f"but {disk / 'cache'} has 0.10 GB free" in proc.stderr
+    assert f"but {disk / 'cache'} has 104.9 MB free" in proc.stderr
     assert "--cache-dir" in proc.stderr  # the way out
-    assert "cache 512 px: 0.13 GB, to build" in proc.stdout  # the cost lines came first
+    assert "cache 512 px: 125.8 MB, to build" in proc.stdout  # the cost lines came first
     assert (tmp_path / "small-disk.ls").read_text() == ""  # nothing written on the small disk
     assert not (results / "demo").exists()  # no study folder either
