@@ -109,7 +109,7 @@ def _module(name: str):
     """The module `python -m name` runs (a package's __main__), or None when there is none."""
     try:
         spec = importlib.util.find_spec(name)
-    except ModuleNotFoundError:
+    except (ImportError, ValueError):  # no such package, or not a module name at all
         return None
     if spec is None:
         return None
