@@ -133,3 +133,54 @@ def test_the_bad_image_message_names_a_flag_both_data_commands_take(accepted):
 
 def test_docs_exist():
     assert all(isinstance(p, Path) and p.is_file() for p in DOCS)
+
+
+# ---- references to the docs from the tree -----------------------------------------------
+REF = re.compile(
+    r'(README(?:\.md)?|docs/[\w-]+\.md)(?:,\s*"([^"\n]+)"|, ([A-Z][\w-]*(?: [\w-]+)*))?'
+)
+TREE = [ROOT / "pyproject.toml", ROOT / "Makefile", *sorted((ROOT / ".ci").glob("*")), *DOCS,
+        *SOURCES, *sorted((ROOT / "tests").rglob("*.py")), *sorted((ROOT / "search_spaces").glob("*"))]  # fmt: skip
+
+
+def headings(doc: Path) -> set[str]:
+    return {
+        line.lstrip("#").strip().lower()
+        for line in doc.read_text(encoding="utf-8").splitlines()
+        if line.startswith("#")
+    }
+
+
+def reference_problems(text: str) -> list[str]:
+    """Each `README, "Section"` / `docs/x.md, "Section"` (or a bare `README, Section`) whose file
+    or heading does not exist."""
+    out = []
+    for name, quoted, bare in REF.findall(text):
+        doc = ROOT / ("README.md" if name.startswith("README") else name)
+        if not doc.is_file():
+            out.append(f"{name}: no such file")
+        elif bare:
+            out.append(f'{name}, {bare}: write the section as a quoted heading, "{bare}"')
+        elif quoted and quoted.lower() not in headings(doc):
+            out.append(f'{name}, "{quoted}": no such heading')
+    return out
+
+
+@pytest.mark.parametrize("path", [p for p in TREE if p.is_file()], ids=lambda p: p.name)
+def test_a_reference_to_the_docs_names_a_file_and_heading_that_exist(path):
+    if path.name == "test_documented_commands.py":
+        return  # its broken samples below
+    problems = reference_problems(path.read_text(encoding="utf-8", errors="replace"))
+    assert not problems, f"{path.relative_to(ROOT)}: {problems}"
+
+
+def test_a_reference_to_a_missing_heading_or_file_is_caught():
+    assert reference_problems('(README, "Reading the report")') == []
+    assert reference_problems('see docs/search-spaces.md, "Every key"') == []
+    assert reference_problems('(README, "Tested versions")') == [
+        'README, "Tested versions": no such heading'
+    ]
+    assert reference_problems("(README, Layout)") == [
+        'README, Layout: write the section as a quoted heading, "Layout"'
+    ]
+    assert reference_problems("docs/nothing.md") == ["docs/nothing.md: no such file"]
