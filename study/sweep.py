@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -183,16 +184,25 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     if finished and run.export_failed:  # the last line of the sweep: the model is missing
         print(run.export_failed)
     if not finished:
-        print(
-            f"the study stopped before the end; continue it with:\n"
-            f"  python -m study.sweep {args.space} --resume "
-            + " ".join(f"--set {o}" for o in args.overrides)
-            + (f" --name {args.name}" if args.name else "")
-            + (" --skip-bad" if args.skip_bad else "")
-            + (f" --results {args.results}" if args.results != "results" else "")
-        )
+        print(f"the study stopped before the end; continue it with:\n  {resume_command(args)}")
         return 130
     return 0
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that continues this study: the same space, data, cache and overrides (a
+    --data or --set left out would read as a changed space and be refused)."""
+    words = ["python -m study.sweep", args.space, "--resume"]
+    words += [f"--set {shlex.quote(o)}" for o in args.overrides]
+    for flag, value in (("--data", args.data), ("--name", args.name),
+                        ("--cache-dir", args.cache_dir), ("--address", args.address)):  # fmt: skip
+        if value:
+            words.append(f"{flag} {shlex.quote(str(value))}")
+    if args.skip_bad:
+        words.append("--skip-bad")
+    if args.results != "results":
+        words.append(f"--results {shlex.quote(args.results)}")
+    return " ".join(words)
 
 
 if __name__ == "__main__":

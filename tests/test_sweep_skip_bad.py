@@ -7,6 +7,7 @@ without the bad file instead of stopping with the message that suggests the flag
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 from retina.errors import RetinaError
 from study.define.schema import study_to_dict
 from study.run.preflight import preflight
-from study.sweep import load, parse_args
+from study.sweep import load, parse_args, resume_command
 from tests.helpers.cli import ROOT
 
 DEMO = str(ROOT / "search_spaces" / "demo.yaml")
@@ -51,3 +52,14 @@ def test_the_sweep_stops_on_a_bad_image_and_suggests_the_flag_it_accepts(one_tru
     assert len(data.cache.skipped_indices) == 1
     used = sum(sum(counts) for counts in data.class_counts().values())
     assert used == len(data.labels) - 1  # the truncated image is in no split
+
+
+def test_the_resume_hint_repeats_every_setting_of_the_study():
+    argv = [DEMO, "--data", "/data/eye pacs", "--cache-dir", "/big/cache", "--skip-bad",
+            "--set", "data.image_size={choice: [256, 512]}", "--name", "smoke", "--results", "r"]  # fmt: skip
+    hint = resume_command(parse_args(argv))
+    assert hint.startswith(f"python -m study.sweep {DEMO} --resume ")
+    # the hint parses back to the same study, with --resume
+    again = parse_args(shlex.split(hint)[3:])
+    assert again.resume and load(again) == load(parse_args(argv))
+    assert (again.cache_dir, again.results, again.skip_bad) == ("/big/cache", "r", True)
