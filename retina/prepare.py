@@ -8,14 +8,15 @@ No command of its own: `python -m retina.train --data DIR ...` and the study's t
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from retina.cache import ImageCache, build_cache
+from retina.cache import ImageCache, build_cache, default_cache_root
+from retina.cache_cost import DataPlan, cache_costs, check_fits
 from retina.errors import RetinaError
 from retina.layouts import PUBLISHED, SPLITS
 from retina.loader import BatchLoader
@@ -123,13 +124,17 @@ def prepare_data(
     progress: bool = True,
     layout: str = "auto",
     split_mode: str = "patient",
+    announce: Callable[[DataPlan], None] | None = None,
 ) -> PreparedData:
     """Read, cache (validating every image), split and check the dataset in `data_dir`.
 
     `image_size` may list several sizes: one split, a decode-once cache per size (built once,
     before any training), and the result is at the smallest; `at_size` gives the others.
     `layout`: detected ("auto") or forced; `split_mode`: "patient", or "published" to keep the
-    dataset's own train/test split (IDRiD, DDR; the lab's is always kept)."""
+    dataset's own train/test split (IDRiD, DDR; the lab's is always kept).
+    Before any cache is built, `announce` gets the plan (images per split, each cache's size on
+    disk and whether it is built; with `progress` and no `announce`, its lines go to stderr),
+    and caches that will not fit in free disk are refused with the numbers."""
     sizes = sorted(set([image_size] if isinstance(image_size, int) else image_size))
     manifest = read_manifest(data_dir, layout)
     published = _published(manifest, split_mode)
@@ -138,6 +143,14 @@ def prepare_data(
     # only removes images, so a dataset that passes here is checked again below.
     split = split_by_patient(manifest, split_seed, val_fraction, test_fraction, published=published)
     _check_split(manifest, split, skipped=0, val_fraction=val_fraction, test_fraction=test_fraction, published=published)  # fmt: skip
+    root = Path(cache_root) if cache_root is not None else default_cache_root()
+    costs = cache_costs(manifest, sizes, preprocessing, root)
+    plan = DataPlan({name: len(split.indices(name)) for name in SPLIT_NAMES}, costs, root)
+    if announce is not None:
+        announce(plan)
+    elif progress:
+        print("\n".join(plan.lines()), file=sys.stderr)
+    check_fits(costs, root)  # every size at once: not after the first of three is built
     caches = build_caches(manifest, sizes, preprocessing, cache_root, skip_bad, progress)
     cache = caches[sizes[0]]
     # A file that cannot be decoded fails at every size; the union is kept out of the split.

@@ -324,7 +324,7 @@ def generate(out: Path, n: int, size: int, seed: int, workers: int | None = None
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     raw = argparse.RawDescriptionHelpFormatter  # --help shows the docstring as written
     parser = argparse.ArgumentParser(
         prog="python -m retina.synthetic", description=__doc__, formatter_class=raw
@@ -336,7 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset in --out")
-    a = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
     generate(a.out, a.n, a.size, a.seed, a.workers, not a.quiet, overwrite=a.overwrite)
     if not a.quiet:
         counts = np.bincount([eye.grade for eye in plan_eyes(a.n, a.seed)], minlength=5).tolist()

@@ -91,6 +91,10 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m retina.train", description="Train one configuration (no Ray)."
@@ -162,7 +166,7 @@ def _save(path: Path, checkpoint: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     if args.warmup_epochs >= args.epochs:
         raise RetinaError(
             f"--warmup-epochs {args.warmup_epochs} leaves no epoch after the warm-up of a "

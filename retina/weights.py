@@ -19,7 +19,7 @@ from retina.models import ARCHS, ensure_weights, weights_path
 DEFAULT_ARCHS = ("resnet18", "resnet34", "resnet50")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m retina.weights",
         description="Download torchvision's ImageNet weights into $TORCH_HOME/hub/checkpoints.",
@@ -31,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="ARCH",
         help=f"architectures (default: {' '.join(DEFAULT_ARCHS)}; choices: {', '.join(ARCHS)})",
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     unknown = [a for a in args.archs if a not in ARCHS]
     if unknown:
         raise RetinaError(

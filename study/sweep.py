@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -48,6 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="override a field by dotted path, e.g. --set space.pretrained=false",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out images that cannot be used, listed in the cache's meta.json "
+        "(the same as --set data.skip_bad=true)",
     )
     p.add_argument("--cache-dir", help="decode-once cache root (default $RETINA_CACHE or ~/.cache)")
     p.add_argument(
@@ -87,6 +94,8 @@ def load(args: argparse.Namespace) -> StudyConfig:
         overrides.append(f"data.path={args.data}")
     if args.name:
         overrides.append(f"name={args.name}")
+    if args.skip_bad:
+        overrides.append("data.skip_bad=true")
     return load_study(args.space, overrides)
 
 
@@ -175,15 +184,25 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     if finished and run.export_failed:  # the last line of the sweep: the model is missing
         print(run.export_failed)
     if not finished:
-        print(
-            f"the study stopped before the end; continue it with:\n"
-            f"  python -m study.sweep {args.space} --resume "
-            + " ".join(f"--set {o}" for o in args.overrides)
-            + (f" --name {args.name}" if args.name else "")
-            + (f" --results {args.results}" if args.results != "results" else "")
-        )
+        print(f"the study stopped before the end; continue it with:\n  {resume_command(args)}")
         return 130
     return 0
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that continues this study: the same space, data, cache and overrides (a
+    --data or --set left out would read as a changed space and be refused)."""
+    words = ["python -m study.sweep", args.space, "--resume"]
+    words += [f"--set {shlex.quote(o)}" for o in args.overrides]
+    for flag, value in (("--data", args.data), ("--name", args.name),
+                        ("--cache-dir", args.cache_dir), ("--address", args.address)):  # fmt: skip
+        if value:
+            words.append(f"{flag} {shlex.quote(str(value))}")
+    if args.skip_bad:
+        words.append("--skip-bad")
+    if args.results != "results":
+        words.append(f"--results {shlex.quote(args.results)}")
+    return " ".join(words)
 
 
 if __name__ == "__main__":

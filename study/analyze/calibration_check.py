@@ -165,7 +165,7 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m study.analyze.calibration_check")
     parser.add_argument("--repeats", type=int, default=500, help="simulated studies per setting")
     parser.add_argument("--resamples", type=int, default=400, help="bootstrap resamples")
@@ -173,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--truth-draws", type=int, default=40_000, help="simulations of a truth")
     parser.add_argument("--worlds", nargs="+", choices=list(WORLDS), default=list(WORLDS))
     parser.add_argument("--json", help="also write the numbers to this file")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     results = run(args.repeats, args.resamples, tuple(args.seeds), truth_draws=args.truth_draws,
                   worlds=tuple(args.worlds))  # fmt: skip
     print(f"{args.repeats} studies per setting, {args.resamples} resamples")

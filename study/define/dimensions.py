@@ -287,3 +287,12 @@ def check_warmup(dims: dict[str, Dimension]) -> None:
     )
     fix = f"set warmup_epochs to at most {epochs - 1}, or raise the fewest epochs above {warm}"
     raise Problem("space.warmup_epochs", what, fix, ["space.epochs"])
+
+
+def trial_count(space: dict[str, Dimension], num_samples: int) -> int:
+    """Trials a complete search runs: `num_samples` times each combination of the grids."""
+    count = num_samples
+    for dim in space.values():
+        if dim.kind == "grid":
+            count *= len(dim.values)
+    return count

@@ -3,7 +3,10 @@
 The results folder must be writable and must not hold another study; the ImageNet weights
 for every arch the space can run pretrained must be present or downloadable; the data is
 validated and its decode-once cache built, one per size `data.image_size` names (the core's
-clear errors), so no trial decodes an image.
+clear errors), so no trial decodes an image. Before the first image is decoded it prints what
+the study will cost (images per split, each cache's disk size and whether it is built, free
+disk, trials, a time bound from an earlier study: study/run/cost.py) and refuses caches that
+will not fit.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from study.define.dimensions import finite_values
 from study.define.schema import StudyConfig, study_from_dict, study_to_dict
 from study.record.disk import check_writable
 from study.record.layout import STUDY_JSON
+from study.run.cost import study_cost_lines
 
 
 def _diff(old: Any, new: Any, path: str = "") -> list[str]:
@@ -111,6 +115,7 @@ def preflight(
         progress=True,
         layout=study.data.layout,
         split_mode=study.data.split,
+        announce=lambda plan: print("\n".join(study_cost_lines(study, plan, folder)), flush=True),
     )
     print("\n".join(data.summary))  # layout, patients, ungradable left out, which split
     check_writable(folder)

@@ -17,6 +17,7 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
 
 from retina.prepare import PreparedData
+from study.define.dimensions import trial_count
 from study.define.schema import StudyConfig
 from study.define.space import confirm_param_space, tune_config, tune_param_space
 from study.record.layout import CONFIRM_DIR, TUNE_DIR, Stage
@@ -121,8 +122,4 @@ def build_confirm_tuner(
 
 def expected_trials(study: StudyConfig) -> int:
     """Trials a complete study runs: `num_samples` times each combination of the grids."""
-    count = study.num_samples
-    for dim in study.space.values():
-        if dim.kind == "grid":
-            count *= len(dim.values)
-    return count
+    return trial_count(study.space, study.num_samples)
