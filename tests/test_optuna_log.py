@@ -95,3 +95,21 @@ def test_distributions_are_those_of_rays_optuna_search():
     study = load_study("search_spaces/demo.yaml", ["space.arch={choice: [resnet18, resnet50]}"])
     ray_space = OptunaSearch.convert_search_space(tune_param_space(study))
     assert optuna_distributions(study) == ray_space
+
+
+def test_the_warm_searcher_of_more_suggests_after_seeing_every_earlier_trial(tmp_path):
+    from study.define.space import tune_param_space
+    from study.run.warm_start import warm_searcher
+
+    store, _ = fed_store(tmp_path)
+    study = load_study("search_spaces/demo.yaml", [])
+    searcher, storage, _ = warm_searcher(study, store, seed=1)
+    searcher.set_search_properties("val_kappa", "max", tune_param_space(study))
+    config = searcher.suggest("new-trial")
+    assert 3e-3 <= config["lr"] <= 3e-2
+    seen = optuna.load_study(study_name="demo", storage=storage).trials
+    by_id = {t.user_attrs.get("trial_id"): t for t in seen}
+    assert set(by_id) == {"done", "pruned", "failed", None}  # None: the new trial, asked
+    assert by_id["pruned"].state == optuna.trial.TrialState.PRUNED
+    assert by_id["pruned"].intermediate_values == {1: 0.05, 2: 0.2}  # TPE ranks it by 0.2
+    assert by_id["done"].value == pytest.approx(0.5)

@@ -57,7 +57,7 @@ def finished_note(args: argparse.Namespace, study: StudyConfig, folder: Path) ->
     others = [c for c in changes if c not in grows]
     if others:
         raise RetinaError(
-            f"{folder} holds a finished study run with a different space; changed: "
+            f"{folder} already holds a finished study, run with a different space; changed: "
             + "; ".join(others[:10])
             + ". Run it with the original settings, or start a new study with --name NEW_NAME"
         )

@@ -47,6 +47,23 @@ def earlier_rewards(store: ResultsStore) -> dict[str, dict[int, float]]:
     return out
 
 
+def warm_searcher(study: StudyConfig, store: ResultsStore, seed: int):
+    """(Ray's OptunaSearch whose Optuna study already holds every earlier search trial of
+    `store`, that Optuna storage, the earlier trials); TPE seeded with `seed`."""
+    import optuna
+    from optuna.samplers import TPESampler
+    from ray.tune.search.optuna import OptunaSearch
+
+    earlier = earlier_trials(study, store)
+    storage = optuna.storages.InMemoryStorage()
+    direction = "maximize" if study.metric.mode == "max" else "minimize"
+    ot = optuna.create_study(storage=storage, study_name=study.name, direction=direction)
+    ot.add_trials(earlier)
+    # OptunaSearch loads this study (create_study(load_if_exists=True) on its storage).
+    searcher = OptunaSearch(sampler=TPESampler(seed=seed), storage=storage, study_name=study.name)
+    return searcher, storage, earlier
+
+
 def warm_tune_config(
     study: StudyConfig, store: ResultsStore, trials: int, growth: int
 ) -> tuple[tune.TuneConfig, str]:
@@ -56,18 +73,7 @@ def warm_tune_config(
     config = tune_config(dataclasses.replace(study, num_samples=trials, search=search))
     said = []
     if study.search.algorithm == "optuna" and any(d.sampled for d in study.space.values()):
-        import optuna
-        from optuna.samplers import TPESampler
-        from ray.tune.search.optuna import OptunaSearch
-
-        earlier = earlier_trials(study, store)
-        storage = optuna.storages.InMemoryStorage()
-        direction = "maximize" if study.metric.mode == "max" else "minimize"
-        ot = optuna.create_study(storage=storage, study_name=study.name, direction=direction)
-        ot.add_trials(earlier)
-        searcher = OptunaSearch(
-            sampler=TPESampler(seed=search.seed), storage=storage, study_name=study.name
-        )
+        searcher, _, earlier = warm_searcher(study, store, search.seed)
         if study.max_concurrent:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=study.max_concurrent)
         config = dataclasses.replace(config, search_alg=searcher)
