@@ -166,6 +166,7 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
 
     from study.conclude.leaderboard import leaderboard
     from study.conclude.pipeline import StudyRun, conclude_study
+    from study.conclude.replan import stale_cells
     from study.run.experiment import experiment_finished, fit, results_by_trial
     from study.run.grow import grow_search
     from study.run.live_report import LiveReport
@@ -198,6 +199,9 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
                 run = StudyRun(study, data, folder, store, results, callbacks,
                                on_confirm_plan=live.expect_confirm)  # fmt: skip
                 finished = conclude_study(run)
+                if grown:  # the confirm stage is not re-planned: say where it lags
+                    for line in stale_cells(study, store):
+                        print(line)
             print(leaderboard(store, study.tta))
             # 5. the report, after the test results: without the live banner, by the render
             # process the live updates used (its imports paid once)
