@@ -76,14 +76,27 @@ def test_every_ended_trial_is_in_optuna_log_with_its_state_params_and_epochs(tmp
     assert confirm[0].user_attrs["seed"] == 1000
 
 
-def test_rebuilding_never_duplicates_a_trial(tmp_path):
+def test_trials_that_end_are_appended_and_a_rebuild_never_duplicates_one(tmp_path):
     store, log = fed_store(tmp_path)
     store.flush()
+    before = (tmp_path / OPTUNA_LOG).read_bytes()
     store.finish_trial("running", "ERROR", "killed")
     store.flush()
-    log.write(store)  # a rebuild after --resume: the whole file again
-    ids = [t.user_attrs["trial_id"] for t in load(tmp_path, "demo").trials]
-    assert sorted(ids) == ["done", "failed", "pruned", "running"]
+    after = (tmp_path / OPTUNA_LOG).read_bytes()
+    assert after.startswith(before) and len(after) > len(before)  # appended: a dashboard follows
+    store.record_test("pruned", 2, {f"test_{k}": 0.1 for k in _metric_keys()}, [1] * 25)
+    store.flush()  # a trial already written changed: the file is rebuilt
+    log.write(store)  # and again, as a driver after --resume does
+    trials = load(tmp_path, "demo").trials
+    assert sorted(t.user_attrs["trial_id"] for t in trials) == [
+        "done",
+        "failed",
+        "pruned",
+        "running",
+    ]
+    assert [t for t in trials if t.user_attrs["trial_id"] == "pruned"][0].user_attrs[
+        "test_acc"
+    ] == 0.1
     assert not list(tmp_path.glob(".optuna.log*"))  # no temp file left behind
 
 

@@ -9,9 +9,11 @@ trial of the store becomes a trial of the Optuna study `<name>` (each confirm ru
 `<name>-confirm`) with its params and their distributions, its val metric per epoch as
 intermediate values (step = epoch), its state (ASHA-stopped: PRUNED, errored: FAIL, finished:
 COMPLETE with the value the study ranks it by, its best epoch's), its start and end times, and
-its trial id, stage, seed, best epoch and test metrics as user attributes. The file is rebuilt
-whole (temp file, rename) when a trial ended or was tested since it was written, so a rebuild
-after --resume or --more never duplicates a trial, and a reader never sees half a file.
+its trial id, stage, seed, best epoch and test metrics as user attributes. Trials that end
+are appended, in the order they end, so a running optuna-dashboard shows them as they come; a
+change to a trial already there (its held-out test, at the end) and the first refresh of a
+driver (--resume, --more) rebuild the file whole (temp file, rename): never a duplicate trial,
+never half a file.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ def _when(seconds: float | None) -> dt.datetime | None:
     return None if seconds is None else dt.datetime.fromtimestamp(float(seconds))
 
 
+def _end(info: Mapping) -> float:
+    """When a trial ended (its start plus its seconds in a journal from before `at`)."""
+    return info.get("ended") or (info.get("started") or 0) + float(info.get("seconds") or 0.0)
+
+
 class OptunaLog:
     """`optuna.log` of the study in `folder`, named `name`, kept current from a results store.
     `distributions`: the searched dimensions (study.define.optuna_space); `mode`: max or min."""
@@ -48,7 +55,9 @@ class OptunaLog:
         self.path = Path(folder) / OPTUNA_LOG
         self.name, self.distributions = name, dict(distributions)
         self.direction = "maximize" if mode == "max" else "minimize"
-        self._written: tuple | None = None  # what the file holds: see _signature
+        self._seen: tuple | None = None  # the store's ended trials when last refreshed
+        self._held: dict[str, list] = {}  # stage -> _key of each trial in the file, in order
+        self._storage = None  # the file, open, to append to
 
     @staticmethod
     def _signature(store) -> tuple:
@@ -59,15 +68,49 @@ class OptunaLog:
             if info.get("status") in ENDED
         )
 
+    @staticmethod
+    def _key(trial) -> tuple:
+        return (trial.state, trial.value, sorted(trial.params.items()),
+                sorted(trial.intermediate_values.items()), sorted(trial.user_attrs.items()))  # fmt: skip
+
     def refresh(self, store) -> None:
-        """Rebuild the file if a trial ended or was tested since it was last written."""
+        """Bring the file up to date if a trial ended or was tested since the last refresh:
+        trials that ended since are appended (a running optuna-dashboard reads them as they
+        come); a change to a trial already written (its test) rebuilds the file."""
         signature = self._signature(store)
-        if signature != self._written:
+        if signature == self._seen:
+            return
+        wanted = {stage: self.frozen_trials(store, stage) for stage in Stage}
+        keys = {stage: [self._key(t) for t in trials] for stage, trials in wanted.items()}
+        held = self._held
+        if self._storage is not None and all(
+            keys[stage][: len(held.get(stage, []))] == held.get(stage, []) for stage in Stage
+        ):
+            self._append(
+                {stage: trials[len(held.get(stage, [])) :] for stage, trials in wanted.items()}
+            )
+        else:
             self.write(store)
-            self._written = signature
+        self._seen, self._held = signature, keys
+
+    def _studies(self, storage):
+        import optuna
+
+        for stage, name in ((Stage.SEARCH, self.name), (Stage.CONFIRM, self.name + CONFIRM_SUFFIX)):
+            yield (
+                stage,
+                lambda name=name: optuna.create_study(
+                    storage=storage, study_name=name, direction=self.direction, load_if_exists=True
+                ),
+            )
+
+    def _append(self, new: dict[str, list]) -> None:
+        for stage, study in self._studies(self._storage):
+            if new[stage]:
+                study().add_trials(new[stage])
 
     def frozen_trials(self, store, stage: str) -> list:
-        """Optuna's record of every ended trial of `stage` in `store`, in the order they began."""
+        """Optuna's record of every ended trial of `stage` in `store`, in the order they ended."""
         import optuna
 
         frame = store.trials_frame().set_index("trial_id")
@@ -76,9 +119,8 @@ class OptunaLog:
         for (t, epoch), epoch_row in store.epochs.items():
             per_trial.setdefault(t, {})[int(epoch)] = _finite(epoch_row.get(metric))
         out = []
-        trials = sorted(
-            store.trials.items(), key=lambda item: (item[1].get("started") or 0, item[0])
-        )
+        # In the order they ended: the trials that end later are appended (see refresh).
+        trials = sorted(store.trials.items(), key=lambda item: (_end(item[1]), item[0]))
         for trial_id, info in trials:
             if info.get("status") not in ENDED or info.get("stage", Stage.SEARCH) != stage:
                 continue
@@ -99,8 +141,7 @@ class OptunaLog:
                 state, value = optuna.trial.TrialState.PRUNED, None
             else:
                 state, value = optuna.trial.TrialState.COMPLETE, best
-            started = info.get("started")
-            ended = info.get("ended") or (started or 0) + float(info.get("seconds") or 0.0)
+            started, ended = info.get("started"), _end(info)
             attrs = {"trial_id": trial_id, "stage": str(stage), "seed": info.get("seed")}
             attrs["best_epoch"] = int(row["best_epoch"])
             attrs |= {f"test_{k}": v for k, v in (info.get("test") or {}).items()}
@@ -132,10 +173,9 @@ class OptunaLog:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.unlink(missing_ok=True)
         storage = JournalStorage(JournalFileBackend(str(tmp)))
-        for stage, name in ((Stage.SEARCH, self.name), (Stage.CONFIRM, self.name + CONFIRM_SUFFIX)):
+        for stage, study in self._studies(storage):
             trials = self.frozen_trials(store, stage)
-            if stage == Stage.CONFIRM and not trials:
-                continue  # no confirm stage (yet): no empty study in the dashboard
-            study = optuna.create_study(storage=storage, study_name=name, direction=self.direction)
-            study.add_trials(trials)
+            if stage == Stage.SEARCH or trials:  # no empty confirm study in the dashboard
+                study().add_trials(trials)
         os.replace(tmp, self.path)
+        self._storage = JournalStorage(JournalFileBackend(str(self.path)))
