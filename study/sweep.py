@@ -4,7 +4,8 @@ The study's lifecycle, top to bottom in `sweep`: load the YAML -> preflight (the
 data, the decode-once cache, before Ray starts) -> lock the results folder -> start or join
 Ray (dashboard on 127.0.0.1) -> the Tune search with a live progress table -> the conclusion
 (held-out test, predictions, confirm stage, summary, export, gallery, clean-up;
-study.conclude.pipeline) -> the leaderboard and the report. `--resume` continues an interrupted study. While it runs,
+study.conclude.pipeline) -> the leaderboard and the report. `--resume` continues an interrupted study;
+a finished one run again says so, and `--more N` grows it by N trials (docs/growing.md). While it runs,
 results/<study>/report.html is rewritten in the background (`--report-every S`, 0: off);
 `--mlflow [URI]` also logs every trial to MLflow.
 """
@@ -108,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         raise RetinaError(f"--report-every {args.report_every:g}: give seconds >= 0 (0: off)")
     if not 0 < args.report_cpu <= 100:
         raise RetinaError(f"--report-cpu {args.report_cpu:g}: give a percent in (0, 100]")
+    if args.more and args.resume:
+        raise RetinaError(
+            "--more and --resume: give one (--resume continues a --more that stopped)"
+        )
     if args.mlflow is not None:
         require_mlflow()  # before any work: a missing extra is a one-line fix
     folder = Path(args.results).resolve() / study.name
