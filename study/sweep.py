@@ -4,7 +4,8 @@ The study's lifecycle, top to bottom in `sweep`: load the YAML -> preflight (the
 data, the decode-once cache, before Ray starts) -> lock the results folder -> start or join
 Ray (dashboard on 127.0.0.1) -> the Tune search with a live progress table -> the conclusion
 (held-out test, predictions, confirm stage, summary, export, gallery, clean-up;
-study.conclude.pipeline) -> the leaderboard and the report. `--resume` continues an interrupted study. While it runs,
+study.conclude.pipeline) -> the leaderboard and the report. `--resume` continues an interrupted study;
+a finished one run again says so, and `--more N` grows it by N trials (docs/growing.md). While it runs,
 results/<study>/report.html is rewritten in the background (`--report-every S`, 0: off);
 `--mlflow [URI]` also logs every trial to MLflow.
 """
@@ -12,6 +13,8 @@ results/<study>/report.html is rewritten in the background (`--report-every S`, 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import shlex
 import sys
@@ -21,6 +24,7 @@ from retina.cli import run_command
 from retina.errors import RetinaError
 from study.define.schema import StudyConfig, hyperparameter_names, load_study, study_to_dict
 from study.record.layout import STUDY_JSON
+from study.record.study_state import finished_at
 from study.run.live_report import CPU_SHARE
 from study.run.mlflow_option import DEFAULT_URI as DEFAULT_MLFLOW_URI
 from study.run.mlflow_option import mlflow_callback, require_mlflow, tracking_uri
@@ -42,6 +46,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", help="study name (overrides the space's name)")
     p.add_argument("--address", help="join a running Ray cluster: auto or ray://HOST:PORT")
     p.add_argument("--resume", action="store_true", help="continue the study in its folder")
+    p.add_argument(
+        "--more",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add N search trials to a finished study, the searcher and ASHA warm-started from "
+        "every earlier trial; the conclusion then runs again over all trials (docs/growing.md)",
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -106,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         raise RetinaError(f"--report-every {args.report_every:g}: give seconds >= 0 (0: off)")
     if not 0 < args.report_cpu <= 100:
         raise RetinaError(f"--report-cpu {args.report_cpu:g}: give a percent in (0, 100]")
+    if args.more and args.resume:
+        raise RetinaError(
+            "--more and --resume: give one (--resume continues a --more that stopped)"
+        )
     if args.mlflow is not None:
         require_mlflow()  # before any work: a missing extra is a one-line fix
     folder = Path(args.results).resolve() / study.name
@@ -113,6 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     from study.run.lock import StudyLock
 
     check_writable(folder.parent)  # a full or read-only disk is refused as the preflight says
+    if not args.resume and not args.more and finished_at(folder):  # said, never touched
+        from study.run.grow import finished_note
+        from study.run.weights_policy import skip_missing_pretrained
+
+        with contextlib.redirect_stderr(io.StringIO()):  # its warning is for a run, not this
+            note = finished_note(args, skip_missing_pretrained(study)[0], folder)
+        if note:
+            print(note)
+            return 0
     with StudyLock(folder):  # one driver per study: taken before anything in it changes
         return sweep(args, study, folder)
 
@@ -127,28 +152,37 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     from study.record.disk import write_json_atomic
     from study.record.results import ResultsStore
     from study.record.study_json import study_record
+    from study.record.study_state import add_growth, growth, mark_finished
+    from study.run.grow import growth_study, optuna_log
     from study.run.preflight import preflight  # torch is imported only once the YAML is valid
     from study.run.weights_policy import skip_missing_pretrained
 
     # 1. preflight: the space, the data and the cache, before Ray starts
     study, skipped = skip_missing_pretrained(study)  # on_missing_weights: skip, offline
+    if args.more:  # checked before any work; its num_samples the one the study ran with
+        study = growth_study(study, folder, args.more)
     resolved = study_to_dict(study)
     cache_root = Path(args.cache_dir) if args.cache_dir else None
-    data = preflight(study, folder, resolved, args.resume, cache_root)
-    if not args.resume:
+    data = preflight(study, folder, resolved, args.resume or bool(args.more), cache_root)
+    if args.more:
+        add_growth(folder, args.more)  # unfinished until it concludes; --resume continues it
+    elif not args.resume:
         record = study_record(study, resolved, data, args.space)
         record["skipped_pretrained"] = skipped
         write_json_atomic(folder / STUDY_JSON, record)
     print(f"study {study.name}: {data.class_counts()} images per split and grade -> {folder}")
     store = ResultsStore(folder, hyperparameter_names(study), study.metric.name, study.metric.mode)
     store.load()  # a resumed study keeps every epoch it already finished
+    store.mirrors.append(optuna_log(study, folder))  # results/<study>/optuna.log, kept current
 
     # 2. Ray: imported only after the preflight passed
     import ray
 
     from study.conclude.leaderboard import leaderboard
     from study.conclude.pipeline import StudyRun, conclude_study
+    from study.conclude.replan import stale_cells
     from study.run.experiment import experiment_finished, fit, results_by_trial
+    from study.run.grow import grow_search
     from study.run.live_report import LiveReport
     from study.run.tuner import build_search_tuner, expected_trials, start_ray
 
@@ -159,24 +193,35 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     if args.mlflow is not None:
         callbacks.append(mlflow_callback(tracking_uri(args.mlflow), study.name))
     start_ray(args.address, None if args.dashboard_host == NO_DASHBOARD else args.dashboard_host)
-    live = LiveReport(folder, expected_trials(study), args.report_every, args.report_cpu / 100)
+    grown = growth(folder)  # every --more: its trials and its own Tune experiment
+    expected = expected_trials(study) + sum(step["trials"] for step in grown)
+    live = LiveReport(folder, expected, args.report_every, args.report_cpu / 100)
     if args.report_every > 0:
         print(f"live report: {live.path} (rewritten at most every {args.report_every:g} s, "
               f"with at most {args.report_cpu / 100:.1%} of this machine's CPU)")  # fmt: skip
     try:
         with live:  # rewritten through the confirm stage too, until the final report
             # 3. the search
-            grid = fit(build_search_tuner(study, data, store, args.resume, callbacks), folder)
+            again = args.resume or bool(args.more)
+            grid = fit(build_search_tuner(study, data, store, again, callbacks), folder)
             finished = experiment_finished(grid, expected_trials(study), store)
+            results = results_by_trial(grid)
+            if finished and grown:  # --more: each growth after the trials before it
+                finished = grow_search(study, data, store, grown, results, callbacks)
             # 4. the conclusion: test, predictions, confirm, summary, export, gallery, clean-up
             if finished:
-                run = StudyRun(study, data, folder, store, results_by_trial(grid), callbacks,
+                run = StudyRun(study, data, folder, store, results, callbacks,
                                on_confirm_plan=live.expect_confirm)  # fmt: skip
                 finished = conclude_study(run)
+                if grown:  # the confirm stage is not re-planned: say where it lags
+                    for line in stale_cells(study, store):
+                        print(line)
             print(leaderboard(store, study.tta))
             # 5. the report, after the test results: without the live banner, by the render
             # process the live updates used (its imports paid once)
             live.final()
+            if finished:  # run again, it says so instead of refusing (study.run.grow)
+                mark_finished(folder)
     finally:
         store.close()
         ray.shutdown()

@@ -54,3 +54,21 @@ def test_no_private_ray_attribute_outside_the_boundary_module():
         if private.search(line)
     ]
     assert not found, f"private Ray attributes outside study/run/ray_private.py: {found}"
+
+
+def test_asha_prefilled_with_earlier_trials_judges_a_new_one_against_them():
+    # --more: ASHA of the new experiment holds the earlier trials' results at each rung.
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import ASHAScheduler
+
+    asha = ASHAScheduler(
+        time_attr="training_iteration", max_t=3, grace_period=2, reduction_factor=2
+    )
+    asha.set_search_properties("val_kappa", "max")
+    earlier = {"a": {1: 0.1, 2: 0.5, 3: 0.6}, "b": {1: 0.0, 2: 0.4}}
+    assert ray_private.prefill_rungs(asha, earlier, "max") == 2  # one rung (epoch 2), 2 trials
+    weak, strong = Trial("__fake", stub=True), Trial("__fake", stub=True)
+    for trial, kappa, action in ((weak, 0.1, "STOP"), (strong, 0.9, "CONTINUE")):
+        asha.on_trial_add(None, trial)
+        result = {"training_iteration": 2, "val_kappa": kappa}
+        assert asha.on_trial_result(None, trial, result) == action

@@ -85,7 +85,7 @@ def test_another_study_in_the_folder_and_a_changed_space_on_resume(small_study):
 
     other = run_cli(*base, "--data", data, "--set", "space.pretrained=false",
                     "--set", "space.arch=resnet34", "--set", "num_samples=5")  # fmt: skip
-    refused_before_work(other, "already holds a study", "--resume", "--name")
+    refused_before_work(other, "already holds a finished study", "different space", "--name")
 
     changed = [*SMALL_SWEEP]
     changed[changed.index("num_samples=2")] = "num_samples=3"

@@ -84,7 +84,7 @@ def test_existing_study_is_not_overwritten_without_resume(small_study):
         "--name", "small", "--set", "space.pretrained=false",
     )  # fmt: skip
     assert proc.returncode == 2
-    assert "already holds a study" in proc.stderr and "--resume" in proc.stderr
+    assert "already holds a finished study" in proc.stderr and "--name" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert (small_study / "trials.parquet").read_bytes() == before
 

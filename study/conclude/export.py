@@ -139,8 +139,9 @@ def check_target(target: Path) -> None:
 
 
 def find_trial_checkpoint(folder: Path, trial_id: str, epoch: int) -> Path:
-    """checkpoint.pt of `trial_id`'s `epoch` under results/<study>/tune/; RetinaError if gone."""
-    for trial_dir in sorted((folder / TUNE_DIR).glob(f"*_{trial_id}_*")):
+    """checkpoint.pt of `trial_id`'s `epoch` under results/<study>/tune/ (or tune-more-K/, the
+    experiments of --more); RetinaError if gone."""
+    for trial_dir in sorted(folder.glob(f"{TUNE_DIR}*/*_{trial_id}_*")):
         found = checkpoint_on_disk(trial_dir, epoch)
         if found is not None:
             return found / CHECKPOINT_FILE

@@ -140,7 +140,7 @@ EVENTS: dict[str, tuple[str, ...]] = {
     "trial_started": ("trial", "config", "stage", "seed", "at"),
     "epoch": ("trial", "result"),
     "trial_failed": ("trial", "reason"),
-    "trial_ended": ("trial", "status", "error"),
+    "trial_ended": ("trial", "status", "error", "at"),  # at: since 2026-12 (optuna.log's end)
     "test": ("trial", "epoch", "metrics", "confusion"),
     "trial_running": ("trial",),
     "restore": ("state",),  # a whole state, e.g. a study loaded from its Parquet files

@@ -20,6 +20,7 @@ CONFUSION_FILE = "confusion.parquet"  # tidy confusion matrices
 JOURNAL_FILE = "journal.jsonl"  # append-only events: crash recovery, never a hand-over
 PREDICTIONS_DIR = "predictions"  # per-image predictions, one Parquet file per trial
 SUMMARY_FILE = "summary.json"  # the study's conclusions as numbers
+OPTUNA_LOG = "optuna.log"  # the search as an Optuna storage, for optuna-dashboard
 REPORT_FILE = "report.html"  # written by python -m study.analyze
 BEST_DIR = "best"  # the exported winner: model.pt, model.onnx, card.md
 EXPORT_FAILED_FILE = "export-failed.txt"  # why the sweep's export failed, until one works

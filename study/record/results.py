@@ -99,6 +99,9 @@ class ResultsStore:
         self.trials_changed = False  # a trial started or ended since the last rebuild
         self.touched: set[str] = set()  # trials changed since their parts of the tables were built
         self._tables = TableCache()
+        # Other views of the rows, rebuilt when the tables are (`refresh(store)`): the study's
+        # optuna.log (study.record.optuna_log), added by the sweep.
+        self.mirrors: list = []
         self._last_flush, self._last_cost = 0.0, 0.0
         self._created, self._event_cost = time.monotonic(), 0.0  # the EVENT_SHARE budget
 
@@ -123,7 +126,7 @@ class ResultsStore:
         self._emit(event("trial_failed", trial=trial_id, reason=reason))
 
     def finish_trial(self, trial_id: str, status: str, error: str | None = None) -> None:
-        self._emit(event("trial_ended", trial=trial_id, status=status, error=error))
+        self._emit(event("trial_ended", trial=trial_id, status=status, error=error, at=time.time()))
 
     def record_test(
         self, trial_id: str, epoch: int, metrics: Mapping[str, float], confusion
@@ -187,6 +190,7 @@ class ResultsStore:
             self.trials_changed = True
         elif name == "trial_ended":
             info = self.trials.setdefault(trial_id, {"config": {}})
+            info["ended"] = change.get("at")  # None in a journal written before it was kept
             if info.get("failed"):  # the trial's own failure reason wins over Ray's clean exit
                 return
             info["status"], info["error"] = change["status"], change.get("error")
@@ -241,6 +245,8 @@ class ResultsStore:
         write_table_atomic(self.folder / EPOCHS_FILE, cache.epochs_table(self.epochs))
         write_table_atomic(self.folder / CONFUSION_FILE, cache.confusion_table(self.confusion))
         write_parquet_atomic(self.folder / TRIALS_FILE, self.trials_frame())
+        for mirror in self.mirrors:
+            mirror.refresh(self)
         self._last_flush = time.monotonic()
         self._last_cost, self.dirty = self._last_flush - now, False
         self.trials_changed = False

@@ -51,6 +51,19 @@ def with_current_defaults(old: dict) -> dict:
         return old
 
 
+def space_changes(folder: Path, resolved: dict, flag: str) -> list[str]:
+    """What differs between the space `folder`'s study was run with and `resolved`, one
+    "key: old -> new" each; `flag` names the option in the message of an unreadable file."""
+    study_json = folder / STUDY_JSON
+    try:
+        old = json.loads(study_json.read_text())["config"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise RetinaError(
+            f"{flag}: {study_json} is unreadable ({exc}); remove the folder"
+        ) from None
+    return _diff(with_current_defaults(old), resolved)
+
+
 def check_study_folder(folder: Path, resolved: dict, resume: bool) -> None:
     """Refuse to mix two studies in one folder, or to resume a study whose space changed."""
     study_json = folder / STUDY_JSON
@@ -65,13 +78,7 @@ def check_study_folder(folder: Path, resolved: dict, resume: bool) -> None:
         raise RetinaError(
             f"--resume: {folder} holds no study to resume (no study.json); run without --resume"
         )
-    try:
-        old = json.loads(study_json.read_text())["config"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise RetinaError(
-            f"--resume: {study_json} is unreadable ({exc}); remove the folder"
-        ) from None
-    changes = _diff(with_current_defaults(old), resolved)
+    changes = space_changes(folder, resolved, "--resume")
     if changes:
         raise RetinaError(
             f"--resume: the study in {folder} was run with a different space; changed: "

@@ -69,3 +69,25 @@ def driver_staging_path(trial) -> str | None:
     """
     storage = getattr(trial, "storage", None)
     return getattr(storage, "experiment_driver_staging_path", None)
+
+
+def prefill_rungs(scheduler, rewards: dict[str, dict[int, float]], mode: str) -> int:
+    """Record earlier trials' results in an ASHA scheduler's rungs, as if it had judged them:
+    `rewards` is trial id -> {epoch: metric}; returns how many rung entries it recorded.
+
+    Why private: `--more` runs new trials in a new Tune experiment, and ASHA must stop them
+    against the rungs the earlier trials reached (a new trial is judged against the whole
+    study); `AsyncHyperBandScheduler` has no public way to be given results it did not see.
+    Each bracket's `_rungs` is [(milestone, {trial id: reward})], the reward the metric times
+    +1 (max) or -1 (min), recorded at the first result at or past the milestone.
+    """
+    op = 1.0 if mode == "max" else -1.0
+    count = 0
+    for bracket in scheduler._brackets:
+        for milestone, recorded in bracket._rungs:
+            for trial_id, by_epoch in rewards.items():
+                reached = sorted(e for e in by_epoch if e >= milestone)
+                if reached:
+                    recorded[trial_id] = op * float(by_epoch[reached[0]])
+                    count += 1
+    return count

@@ -25,6 +25,7 @@ from study.record.results import ResultsStore
 from study.run.experiment import callbacks_for, restore, run_config, trainable
 from study.run.ray_private import check_ray_version
 from study.run.ray_token import make_private, make_token, token_file, warn_if_shared
+from study.run.warm_start import warm_tune_config
 
 TABLE_PARAMS = {
     "arch": "arch",
@@ -75,17 +76,47 @@ def build_search_tuner(
         restored = restore(folder / TUNE_DIR, train, tune_param_space(study), ours)
         if restored is not None:
             return restored
-    reporter = tune.CLIReporter(
+    return tune.Tuner(
+        train,
+        param_space=tune_param_space(study),
+        tune_config=tune_config(study),
+        run_config=run_config(
+            study, store, TUNE_DIR, Stage.SEARCH, _reporter(study), list(callbacks)
+        ),
+    )
+
+
+def _reporter(study: StudyConfig) -> tune.CLIReporter:
+    return tune.CLIReporter(
         parameter_columns={k: v for k, v in TABLE_PARAMS.items() if k in study.space},
         metric_columns=TABLE_METRICS,
         max_report_frequency=10,
         sort_by_metric=True,  # metric and mode come from the TuneConfig
     )
+
+
+def build_growth_tuner(
+    study: StudyConfig, data: PreparedData, store: ResultsStore, step: dict, growth: int,
+    callbacks=(),
+) -> tune.Tuner:  # fmt: skip
+    """The `growth`-th `--more` (1-based; `step` as study.json records it: its `trials` and
+    `experiment` folder): restored when its experiment exists (--resume, or a later --more),
+    else new, warm-started from every search trial in `store` (study.run.warm_start)."""
+    folder, experiment = store.folder, step["experiment"]
+    train = trainable(study, data, folder)
+    ours = callbacks_for(study, store, experiment, Stage.SEARCH, callbacks)
+    restored = restore(folder / experiment, train, tune_param_space(study), ours)
+    if restored is not None:
+        return restored
+    config, line = warm_tune_config(study, store, step["trials"], growth)
+    print(line)
     return tune.Tuner(
         train,
         param_space=tune_param_space(study),
-        tune_config=tune_config(study),
-        run_config=run_config(study, store, TUNE_DIR, Stage.SEARCH, reporter, list(callbacks)),
+        tune_config=config,
+        run_config=run_config(
+            study, store, experiment, Stage.SEARCH, _reporter(study), list(callbacks)
+        ),
     )
 
 
