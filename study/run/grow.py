@@ -63,9 +63,10 @@ def finished_note(args: argparse.Namespace, study: StudyConfig, folder: Path) ->
         )
     lines = [
         f"study {study.name} is finished ({when}); its report: {folder / REPORT_FILE}",
-        "grow it:",
-        f"  {command(args, '--more N')}        (N more search trials, warm-started)",
-        f"  {command(args, '--more-seeds K')}  (K more seeds in every confirm cell)",
+        "grow it by N more search trials (warm-started from these) or K more seeds in every "
+        "confirm cell:",
+        f"  {command(args, '--more N')}",
+        f"  {command(args, '--more-seeds K')}",
     ]
     if grows:
         lines.insert(1, f"(num_samples differs from the study's: {grows[0].split(': ', 1)[1]}; "
