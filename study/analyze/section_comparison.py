@@ -65,8 +65,15 @@ def cell_table(cells: list[dict], metrics: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _decision(different: bool) -> str:
-    return "different" if different else "not shown"
+def decision(stats: dict) -> str:
+    """The pair's decision in the sentence's words: 'A better', 'B better' or 'no difference
+    detectable' (and what the raw p said when Holm's adjustment does not uphold it)."""
+    side = "A better" if stats["difference"] > 0 else "B better"
+    if stats["different_adjusted"]:
+        return side
+    if stats["different"]:
+        return f"no difference detectable after Holm ({side} before adjusting)"
+    return "no difference detectable"
 
 
 def pair_table(pairs: list[dict], metrics: list[str]) -> pd.DataFrame:
@@ -78,9 +85,8 @@ def pair_table(pairs: list[dict], metrics: list[str]) -> pd.DataFrame:
             row[f"Δ {METRIC_WORDS[m]} [95% CI]"] = f"{s['difference']:+.3f} " + _interval(
                 s["ci_low"], s["ci_high"]
             )
-            row[f"p {METRIC_WORDS[m]} (Holm)"] = (
-                f"{s['p_value']:.3f} ({s['p_value_adjusted']:.3f}): "
-                f"{_decision(s['different'])} ({_decision(s['different_adjusted'])})"
+            row[f"p {METRIC_WORDS[m]}: decision"] = (
+                f"{s['p_value']:.3f} (Holm {s['p_value_adjusted']:.3f}): {decision(s)}"
             )
             row[f"P(A>B) {METRIC_WORDS[m]}"] = p_text(s) + ": " + VERDICT_WORDS[s["p_verdict"]]
         rows.append(row)
