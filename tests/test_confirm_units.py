@@ -34,7 +34,10 @@ def test_confirm_key_defaults_overrides_and_round_trip():
     study = load_study(DEMO, ["confirm.seeds=3", "confirm.compare=[arch, pretrained]"])
     assert study.confirm.compare == ("arch", "pretrained") and study.confirm.seeds == 3
     assert study_from_dict(study_to_dict(study)) == study
-    assert study_to_dict(study)["confirm"] == {"compare": ["arch", "pretrained"], "seeds": 3}
+    assert study_to_dict(study)["confirm"] == {
+        "compare": ["arch", "pretrained"], "seeds": 3, "margin": 0.05,
+    }  # fmt: skip
+    assert load_study(DEMO, ["confirm.margin=0.1"]).confirm.margin == 0.1
     off = load_study(DEMO, ["confirm.seeds=0"])
     assert off.confirm.seeds == 0 and confirm_seeds(off) == []
     doc = study_to_dict(study)
@@ -55,6 +58,7 @@ def test_confirm_key_defaults_overrides_and_round_trip():
         ("confirm.seeds=-1", "confirm.seeds: must be between 0 and 100"),
         ("confirm.seeds=two", "confirm.seeds: expected an integer"),
         ("confirm.sedes=2", "confirm.sedes: unknown key; did you mean confirm.seeds?"),
+        ("confirm.margin=0", "confirm.margin: must be > 0"),
     ],
 )
 def test_bad_confirm_names_file_key_and_fix(item, expected):

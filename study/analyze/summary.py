@@ -20,9 +20,10 @@ from study.analyze.load import StudyResults
 from study.analyze.patient_view import patients_summary
 from study.analyze.resample import METRIC_FUNCTIONS
 from study.analyze.tuning import optimism, search_trials, tuning_summary
+from study.define.config import ConfirmConfig
 from study.record.ranking import best_trial_ids
 
-SCHEMA_VERSION = 3  # 3: `patients` (both eyes, issue 18); 2: pooled seed variance, P(A>B), Holm
+SCHEMA_VERSION = 4  # 4: pairs[].seeds_needed, confirm.margin (issue 27); 3: `patients` (both eyes, issue 18); 2: pooled seed variance, P(A>B), Holm
 DEFAULT_COMPARE = ("arch", "pretrained")
 CONFIRM_HINT = (
     "add `confirm: {compare: [arch, pretrained], seeds: 3}` to the study's YAML (or "
@@ -84,7 +85,8 @@ def build_summary(
     confirm = (study.meta.get("config") or {}).get("confirm") or {}
     dims = compared_dims(study)
     primary = primary_metric(study)
-    comparison = compare_cells(study.trials, predictions, dims, n_resamples, seed, primary)
+    margin = confirm.get("margin", ConfirmConfig.margin)  # a study from before the key: default
+    comparison = compare_cells(study.trials, predictions, dims, n_resamples, seed, primary, margin)
     status, note = _status(study.trials, comparison, confirm.get("seeds"))
     pooled = comparison["seed_variance"].get(primary) or {}
     seed_sd = pooled["pooled_sd"] if pooled.get("dof") else None  # this study's, net of noise
@@ -97,6 +99,7 @@ def build_summary(
         "confirm": {
             "compare": dims,
             "seeds": confirm.get("seeds"),
+            "margin": margin,
             "status": status,
             "note": note,
         },

@@ -76,6 +76,7 @@ class ConfirmConfig:
 
     compare: tuple[str, ...] = ("arch", "pretrained")
     seeds: int = 0  # 0: no confirmation stage
+    margin: float = 0.05  # smallest difference worth seeds: the seeds-needed advice's target
 
 
 @dataclass(frozen=True)

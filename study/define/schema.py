@@ -78,7 +78,7 @@ _SECTION_KEYS = {
     "scheduler": {"name": TEXT, "grace_period": None, "reduction_factor": None},
     "metric": {"name": TEXT, "mode": TEXT},
     "resources": {"cpu": None, "gpu": None},
-    "confirm": {"compare": None, "seeds": None},
+    "confirm": {"compare": None, "seeds": None, "margin": None},
     "operating_point": {"sensitivity": None, "specificity": None},
 }
 _TOP_KEYS = ("name", "data", "space", "search", "scheduler", "metric", "num_samples",
@@ -202,7 +202,8 @@ def _parse_confirm(c: Section, space: dict[str, Dimension]) -> ConfirmConfig:
             raise Problem("confirm.compare", what, fix, [f"space.{name}"])
     if len(set(compare)) != len(compare):
         raise Problem("confirm.compare", f"{show(compare)} names a dimension twice", "name it once")
-    return ConfirmConfig(tuple(compare), c.int("seeds", 0, hi=100))
+    margin = c.float("margin", ConfirmConfig.margin, gt=0)
+    return ConfirmConfig(tuple(compare), c.int("seeds", 0, hi=100), margin)
 
 
 def _parse_operating_point(o: Section) -> OperatingPointConfig:
