@@ -4,9 +4,10 @@ The study's lifecycle, top to bottom in `sweep`: load the YAML -> preflight (the
 data, the decode-once cache, before Ray starts) -> lock the results folder -> start or join
 Ray (dashboard on 127.0.0.1) -> the Tune search with a live progress table -> the conclusion
 (held-out test, predictions, confirm stage, summary, export, gallery, clean-up;
-study.conclude.pipeline) -> the leaderboard and the report. `--resume` continues an interrupted study. While it runs,
-results/<study>/report.html is rewritten in the background (`--report-every S`, 0: off);
-`--mlflow [URI]` also logs every trial to MLflow.
+study.conclude.pipeline) -> the leaderboard and the report. `--resume` continues an interrupted
+study; `--more-seeds K` adds K seeds to a finished study's confirm cells (study.conclude.grow).
+While it runs, results/<study>/report.html is rewritten in the background (`--report-every S`,
+0: off); `--mlflow [URI]` also logs every trial to MLflow.
 """
 
 from __future__ import annotations
@@ -41,6 +42,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--name", help="study name (overrides the space's name)")
     p.add_argument("--address", help="join a running Ray cluster: auto or ray://HOST:PORT")
     p.add_argument("--resume", action="store_true", help="continue the study in its folder")
+    p.add_argument(
+        "--more-seeds",
+        type=int,
+        metavar="K",
+        help="a finished study: train K more seeds of every confirm cell, keeping the earlier "
+        "runs, then recompute the summary and report (docs/growing-seeds.md)",
+    )
+    p.add_argument(
+        "--cells",
+        metavar="KEY=VALUE,...",
+        help="with --more-seeds: only the confirm cells with these values, e.g. head=classify",
+    )
     p.add_argument(
         "--set",
         dest="overrides",
@@ -99,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         raise RetinaError(f"--report-cpu {args.report_cpu:g}: give a percent in (0, 100]")
     if args.mlflow is not None:
         require_mlflow()  # before any work: a missing extra is a one-line fix
+    if args.more_seeds is not None:  # grows a finished study: its folder, as --resume
+        if args.more_seeds < 1:
+            raise RetinaError(f"--more-seeds {args.more_seeds}: give a number of seeds >= 1")
+        args.resume = True
+    elif args.cells:
+        raise RetinaError("--cells chooses the cells of --more-seeds K: give it too")
     folder = Path(args.results).resolve() / study.name
     from study.record.disk import check_writable
     from study.run.lock import StudyLock
@@ -133,6 +152,11 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     print(f"study {study.name}: {data.class_counts()} images per split and grade -> {folder}")
     store = ResultsStore(folder, hyperparameter_names(study), study.metric.name, study.metric.mode)
     store.load()  # a resumed study keeps every epoch it already finished
+    if args.more_seeds:  # refused before Ray starts when there is nothing to grow
+        from study.conclude.grow import check_growable, parse_cells
+
+        check_growable(study, folder, store)
+        wanted = parse_cells(args.cells, study.confirm.compare)
 
     # 2. Ray: imported only after the preflight passed
     import ray
@@ -156,11 +180,18 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
               f"with at most {args.report_cpu / 100:.1%} of this machine's CPU)")  # fmt: skip
     try:
         with live:  # rewritten through the confirm stage too, until the final report
-            # 3. the search
-            grid = fit(build_search_tuner(study, data, store, args.resume, callbacks), folder)
-            finished = experiment_finished(grid, expected_trials(study), store)
+            if args.more_seeds:  # 3-4. a finished study: more confirm seeds, then the summary
+                from study.conclude.grow import grow_seeds
+
+                run = StudyRun(study, data, folder, store, {}, callbacks,
+                               on_confirm_plan=live.expect_confirm)  # fmt: skip
+                finished = grow_seeds(run, args.more_seeds, wanted)
+            else:
+                # 3. the search
+                grid = fit(build_search_tuner(study, data, store, args.resume, callbacks), folder)
+                finished = experiment_finished(grid, expected_trials(study), store)
             # 4. the conclusion: test, predictions, confirm, summary, export, gallery, clean-up
-            if finished:
+            if finished and not args.more_seeds:
                 run = StudyRun(study, data, folder, store, results_by_trial(grid), callbacks,
                                on_confirm_plan=live.expect_confirm)  # fmt: skip
                 finished = conclude_study(run)
@@ -181,6 +212,8 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
             + " ".join(f"--set {o}" for o in args.overrides)
             + (f" --name {args.name}" if args.name else "")
             + (f" --results {args.results}" if args.results != "results" else "")
+            + (f" --more-seeds {args.more_seeds}" if args.more_seeds else "")
+            + (f" --cells {args.cells}" if args.cells else "")
         )
         return 130
     return 0

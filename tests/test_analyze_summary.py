@@ -46,7 +46,8 @@ def test_a_study_with_a_confirm_stage(tmp_path, analyze):
     summary = _strict(folder / "summary.json")
     assert set(summary) == TOP_KEYS and summary["schema_version"] == 4
     assert summary["confirm"] == {
-        "compare": ["arch", "pretrained"], "seeds": 3, "margin": 0.05, "status": "ok", "note": ""
+        "compare": ["arch", "pretrained"], "seeds": 3, "margin": 0.05, "batches": [],
+        "status": "ok", "note": "",
     }  # fmt: skip
     boot = summary["bootstrap"]
     assert (boot["unit"], boot["resamples"], boot["confidence"]) == ("patient", 2000, 0.95)

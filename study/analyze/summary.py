@@ -78,6 +78,17 @@ def _best_cell(study: StudyResults, dims: list[str], comparison: dict, metric: s
     return None
 
 
+def confirm_batches(meta: dict) -> list[dict]:
+    """When each confirm seed joined the study: `{"seeds", "at", "cells"}` per batch, the
+    study's own first (`cells` null: every cell), then each `--more-seeds` (study.json's
+    `confirm_added`)."""
+    added = meta.get("confirm_added") or []
+    later = {s for batch in added for s in batch["seeds"]}
+    first = [s for s in (meta.get("seeds") or {}).get("confirm") or [] if s not in later]
+    own = [{"seeds": first, "at": meta.get("created"), "cells": None}] if first else []
+    return own + [dict(batch) for batch in added]
+
+
 def build_summary(
     study: StudyResults, predictions: pd.DataFrame, n_resamples: int = 10_000, seed: int = 0
 ) -> dict:
@@ -100,6 +111,7 @@ def build_summary(
             "compare": dims,
             "seeds": confirm.get("seeds"),
             "margin": margin,
+            "batches": confirm_batches(study.meta),
             "status": status,
             "note": note,
         },
