@@ -4,8 +4,9 @@ The study's lifecycle, top to bottom in `sweep`: load the YAML -> preflight (the
 data, the decode-once cache, before Ray starts) -> lock the results folder -> start or join
 Ray (dashboard on 127.0.0.1) -> the Tune search with a live progress table -> the conclusion
 (held-out test, predictions, confirm stage, summary, export, gallery, clean-up;
-study.conclude.pipeline) -> the leaderboard and the report. `--resume` continues an interrupted study;
-a finished one run again says so, and `--more N` grows it by N trials (docs/growing.md). While it runs,
+study.conclude.pipeline) -> the leaderboard and the report. `--resume` continues an interrupted
+study; a finished one run again says so; `--more N` grows it by N warm-started trials and
+`--more-seeds K` by K seeds in each confirm cell (docs/growing.md). While it runs,
 results/<study>/report.html is rewritten in the background (`--report-every S`, 0: off);
 `--mlflow [URI]` also logs every trial to MLflow.
 """
@@ -53,6 +54,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="N",
         help="add N search trials to a finished study, the searcher and ASHA warm-started from "
         "every earlier trial; the conclusion then runs again over all trials (docs/growing.md)",
+    )
+    p.add_argument(
+        "--more-seeds",
+        type=int,
+        metavar="K",
+        help="a finished study: train K more seeds of every confirm cell, keeping the earlier "
+        "runs, then recompute the summary and report (docs/growing.md)",
+    )
+    p.add_argument(
+        "--cells",
+        metavar="KEY=VALUE,...",
+        help="with --more-seeds: only the confirm cells with these values, e.g. head=classify",
     )
     p.add_argument(
         "--set",
@@ -124,6 +137,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.mlflow is not None:
         require_mlflow()  # before any work: a missing extra is a one-line fix
+    if args.more_seeds is not None:  # grows a finished study: its folder, as --resume
+        if args.more:
+            raise RetinaError(
+                "--more and --more-seeds: give one per run (trials first, then seeds)"
+            )
+        if args.more_seeds < 1:
+            raise RetinaError(f"--more-seeds {args.more_seeds}: give a number of seeds >= 1")
+        args.resume = True
+    elif args.cells:
+        raise RetinaError("--cells chooses the cells of --more-seeds K: give it too")
     folder = Path(args.results).resolve() / study.name
     from study.record.disk import check_writable
     from study.run.lock import StudyLock
@@ -174,6 +197,11 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     store = ResultsStore(folder, hyperparameter_names(study), study.metric.name, study.metric.mode)
     store.load()  # a resumed study keeps every epoch it already finished
     store.mirrors.append(optuna_log(study, folder))  # results/<study>/optuna.log, kept current
+    if args.more_seeds:  # refused before Ray starts when there is nothing to grow
+        from study.conclude.grow import check_growable, parse_cells
+
+        check_growable(study, folder, store)
+        wanted = parse_cells(args.cells, study.confirm.compare)
 
     # 2. Ray: imported only after the preflight passed
     import ray
@@ -201,15 +229,22 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
               f"with at most {args.report_cpu / 100:.1%} of this machine's CPU)")  # fmt: skip
     try:
         with live:  # rewritten through the confirm stage too, until the final report
-            # 3. the search
-            again = args.resume or bool(args.more)
-            grid = fit(build_search_tuner(study, data, store, again, callbacks), folder)
-            finished = experiment_finished(grid, expected_trials(study), store)
-            results = results_by_trial(grid)
-            if finished and grown:  # --more: each growth after the trials before it
-                finished = grow_search(study, data, store, grown, results, callbacks)
+            if args.more_seeds:  # 3-4. a finished study: more confirm seeds, then the summary
+                from study.conclude.grow import grow_seeds
+
+                run = StudyRun(study, data, folder, store, {}, callbacks,
+                               on_confirm_plan=live.expect_confirm)  # fmt: skip
+                finished = grow_seeds(run, args.more_seeds, wanted)
+            else:
+                # 3. the search
+                again = args.resume or bool(args.more)
+                grid = fit(build_search_tuner(study, data, store, again, callbacks), folder)
+                finished = experiment_finished(grid, expected_trials(study), store)
+                results = results_by_trial(grid)
+                if finished and grown:  # --more: each growth after the trials before it
+                    finished = grow_search(study, data, store, grown, results, callbacks)
             # 4. the conclusion: test, predictions, confirm, summary, export, gallery, clean-up
-            if finished:
+            if finished and not args.more_seeds:
                 run = StudyRun(study, data, folder, store, results, callbacks,
                                on_confirm_plan=live.expect_confirm)  # fmt: skip
                 finished = conclude_study(run)
@@ -245,6 +280,10 @@ def resume_command(args: argparse.Namespace) -> str:
             words.append(f"{flag} {shlex.quote(str(value))}")
     if args.skip_bad:
         words.append("--skip-bad")
+    if args.more_seeds:
+        words.append(f"--more-seeds {args.more_seeds}")
+    if args.cells:
+        words.append(f"--cells {shlex.quote(args.cells)}")
     if args.results != "results":
         words.append(f"--results {shlex.quote(args.results)}")
     return " ".join(words)

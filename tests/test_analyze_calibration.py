@@ -1,6 +1,6 @@
-"""The calibration check of known truth (study.analyze.calibration_check), run small: a few
+"""The calibration check of known truth (tests.helpers.calibration_check), run small: a few
 simulated studies per setting and few resamples, with loose bounds. The full run (500
-studies per setting, 400 resamples: `python -m study.analyze.calibration_check`) is what
+studies per setting, 400 resamples: `python -m tests.helpers.calibration_check`) is what
 the numbers in docs/results.md come from."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from study.analyze.calibration_check import main, run
-from study.analyze.simulated_world import World
+from tests.helpers.calibration_check import main, run
+from tests.helpers.simulated_world import World
 
 
 def test_the_simulated_world_has_the_asked_kappa_and_seed_sd():

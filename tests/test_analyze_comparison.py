@@ -24,6 +24,7 @@ from study.analyze.inference import (
     p_verdict,
     pair_draws,
 )
+from study.analyze.section_comparison import pair_table, seeds_text
 from study.analyze.tuning import (
     leading_trials,
     needed_trials,
@@ -198,6 +199,36 @@ def test_sentences():
     assert few.endswith(": too few runs to tell whether a gain is meaningful")
     meaningful = sentence(a, b, 1, _stats(0.12, 0.05, 0.19, verdict="meaningful_a"), "kappa", True)
     assert meaningful.endswith(": a meaningful gain for pretrained")
+
+
+def test_the_pair_table_says_its_decision_in_the_sentences_words():
+    pairs = [
+        {"a": "pretrained", "b": "scratch", "dimension": "pretrained", "metrics": {"kappa": s}}
+        for s in (_stats(0.02, -0.05, 0.09), _stats(-0.12, -0.19, -0.05),
+                  _stats(0.12, 0.05, 0.19, adjusted=False, family=9))
+    ]  # fmt: skip
+    column = pair_table(pairs, ["kappa"])["p kappa: decision"].tolist()
+    assert column == [
+        "0.400 (Holm 0.800): no difference detectable",
+        "0.010 (Holm 0.040): B better",
+        "0.010 (Holm 0.040): no difference detectable after Holm (A better before adjusting)",
+    ]
+    assert not any("not shown" in text for text in column)
+
+
+def test_the_cell_table_says_when_each_seed_was_added():
+    batches = [
+        {"seeds": [1000, 1001, 1002], "at": "2026-12-08T03:10:00+00:00", "cells": None},
+        {"seeds": [1003, 1004], "at": "2026-12-08T03:40:05+00:00", "cells": ["head=classify"]},
+    ]
+    assert seeds_text([1000, 1001, 1002, 1003, 1004], batches) == (
+        "1000, 1001, 1002 (with the study, 2026-12-08 03:10 UTC); "
+        "1003, 1004 (added, 2026-12-08 03:40 UTC)"
+    )
+    assert seeds_text([1000, 1001, 1002], batches).endswith(
+        "(with the study, 2026-12-08 03:10 UTC)"
+    )
+    assert seeds_text([0, 1], []) == "0, 1"  # a study from before the batches: the seeds alone
 
 
 def test_one_run_per_cell_says_the_seed_variation_is_missing():

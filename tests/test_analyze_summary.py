@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from retina.thresholds import DEFAULT_THRESHOLDS, grades_from_scores
+from study.analyze.seeds_needed import advice_text
 from study.conclude.card_screening import screening_lines, screening_record
 from study.conclude.onnx_file import onnx_metadata
 from study.record.predictions import SplitPredictions, predictions_frame, write_predictions
@@ -24,7 +25,8 @@ TOP_KEYS = {
 }  # fmt: skip
 CELL_KEYS = {"cell", "values", "trial_ids", "seeds", "n_runs", "metrics"}
 CELL_METRIC_KEYS = {"mean", "sd", "ci_low", "ci_high", "seed_sd", "runs"}
-PAIR_KEYS = {"a", "b", "dimension", "a_value", "b_value", "seed_variation_included", "metrics"}
+PAIR_KEYS = {"a", "b", "dimension", "a_value", "b_value", "seed_variation_included", "metrics",
+             "test_noise", "seeds_needed"}  # fmt: skip
 PAIR_METRIC_KEYS = {
     "difference", "ci_low", "ci_high", "different", "p_value", "p_value_adjusted",
     "different_adjusted", "family", "p_a_beats_b", "p_ci_low", "p_ci_high", "p_verdict",
@@ -49,9 +51,10 @@ def test_a_study_with_a_confirm_stage(tmp_path, analyze):
     result = analyze(folder, "--resamples", "2000")
     assert result.returncode == 0, result.stderr
     summary = _strict(folder / "summary.json")
-    assert set(summary) == TOP_KEYS and summary["schema_version"] == 3
+    assert set(summary) == TOP_KEYS and summary["schema_version"] == 4
     assert summary["confirm"] == {
-        "compare": ["arch", "pretrained"], "seeds": 3, "status": "ok", "note": ""
+        "compare": ["arch", "pretrained"], "seeds": 3, "margin": 0.05, "batches": [],
+        "status": "ok", "note": "",
     }  # fmt: skip
     boot = summary["bootstrap"]
     assert (boot["unit"], boot["resamples"], boot["confidence"]) == ("patient", 2000, 0.95)
@@ -72,6 +75,11 @@ def test_a_study_with_a_confirm_stage(tmp_path, analyze):
     for p in pairs.values():
         assert set(p) - {"sentence"} == PAIR_KEYS
         assert set(p["metrics"]["kappa"]) == PAIR_METRIC_KEYS
+        # an undecided pair says how many seeds would narrow it, in summary and sentence
+        undecided = not p["metrics"]["kappa"]["different_adjusted"]
+        assert (p["seeds_needed"] is not None) == undecided
+        if undecided:
+            assert p["sentence"].endswith("; " + advice_text(p["seeds_needed"], "kappa"))
     init = pairs["resnet18 · pretrained", "resnet18 · scratch"]
     assert init["dimension"] == "pretrained" and init["metrics"]["acc"]["different"]
     assert init["sentence"].startswith("pretrained beats scratch for resnet18 by ")

@@ -13,6 +13,7 @@ import json
 import pandas as pd
 import pytest
 
+from study.analyze.section_comparison import comparison_section
 from study.define.values import AUGMENTS, HEADS, SCHEDULES
 from study.record.predictions import COLUMNS
 from tests.helpers.cli import run_cli
@@ -113,9 +114,8 @@ def test_sweep_with_confirmation_writes_stage_seed_and_predictions(
                       "--set", "space.epochs=1", "--set", "space.warmup_epochs=0",
                       "--set", "max_concurrent=2",
                       # a size per head: each confirm run takes its own cell's best's size
-                      "--set", "data.image_size={depends_on: head, values: {classify: 32, regress: 48}}",
-                      "--mlflow", str(tmp_path / "mlruns"))  # fmt: skip
-    proc = run_cli(*args, timeout=600)
+                      "--set", "data.image_size={depends_on: head, values: {classify: 32, regress: 48}}")  # fmt: skip
+    proc = run_cli(*args, "--mlflow", str(tmp_path / "mlruns"), timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "confirmation: 2 cells x 1 seeds [1000]" in proc.stdout
     # the printed leaderboard: the one-view kappa beside the kappa over the demo's 2 views
@@ -134,6 +134,37 @@ def test_sweep_with_confirmation_writes_stage_seed_and_predictions(
     client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
     runs = client.search_runs([client.get_experiment_by_name("confirm").experiment_id])
     assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    check_more_seeds(folder, args, trials)
+
+
+def check_more_seeds(folder, args, before: pd.DataFrame) -> None:
+    """`--more-seeds 2` on the finished study: every cell gets 2 new seeds (1 run -> 3), the
+    earlier rows unchanged, each new run tested, summary.json and the report recomputed."""
+    epochs_before = read_frame(folder, "epochs.parquet")
+    summary_before = json.loads((folder / "summary.json").read_text())
+    proc = run_cli(*args, "--more-seeds", "2", timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "more seeds: 2 cells x 2 seeds [1001, 1002]" in proc.stdout
+    trials = read_frame(folder, "trials.parquet").set_index("trial_id")
+    confirm = trials[trials["stage"] == "confirm"]
+    assert confirm.groupby("head").size().to_dict() == {"classify": 3, "regress": 3}
+    assert sorted(confirm["seed"]) == [1000, 1000, 1001, 1001, 1002, 1002]
+    assert confirm["test_acc"].notna().all() and (confirm["status"] == "TERMINATED").all()
+    old = before.index
+    pd.testing.assert_frame_equal(trials.loc[old, before.columns], before, check_like=True)
+    epochs = read_frame(folder, "epochs.parquet")
+    kept = epochs[epochs["trial_id"].isin(old)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, epochs_before.reset_index(drop=True))
+    assert (folder / "tune-confirm-1").is_dir()  # the batch's own experiment, beside the first
+    record = json.loads((folder / "study.json").read_text())
+    assert record["seeds"]["confirm"] == [1000, 1001, 1002]
+    assert [b["seeds"] for b in record["confirm_added"]] == [[1001, 1002]]
+    summary = json.loads((folder / "summary.json").read_text())
+    assert [c["n_runs"] for c in summary["cells"]] == [3, 3]  # was 1 + 1
+    assert [c["n_runs"] for c in summary_before["cells"]] == [1, 1]
+    assert [len(b["seeds"]) for b in summary["confirm"]["batches"]] == [1, 2]
+    section = comparison_section(summary, lambda figure: "")  # the report's, from the summary
+    assert "1000 (with the study, " in section and "1001, 1002 (added, " in section
 
 
 def test_driver_killed_during_confirmation_then_resume(tmp_path, synthetic_data, monkeypatch):

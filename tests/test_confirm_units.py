@@ -13,8 +13,10 @@ from torch import nn
 from retina.engine import evaluate
 from retina.errors import RetinaError
 from study.conclude.confirm import confirm_cells, confirm_seeds
+from study.conclude.grow import check_growable, parse_cells
 from study.define.schema import hyperparameter_names, load_study, study_from_dict, study_to_dict
 from study.define.space import confirm_param_space, trial_seed, trial_values
+from study.record.layout import confirm_dir
 from study.record.predictions import (
     COLUMNS,
     SplitPredictions,
@@ -34,7 +36,10 @@ def test_confirm_key_defaults_overrides_and_round_trip():
     study = load_study(DEMO, ["confirm.seeds=3", "confirm.compare=[arch, pretrained]"])
     assert study.confirm.compare == ("arch", "pretrained") and study.confirm.seeds == 3
     assert study_from_dict(study_to_dict(study)) == study
-    assert study_to_dict(study)["confirm"] == {"compare": ["arch", "pretrained"], "seeds": 3}
+    assert study_to_dict(study)["confirm"] == {
+        "compare": ["arch", "pretrained"], "seeds": 3, "margin": 0.05,
+    }  # fmt: skip
+    assert load_study(DEMO, ["confirm.margin=0.1"]).confirm.margin == 0.1
     off = load_study(DEMO, ["confirm.seeds=0"])
     assert off.confirm.seeds == 0 and confirm_seeds(off) == []
     doc = study_to_dict(study)
@@ -55,6 +60,7 @@ def test_confirm_key_defaults_overrides_and_round_trip():
         ("confirm.seeds=-1", "confirm.seeds: must be between 0 and 100"),
         ("confirm.seeds=two", "confirm.seeds: expected an integer"),
         ("confirm.sedes=2", "confirm.sedes: unknown key; did you mean confirm.seeds?"),
+        ("confirm.margin=0", "confirm.margin: must be > 0"),
     ],
 )
 def test_bad_confirm_names_file_key_and_fix(item, expected):
@@ -204,3 +210,29 @@ def test_predictions_carry_a_score_and_a_regress_head_has_no_probabilities(tmp_p
     assert test["predicted"].tolist() == [0, 2, 4] and table["score"].dtype == np.float32
     with pytest.raises(ValueError, match="need scores"):
         SplitPredictions("test", np.arange(3), None, scores)
+
+
+# ---- more seeds (--more-seeds) -------------------------------------------------------------
+def test_more_seeds_continue_the_run_index_and_name_their_cells():
+    study = load_study(DEMO, ["confirm.seeds=3", "seed=7"])
+    first, more = confirm_seeds(study), confirm_seeds(study, start=3, count=2)
+    assert first == [1007, 1008, 1009] and more == [1010, 1011]  # never an earlier one
+    assert confirm_dir(0) == "tune-confirm" and confirm_dir(3) == "tune-confirm-3"
+    assert parse_cells("pretrained=true, arch=resnet18", ("arch", "pretrained")) == {
+        "pretrained": True, "arch": "resnet18",
+    }  # fmt: skip
+    assert parse_cells(None, ("arch",)) == {}
+    with pytest.raises(RetinaError, match=r"--cells lr=0.1: 'lr=0.1' is not KEY=VALUE"):
+        parse_cells("lr=0.1", ("arch", "pretrained"))
+
+
+def test_more_seeds_on_a_study_without_confirm_says_the_fix(tmp_path):
+    study = load_study(DEMO, ["confirm.seeds=0"])
+    store = ResultsStore(tmp_path, hyperparameter_names(study), "val_kappa", "max")
+    with pytest.raises(RetinaError) as err:
+        check_growable(study, tmp_path, store)
+    text = str(err.value)
+    assert "has no confirm stage (confirm.seeds: 0)" in text
+    assert "confirm: {compare: [arch, pretrained], seeds: 3}" in text and "--name" in text
+    with pytest.raises(RetinaError, match="has not finished its confirm stage; finish it first"):
+        check_growable(load_study(DEMO, ["confirm.seeds=2"]), tmp_path, store)

@@ -28,13 +28,15 @@ one run minus one run)), computed under every resample for its interval.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
 from study.analyze import inference
 from study.analyze.resample import METRIC_FUNCTIONS, RunCodes, run_metrics
+from study.analyze.seeds_needed import advice_text, noise_parts, seeds_needed
+from study.define.config import ConfirmConfig
 
 CONFIDENCE = 0.95
 RANGE = {"kappa": (-1.0, 1.0), "acc": (0.0, 1.0), "balanced_acc": (0.0, 1.0)}
@@ -196,10 +198,14 @@ def compare_cells(
     n_resamples: int,
     seed: int = 0,
     primary: str = "kappa",
+    margin: float | None = ConfirmConfig.margin,
 ) -> dict:
     """Cells, pairs and the pooled seed variance as plain dicts (summary.json's `cells`,
     `pairs` and `seed_variance`), plus the test sample's size. Empty when there is no
-    finished confirm run with test predictions."""
+    finished confirm run with test predictions. An undecided pair also says how many seeds
+    per cell would narrow its interval to its observed difference, or to `margin` (in the
+    primary metric) when that is larger (`seeds_needed`, study.analyze.seeds_needed; None:
+    no advice, e.g. for the simulated studies that check it)."""
     test = predictions[predictions["split"] == "test"]
     cells = confirm_cells(trials, dims, set(test["trial_id"].astype(str)))
     if not cells:
@@ -291,10 +297,22 @@ def compare_cells(
     pair_out = []
     for (a, b, i), metrics in zip(pairs, pair_metrics, strict=True):
         seeds_known = pooled[primary].dof > 0
+        s = metrics[primary]
+        advice = None
+        parts = noise_parts(boot[primary][:, cols[a.label]], boot[primary][:, cols[b.label]])
+        if margin is not None and not s["different_adjusted"]:
+            target = max(abs(s["difference"]), margin)
+            runs = min(len(a.trial_ids), len(b.trial_ids))
+            net = pooled[primary].spread - pooled[primary].unshared_noise  # unbiased, may be < 0
+            advice = seeds_needed(target, net, parts, len(cells), codes.n_patients, runs)
+        text = sentence(a, b, i, s, primary, seeds_known)
+        if advice is not None:
+            text += "; " + advice_text(advice, METRIC_WORDS.get(primary, primary))
         pair_out.append(
             {"a": a.label, "b": b.label, "dimension": dims[i], "a_value": a.key[i]}
             | {"b_value": b.key[i], "seed_variation_included": seeds_known, "metrics": metrics}
-            | {"sentence": sentence(a, b, i, metrics[primary], primary, seeds_known)}
+            | {"test_noise": None if parts is None else asdict(parts)}
+            | {"seeds_needed": advice, "sentence": text}
         )
     return {
         "cells": cell_out,

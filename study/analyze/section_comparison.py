@@ -51,11 +51,30 @@ def _interval(lo, hi) -> str:
     return f"[{_num(lo)}, {_num(hi)}]"
 
 
-def cell_table(cells: list[dict], metrics: list[str]) -> pd.DataFrame:
+def _when(at: str | None) -> str:
+    return at.replace("T", " ")[:16] + " UTC" if at else "—"  # ISO seconds, UTC, from study.json
+
+
+def seeds_text(seeds: list, batches: list[dict]) -> str:
+    """'1000, 1001, 1002 (with the study, 2026-12-08 03:10 UTC); 1003, 1004 (added 2026-12-08
+    03:40 UTC)': a cell's seeds by the batch that added them (summary.json confirm.batches)."""
+    parts, left = [], [s for s in seeds if s is not None]
+    for i, batch in enumerate(batches):
+        mine = [s for s in left if s in batch["seeds"]]
+        left = [s for s in left if s not in batch["seeds"]]
+        if mine:
+            how = "with the study" if i == 0 and batch.get("cells") is None else "added"
+            parts.append(f"{', '.join(map(str, mine))} ({how}, {_when(batch.get('at'))})")
+    if left:
+        parts.append(", ".join(map(str, left)))
+    return "; ".join(parts) or "—"
+
+
+def cell_table(cells: list[dict], metrics: list[str], batches=()) -> pd.DataFrame:
     rows = []
     for c in cells:
         row = {"cell": c["cell"], "runs": str(c["n_runs"])}
-        row["seeds"] = ", ".join(str(s) for s in c["seeds"] if s is not None) or "—"
+        row["seeds (when added)"] = seeds_text(c["seeds"], list(batches))
         for m in metrics:
             s = c["metrics"][m]
             spread = f" ± {_num(s['sd'])}" if c["n_runs"] > 1 else " (one run)"
@@ -65,8 +84,15 @@ def cell_table(cells: list[dict], metrics: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _decision(different: bool) -> str:
-    return "different" if different else "not shown"
+def decision(stats: dict) -> str:
+    """The pair's decision in the sentence's words: 'A better', 'B better' or 'no difference
+    detectable' (and what the raw p said when Holm's adjustment does not uphold it)."""
+    side = "A better" if stats["difference"] > 0 else "B better"
+    if stats["different_adjusted"]:
+        return side
+    if stats["different"]:
+        return f"no difference detectable after Holm ({side} before adjusting)"
+    return "no difference detectable"
 
 
 def pair_table(pairs: list[dict], metrics: list[str]) -> pd.DataFrame:
@@ -78,9 +104,8 @@ def pair_table(pairs: list[dict], metrics: list[str]) -> pd.DataFrame:
             row[f"Δ {METRIC_WORDS[m]} [95% CI]"] = f"{s['difference']:+.3f} " + _interval(
                 s["ci_low"], s["ci_high"]
             )
-            row[f"p {METRIC_WORDS[m]} (Holm)"] = (
-                f"{s['p_value']:.3f} ({s['p_value_adjusted']:.3f}): "
-                f"{_decision(s['different'])} ({_decision(s['different_adjusted'])})"
+            row[f"p {METRIC_WORDS[m]}: decision"] = (
+                f"{s['p_value']:.3f} (Holm {s['p_value_adjusted']:.3f}): {decision(s)}"
             )
             row[f"P(A>B) {METRIC_WORDS[m]}"] = p_text(s) + ": " + VERDICT_WORDS[s["p_verdict"]]
         rows.append(row)
@@ -154,7 +179,8 @@ def comparison_section(summary: dict, figure_html: Callable[[go.Figure], str]) -
             f"{boot['test_patients']} patients; {boot['resamples']} patient resamples "
             f"(seed {boot['seed']}). Compared: {html.escape(', '.join(confirm['compare']))}.</p>"
         )
-        out.append(html_table(cell_table(summary["cells"], metrics), sortable=False))
+        batches = confirm.get("batches") or []
+        out.append(html_table(cell_table(summary["cells"], metrics, batches), sortable=False))
     if summary["pairs"]:
         out.append("<h3>Pairs</h3>")
         out.append(html_table(pair_table(summary["pairs"], metrics), sortable=False))

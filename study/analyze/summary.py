@@ -20,9 +20,10 @@ from study.analyze.load import StudyResults
 from study.analyze.patient_view import patients_summary
 from study.analyze.resample import METRIC_FUNCTIONS
 from study.analyze.tuning import optimism, search_trials, tuning_summary
+from study.define.config import ConfirmConfig
 from study.record.ranking import best_trial_ids
 
-SCHEMA_VERSION = 3  # 3: `patients` (both eyes, issue 18); 2: pooled seed variance, P(A>B), Holm
+SCHEMA_VERSION = 4  # 4: pairs[].seeds_needed, confirm.margin (issue 27); 3: `patients` (both eyes, issue 18); 2: pooled seed variance, P(A>B), Holm
 DEFAULT_COMPARE = ("arch", "pretrained")
 CONFIRM_HINT = (
     "add `confirm: {compare: [arch, pretrained], seeds: 3}` to the study's YAML (or "
@@ -77,6 +78,17 @@ def _best_cell(study: StudyResults, dims: list[str], comparison: dict, metric: s
     return None
 
 
+def confirm_batches(meta: dict) -> list[dict]:
+    """When each confirm seed joined the study: `{"seeds", "at", "cells"}` per batch, the
+    study's own first (`cells` null: every cell), then each `--more-seeds` (study.json's
+    `confirm_added`)."""
+    added = meta.get("confirm_added") or []
+    later = {s for batch in added for s in batch["seeds"]}
+    first = [s for s in (meta.get("seeds") or {}).get("confirm") or [] if s not in later]
+    own = [{"seeds": first, "at": meta.get("created"), "cells": None}] if first else []
+    return own + [dict(batch) for batch in added]
+
+
 def build_summary(
     study: StudyResults, predictions: pd.DataFrame, n_resamples: int = 10_000, seed: int = 0
 ) -> dict:
@@ -84,7 +96,8 @@ def build_summary(
     confirm = (study.meta.get("config") or {}).get("confirm") or {}
     dims = compared_dims(study)
     primary = primary_metric(study)
-    comparison = compare_cells(study.trials, predictions, dims, n_resamples, seed, primary)
+    margin = confirm.get("margin", ConfirmConfig.margin)  # a study from before the key: default
+    comparison = compare_cells(study.trials, predictions, dims, n_resamples, seed, primary, margin)
     status, note = _status(study.trials, comparison, confirm.get("seeds"))
     pooled = comparison["seed_variance"].get(primary) or {}
     seed_sd = pooled["pooled_sd"] if pooled.get("dof") else None  # this study's, net of noise
@@ -97,6 +110,8 @@ def build_summary(
         "confirm": {
             "compare": dims,
             "seeds": confirm.get("seeds"),
+            "margin": margin,
+            "batches": confirm_batches(study.meta),
             "status": status,
             "note": note,
         },

@@ -100,6 +100,8 @@ class ConfirmConfig:
         ("arch", "pretrained"), "finite dimensions whose cells are compared"
     )
     seeds: int = key(0, "new training seeds per cell (0: no confirm stage)", hi=100)
+    # the half-width the seeds-needed advice aims for: the smallest difference worth seeds
+    margin: float = key(0.05, "smallest kappa difference worth deciding (the seeds advice)", gt=0.0)
 
 
 @dataclass(frozen=True)

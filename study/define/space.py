@@ -128,10 +128,12 @@ def trial_values(config: dict[str, Any]) -> dict[str, Any]:
 CONFIRM_SEED_OFFSET = 1000  # confirm seeds never repeat the search's training seed (study.seed)
 
 
-def confirm_seeds(study: StudyConfig) -> list[int]:
-    """The training seeds of the confirm stage's runs (one per seed, in every cell)."""
+def confirm_seeds(study: StudyConfig, start: int = 0, count: int | None = None) -> list[int]:
+    """The training seeds of the confirm stage's runs (one per seed, in every cell): run
+    indices `start`.. of the study, `confirm.seeds` of them unless `count` (--more-seeds)."""
+    count = study.confirm.seeds if count is None else count
     # Modulo: numpy seeds must stay below 2**32 whatever study.seed is.
-    return [(study.seed + CONFIRM_SEED_OFFSET + i) % 2**32 for i in range(study.confirm.seeds)]
+    return [(study.seed + CONFIRM_SEED_OFFSET + i) % 2**32 for i in range(start, start + count)]
 
 
 def trial_seed(cfg: StudyConfig, config: dict[str, Any]) -> int:

@@ -31,6 +31,12 @@ CONFIRM_DIR = "tune-confirm"  # the confirm stage's Tune experiment, beside tune
 CHECKPOINT_FILE = "checkpoint.pt"  # the file inside each of a trial's Tune checkpoints
 
 
+def confirm_dir(start: int) -> str:
+    """The Tune experiment of the confirm runs from run index `start` on: tune-confirm/ for the
+    study's own, tune-confirm-3/ for seeds added from the 4th on (--more-seeds)."""
+    return CONFIRM_DIR if start == 0 else f"{CONFIRM_DIR}-{start}"
+
+
 class Stage(StrEnum):
     """`stage` of a trial in trials.parquet: found by the search, or a confirm rerun."""
 

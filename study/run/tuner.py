@@ -127,13 +127,15 @@ def build_confirm_tuner(
     cells: list[dict],
     seeds: list[int],
     callbacks=(),
+    experiment: str = CONFIRM_DIR,
 ) -> tune.Tuner:
     """The confirm stage: a new Tuner over (cell, seed), or the interrupted one of this study
-    (`--resume`); `callbacks` (e.g. MLflow's) log its runs as they log the search's."""
+    (`--resume`); `callbacks` (e.g. MLflow's) log its runs as they log the search's.
+    `experiment`: its folder, another one per batch of seeds added later (--more-seeds)."""
     folder = store.folder
     train, space = trainable(study, data, folder), confirm_param_space(cells, seeds)
-    ours = callbacks_for(study, store, CONFIRM_DIR, Stage.CONFIRM, callbacks)
-    restored = restore(folder / CONFIRM_DIR, train, space, ours)
+    ours = callbacks_for(study, store, experiment, Stage.CONFIRM, callbacks)
+    restored = restore(folder / experiment, train, space, ours)
     if restored is not None:
         return restored
     return tune.Tuner(
@@ -147,7 +149,7 @@ def build_confirm_tuner(
             scheduler=FIFOScheduler(),  # all epochs: no early stopping
             reuse_actors=True,
         ),
-        run_config=run_config(study, store, CONFIRM_DIR, Stage.CONFIRM, callbacks=callbacks),
+        run_config=run_config(study, store, experiment, Stage.CONFIRM, callbacks=callbacks),
     )
 
 

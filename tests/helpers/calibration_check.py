@@ -1,5 +1,5 @@
 """The comparison's statistics against known truth (issue 19's "Done when"): simulated studies
-of 2 x 2 cells (resnet18/resnet50 x pretrained/scratch; study.analyze.simulated_world: 75 test
+of 2 x 2 cells (resnet18/resnet50 x pretrained/scratch; tests.helpers.simulated_world: 75 test
 patients with correlated eyes, DR grade shares 0.72/0.09/0.15/0.02/0.02, kappa ~0.65, seed sd
 0.04 in kappa) go through `compare_cells`, at 2, 3 and 5 seeds per cell, in two worlds:
 `null` (every cell kappa 0.65: every pair has no true difference) and `gap` (pretrained 0.65,
@@ -16,8 +16,8 @@ number of seeds it reports, over every pair of every repeat:
 - `p_coverage`: the share of P(A>B) intervals holding the true P; `p_degenerate`: intervals
   of zero width; `width`: the median width of the difference intervals.
 
-    python -m study.analyze.calibration_check --repeats 500 --resamples 400   # the full check
-    python -m study.analyze.calibration_check --repeats 20 --resamples 200    # a quick look
+    python -m tests.helpers.calibration_check --repeats 500 --resamples 400   # the full check
+    python -m tests.helpers.calibration_check --repeats 20 --resamples 200    # a quick look
 
 Targets: coverage >= 0.93 in every subgroup, false calls <= 0.06, p_coverage >= 0.90.
 The suite runs it small (tests/test_analyze_calibration.py).
@@ -32,7 +32,7 @@ import sys
 import numpy as np
 
 from study.analyze.comparison import compare_cells
-from study.analyze.simulated_world import World
+from tests.helpers.simulated_world import World
 
 DIMS = ["arch", "pretrained"]
 WORLDS = {
@@ -166,7 +166,7 @@ def table(results: dict) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m study.analyze.calibration_check")
+    parser = argparse.ArgumentParser(prog="python -m tests.helpers.calibration_check")
     parser.add_argument("--repeats", type=int, default=500, help="simulated studies per setting")
     parser.add_argument("--resamples", type=int, default=400, help="bootstrap resamples")
     parser.add_argument("--seeds", type=int, nargs="+", default=[2, 3, 5])
