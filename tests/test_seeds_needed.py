@@ -60,6 +60,12 @@ def test_seeds_reach_a_wide_target_and_patients_a_narrow_one():
     assert text.startswith("seeds cannot decide it: the test set's own noise alone leaves ±0.04")
     assert f"about {narrow['patients']} test patients" in text
     assert seeds_needed(0.05, float("nan"), parts, 4, 75, 1) is None  # no seed variance
+    # seeds that spread widely on a quiet test set: neither seeds up to 1000 nor more patients
+    wild = seeds_needed(0.05, 1.0, NoiseParts(shared=0.0001, unshared=0.004), 4, 75, 3)
+    assert wild["seeds"] is None and wild["patients"] is None
+    assert advice_text(wild, "kappa") == (
+        "more than 1000 seeds per cell would be needed to reach ±0.05 kappa"
+    )
 
 
 def test_an_undecided_pair_says_how_many_seeds_a_decided_one_does_not():

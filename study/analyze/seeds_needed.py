@@ -12,11 +12,13 @@ S seeds each varies by
     V(S) = C + (2 sigma^2 + tau_a^2 + tau_b^2) / S
 sigma^2 the pooled seed variance, tau^2 a cell's unshared test noise (the part of one run's
 test noise its cell's other runs do not share: it averages out over seeds) and C the test noise
-the runs share (the same patients for every run: no number of seeds removes it). The half-width
-is t_{0.975, dof} sqrt(V(S)) with dof = cells x (S - 1), the pooled variance's degrees of
-freedom in a study of S seeds. Both test-noise parts scale as 1 / test patients, so with N'
-patients instead of N they are multiplied by N / N'. Checked in the simulated world:
-`python -m tests.helpers.seeds_check` (docs/growing-seeds.md has the figures).
+the runs share (the same patients for every run: no number of seeds removes it). The
+half-width at S is drawn as the comparison draws its interval (the seed variance from its
+fiducial distribution with a study of S seeds' degrees of freedom, the larger of the study's
+pool and the other cells' pool), at the median of a new study's estimate. Both test-noise
+parts scale as 1 / test patients, so with N' patients instead of N they are multiplied by
+N / N'. Checked in the simulated world: `python -m tests.helpers.seeds_check` (the figures are
+in docs/growing-seeds.md).
 """
 
 from __future__ import annotations
@@ -132,6 +134,7 @@ def seeds_needed(
     out = {
         "target": float(target),
         "runs": int(runs),
+        # the model's half-width at the seeds there are now (beside the interval's own)
         "half_width_now": float(half_width([runs], seed_var, parts, n_cells)[0]),
         "test_floor": z * math.sqrt(max(parts.shared, 0.0)),
         "seeds": _first_enough(target, seed_var, parts, n_cells),
@@ -141,11 +144,13 @@ def seeds_needed(
     }
     if out["seeds"] is None and parts.shared > 0:
         # the patients at which the test floor's variance is FLOOR_SHARE of the target's
+        # (none when that is no more than there are: the seeds' own spread is what is wide)
         patients = math.ceil(n_patients * z**2 * parts.shared / (FLOOR_SHARE * target**2))
-        out["patients"] = patients
-        out["seeds_with_patients"] = _first_enough(
-            target, seed_var, parts, n_cells, n_patients / patients
-        )
+        if patients > n_patients:
+            out["patients"] = patients
+            out["seeds_with_patients"] = _first_enough(
+                target, seed_var, parts, n_cells, n_patients / patients
+            )
     return out
 
 
@@ -157,6 +162,15 @@ def advice_text(advice: dict | None, word: str) -> str:
     target = f"±{advice['target']:.2f} {word}"
     if advice["seeds"] is None and advice["patients"] is None:  # the seeds' own spread is huge
         return f"more than {MAX_SEEDS} seeds per cell would be needed to reach {target}"
+    patients = (
+        f"about {advice['patients']} test patients, with {advice['seeds_with_patients']} seeds "
+        f"per cell, would narrow the interval to {target}"
+    )
+    if advice["seeds"] is None and advice["test_floor"] < advice["target"]:
+        return (
+            f"more than {MAX_SEEDS} seeds per cell would be needed on these "
+            f"{advice['test_patients']} test patients; {patients}"
+        )
     if advice["seeds"] is not None and advice["seeds"] <= advice["runs"]:
         return f"its interval is already within {target}: the cells differ by less than that"
     if advice["seeds"] is not None:
@@ -168,7 +182,5 @@ def advice_text(advice: dict | None, word: str) -> str:
         )
     return (
         f"seeds cannot decide it: the test set's own noise alone leaves ±"
-        f"{advice['test_floor']:.2f} {word} ({advice['test_patients']} test patients); about "
-        f"{advice['patients']} test patients, with {advice['seeds_with_patients']} seeds per "
-        f"cell, would narrow the interval to {target}"
+        f"{advice['test_floor']:.2f} {word} ({advice['test_patients']} test patients); {patients}"
     )
