@@ -49,6 +49,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="override a field by dotted path, e.g. --set space.pretrained=false",
     )
+    p.add_argument(
+        "--external",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="an external test set (repeatable), added to the space's external: list; the "
+        "winner and the confirm runs are tested once on it",
+    )
     p.add_argument("--cache-dir", help="decode-once cache root (default $RETINA_CACHE or ~/.cache)")
     p.add_argument(
         "--dashboard-host",
@@ -87,7 +95,7 @@ def load(args: argparse.Namespace) -> StudyConfig:
         overrides.append(f"data.path={args.data}")
     if args.name:
         overrides.append(f"name={args.name}")
-    return load_study(args.space, overrides)
+    return load_study(args.space, overrides, args.external)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,8 +125,10 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
 
     from study.record.disk import write_json_atomic
     from study.record.results import ResultsStore
-    from study.record.study_json import study_record
-    from study.run.preflight import preflight  # torch is imported only once the YAML is valid
+    from study.record.study_json import external_record, study_record
+
+    # torch is imported only once the YAML is valid
+    from study.run.preflight import preflight, prepare_external_sets
     from study.run.weights_policy import skip_missing_pretrained
 
     # 1. preflight: the space, the data and the cache, before Ray starts
@@ -126,11 +136,15 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     resolved = study_to_dict(study)
     cache_root = Path(args.cache_dir) if args.cache_dir else None
     data = preflight(study, folder, resolved, args.resume, cache_root)
+    external = prepare_external_sets(study, data, cache_root)  # decoded once, like the data
     if not args.resume:
         record = study_record(study, resolved, data, args.space)
         record["skipped_pretrained"] = skipped
+        record["external"] = external_record(external)
         write_json_atomic(folder / STUDY_JSON, record)
     print(f"study {study.name}: {data.class_counts()} images per split and grade -> {folder}")
+    for name, ext in external.items():
+        print(f"external set {name}: {ext.class_counts()['test']} images per grade ({ext.layout})")
     store = ResultsStore(folder, hyperparameter_names(study), study.metric.name, study.metric.mode)
     store.load()  # a resumed study keeps every epoch it already finished
 
@@ -162,7 +176,7 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
             # 4. the conclusion: test, predictions, confirm, summary, export, gallery, clean-up
             if finished:
                 run = StudyRun(study, data, folder, store, results_by_trial(grid), callbacks,
-                               on_confirm_plan=live.expect_confirm)  # fmt: skip
+                               on_confirm_plan=live.expect_confirm, external=external)  # fmt: skip
                 finished = conclude_study(run)
             print(leaderboard(store, study.tta))
             # 5. the report, after the test results: without the live banner, by the render
@@ -179,6 +193,7 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
             f"the study stopped before the end; continue it with:\n"
             f"  python -m study.sweep {args.space} --resume "
             + " ".join(f"--set {o}" for o in args.overrides)
+            + "".join(f" --external {e}" for e in args.external)
             + (f" --name {args.name}" if args.name else "")
             + (f" --results {args.results}" if args.results != "results" else "")
         )

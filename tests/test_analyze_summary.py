@@ -14,6 +14,7 @@ from tests.helpers.confirm_fixtures import add_confirm
 TOP_KEYS = {
     "schema_version", "study", "metric", "primary_metric", "confirm", "bootstrap", "cells",
     "pairs", "tuning", "optimism", "seed_variance", "referable", "calibration", "patients",
+    "external",
 }  # fmt: skip
 CELL_KEYS = {"cell", "values", "trial_ids", "seeds", "n_runs", "metrics"}
 CELL_METRIC_KEYS = {"mean", "sd", "ci_low", "ci_high", "seed_sd", "runs"}
@@ -42,9 +43,9 @@ def test_a_study_with_a_confirm_stage(tmp_path, analyze):
     result = analyze(folder, "--resamples", "2000")
     assert result.returncode == 0, result.stderr
     summary = _strict(folder / "summary.json")
-    assert set(summary) == TOP_KEYS and summary["schema_version"] == 3
+    assert set(summary) == TOP_KEYS and summary["schema_version"] == 4
     assert summary["confirm"] == {
-        "compare": ["arch", "pretrained"], "seeds": 3, "status": "ok", "note": ""
+        "compare": ["arch", "pretrained"], "seeds": 3, "test": "test", "status": "ok", "note": ""
     }  # fmt: skip
     boot = summary["bootstrap"]
     assert (boot["unit"], boot["resamples"], boot["confidence"]) == ("patient", 2000, 0.95)

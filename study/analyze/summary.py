@@ -16,13 +16,16 @@ import pandas as pd
 
 from study.analyze.clinical import clinical_summary
 from study.analyze.comparison import CONFIDENCE, compare_cells, value_label
+from study.analyze.external import comparison_predictions, external_summary
 from study.analyze.load import StudyResults
 from study.analyze.patient_view import patients_summary
 from study.analyze.resample import METRIC_FUNCTIONS
 from study.analyze.tuning import optimism, search_trials, tuning_summary
 from study.record.ranking import best_trial_ids
 
-SCHEMA_VERSION = 3  # 3: `patients` (both eyes, issue 18); 2: pooled seed variance, P(A>B), Holm
+# 4: `external` and `confirm.test` (issue 29); 3: `patients` (both eyes, issue 18); 2: pooled
+# seed variance, P(A>B), Holm
+SCHEMA_VERSION = 4
 DEFAULT_COMPARE = ("arch", "pretrained")
 CONFIRM_HINT = (
     "add `confirm: {compare: [arch, pretrained], seeds: 3}` to the study's YAML (or "
@@ -84,7 +87,12 @@ def build_summary(
     confirm = (study.meta.get("config") or {}).get("confirm") or {}
     dims = compared_dims(study)
     primary = primary_metric(study)
-    comparison = compare_cells(study.trials, predictions, dims, n_resamples, seed, primary)
+    tested_on = str(confirm.get("test") or "test")  # confirm.test: test or an external set
+    compared = comparison_predictions(predictions, tested_on)
+    comparison = compare_cells(study.trials, compared, dims, n_resamples, seed, primary)
+    if tested_on != "test":  # say on which data the pairs were compared
+        for pair in comparison["pairs"]:
+            pair["sentence"] = f"On the external set {tested_on}: {pair['sentence']}"
     status, note = _status(study.trials, comparison, confirm.get("seeds"))
     pooled = comparison["seed_variance"].get(primary) or {}
     seed_sd = pooled["pooled_sd"] if pooled.get("dof") else None  # this study's, net of noise
@@ -97,6 +105,7 @@ def build_summary(
         "confirm": {
             "compare": dims,
             "seeds": confirm.get("seeds"),
+            "test": tested_on,
             "status": status,
             "note": note,
         },
@@ -118,6 +127,7 @@ def build_summary(
         "seed_variance": comparison["seed_variance"],
         **clinical_summary(study, predictions, n_resamples, seed),  # referable, calibration
         "patients": patients_summary(study, predictions, n_resamples, seed),
+        "external": external_summary(study, predictions, n_resamples, seed),
     }
 
 

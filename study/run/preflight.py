@@ -3,7 +3,8 @@
 The results folder must be writable and must not hold another study; the ImageNet weights
 for every arch the space can run pretrained must be present or downloadable; the data is
 validated and its decode-once cache built, one per size `data.image_size` names (the core's
-clear errors), so no trial decodes an image.
+clear errors), so no trial decodes an image. Each external test set (`external:`) is read and
+decoded the same way, at every size, by `prepare_external_sets`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from retina.errors import RetinaError
+from retina.external import prepare_external
 from retina.models import ensure_weights, missing_weights
 from retina.prepare import PreparedData, prepare_data
 from study.define.dimensions import finite_values
@@ -113,3 +115,22 @@ def preflight(
     check_writable(folder)
     os.chmod(folder, 0o755)  # never world-writable, whatever the umask
     return data
+
+
+def prepare_external_sets(
+    study: StudyConfig, data: PreparedData, cache_root: Path | None
+) -> dict[str, PreparedData]:
+    """Each external set, read by the development data's readers and decoded once into the
+    cache at every size the study can use (a missing folder fails here, before Ray starts)."""
+    return {
+        ext.name: prepare_external(
+            ext.path,
+            study.image_sizes,
+            study.data.preprocessing,
+            name=ext.name,
+            skip_bad=study.data.skip_bad,
+            cache_root=cache_root,
+            development=data.data_dir,
+        )  # fmt: skip
+        for ext in study.external
+    }
