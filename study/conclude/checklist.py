@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from retina.metrics import REFERABLE_GRADE
+from study.conclude.card_external import external_testing
 from study.conclude.card_screening import trial_blocks
 from study.conclude.checklist_items import CLAIM, ITEMS, TRIPOD, Item
 
@@ -308,6 +309,7 @@ RULES = {
     "robustness": robustness,
     "explainability": explainability,
     "failures": failures,
+    "external_testing": lambda c: external_testing(c.summary, str(c.trial.get("trial_id"))),
 }
 
 

@@ -130,7 +130,8 @@ ITEMS: tuple[Item, ...] = (
     Item("CLAIM", CLAIM, "Robustness or sensitivity analysis", rule="robustness",
          authors="a robustness analysis: this study retrained no configuration with new seeds"),
     Item("CLAIM", CLAIM, "Explainability: saliency maps", rule="explainability"),
-    Item("CLAIM", CLAIM, "External testing", authors="a test on data from another source "
+    Item("CLAIM", CLAIM, "External testing", rule="external_testing",
+         authors="a test on data from another source "
          "(`python -m retina.predict --model best/ DATASET` prints its agreement)"),
     Item("CLAIM", CLAIM, "Failure analysis of misclassified cases", rule="failures"),
 )

@@ -66,5 +66,6 @@ def test_external_sets(
             part = split_predictions(external_split(name), ext.split.test, test.metrics)
             frame = predictions_frame(trial_id, [part], ext.labels, ext.image_ids, ext.patient_ids)
             write_predictions(folder, trial_id, frame, external=name)
-            lines.append(f"  {trial_id} on {name} ({len(part.index)} images): {test.line()}")
+            result_text = test.line().removeprefix("test ")  # "acc 0.71, kappa 0.40 ..."
+            lines.append(f"  {trial_id} on {name} ({len(part.index)} images): {result_text}")
     return lines
