@@ -34,7 +34,11 @@ def test_confirm_key_defaults_overrides_and_round_trip():
     study = load_study(DEMO, ["confirm.seeds=3", "confirm.compare=[arch, pretrained]"])
     assert study.confirm.compare == ("arch", "pretrained") and study.confirm.seeds == 3
     assert study_from_dict(study_to_dict(study)) == study
-    assert study_to_dict(study)["confirm"] == {"compare": ["arch", "pretrained"], "seeds": 3}
+    assert study_to_dict(study)["confirm"] == {
+        "compare": ["arch", "pretrained"],
+        "seeds": 3,
+        "test": "test",
+    }
     off = load_study(DEMO, ["confirm.seeds=0"])
     assert off.confirm.seeds == 0 and confirm_seeds(off) == []
     doc = study_to_dict(study)
