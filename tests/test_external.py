@@ -1,6 +1,7 @@
 """External test sets without a sweep: the `external:` key and `--external`, the preflight's
-preparation of a set (real synthetic images, real caches), and summary.json's `external` block
-and the report's section from real Parquet files (the sweep: tests/test_external_sweep.py).
+preparation of a set (real synthetic images, real caches), a checkpoint tested on one, and
+summary.json's `external` block and the report's section from real Parquet files (the sweep:
+tests/test_external_sweep.py).
 
     .venv/bin/pytest tests/test_external.py
 """
@@ -12,9 +13,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+from retina.engine import build_loss, evaluate
 from retina.errors import RetinaError
 from retina.external import prepare_external
+from retina.models import build_model
+from retina.prepare import prepare_data
 from retina.synthetic import generate
 from study.analyze.clinical import summary_runs
 from study.analyze.load import load_study as load_results
@@ -22,7 +27,9 @@ from study.analyze.load import read_predictions
 from study.analyze.resample import kappa
 from study.analyze.section_external import external_section
 from study.analyze.summary import build_summary
+from study.conclude.holdout import evaluate_on_test
 from study.define.schema import load_study, study_from_dict, study_to_dict
+from study.record.layout import CHECKPOINT_FILE
 from study.record.predictions import external_split, write_predictions
 from tests.helpers.analyze_fixtures import CLASS_COUNTS, make_results, write_parquet
 from tests.helpers.confirm_fixtures import add_confirm, patients, run_predictions
@@ -163,3 +170,22 @@ def test_report_section_per_external_set(external_study):
     best = summary["external"]["ext"]["best"]
     assert f"{best['kappa']:.3f} [{best['kappa_ci'][0]:.3f}" in page
     assert "no external test set" in external_section({"external": {}}, str)
+
+
+def test_an_external_set_is_tested_at_the_size_the_trial_trained_at(synthetic_data, tmp_path):
+    """A class-weighted trial at 48 px: the loss keeps the development train's weights (the
+    external set has no train split) and the images come from the set's 48 px cache."""
+    cpu, root = torch.device("cpu"), tmp_path / "cache"
+    data = prepare_data(synthetic_data, [32, 48], cache_root=root, progress=False)
+    folder = generate(tmp_path / "ext", n=12, size=64, seed=1)
+    ext = prepare_external(folder, [32, 48], "none", name="ext", cache_root=root, progress=False)
+    torch.manual_seed(0)
+    model = build_model("resnet18", pretrained=False).eval()
+    trial = {"arch": "resnet18", "class_weighted": True, "head": "classify", "image_size": 48}
+    torch.save({"model": model.state_dict(), "epoch": 1, "config": {"trial": trial}},
+               tmp_path / CHECKPOINT_FILE)  # fmt: skip
+    tested = evaluate_on_test(tmp_path, data, cpu, tested_on=ext).metrics
+    loss = build_loss(True, data.class_counts()["train"])
+    direct = evaluate(model, ext.at_size(48).loader("test", 64, cpu, train=False), loss, cpu)
+    assert tested.loss == pytest.approx(direct.loss, rel=1e-5)
+    assert tested.confusion.sum() == 12
