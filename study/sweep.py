@@ -81,6 +81,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="leave out images that cannot be used, listed in the cache's meta.json "
         "(the same as --set data.skip_bad=true)",
     )
+    p.add_argument(
+        "--external",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="an external test set (repeatable), added to the space's external: list; the "
+        "winner and the confirm runs are tested once on it",
+    )
     p.add_argument("--cache-dir", help="decode-once cache root (default $RETINA_CACHE or ~/.cache)")
     p.add_argument(
         "--dashboard-host",
@@ -121,7 +129,7 @@ def load(args: argparse.Namespace) -> StudyConfig:
         overrides.append(f"name={args.name}")
     if args.skip_bad:
         overrides.append("data.skip_bad=true")
-    return load_study(args.space, overrides)
+    return load_study(args.space, overrides, args.external)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,10 +182,12 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
 
     from study.record.disk import write_json_atomic
     from study.record.results import ResultsStore
-    from study.record.study_json import study_record
+    from study.record.study_json import external_record, study_record
     from study.record.study_state import add_growth, growth, mark_finished
     from study.run.grow import growth_study, optuna_log
-    from study.run.preflight import preflight  # torch is imported only once the YAML is valid
+
+    # torch is imported only once the YAML is valid
+    from study.run.preflight import preflight, prepare_external_sets
     from study.run.weights_policy import skip_missing_pretrained
 
     # 1. preflight: the space, the data and the cache, before Ray starts
@@ -187,13 +197,17 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     resolved = study_to_dict(study)
     cache_root = Path(args.cache_dir) if args.cache_dir else None
     data = preflight(study, folder, resolved, args.resume or bool(args.more), cache_root)
+    external = prepare_external_sets(study, data, cache_root)  # decoded once, like the data
     if args.more:
         add_growth(folder, args.more)  # unfinished until it concludes; --resume continues it
     elif not args.resume:
         record = study_record(study, resolved, data, args.space)
         record["skipped_pretrained"] = skipped
+        record["external"] = external_record(external)
         write_json_atomic(folder / STUDY_JSON, record)
     print(f"study {study.name}: {data.class_counts()} images per split and grade -> {folder}")
+    for name, ext in external.items():
+        print(f"external set {name}: {ext.class_counts()['test']} images per grade ({ext.layout})")
     store = ResultsStore(folder, hyperparameter_names(study), study.metric.name, study.metric.mode)
     store.load()  # a resumed study keeps every epoch it already finished
     store.mirrors.append(optuna_log(study, folder))  # results/<study>/optuna.log, kept current
@@ -233,7 +247,7 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
                 from study.conclude.grow import grow_seeds
 
                 run = StudyRun(study, data, folder, store, {}, callbacks,
-                               on_confirm_plan=live.expect_confirm)  # fmt: skip
+                               on_confirm_plan=live.expect_confirm, external=external)  # fmt: skip
                 finished = grow_seeds(run, args.more_seeds, wanted)
             else:
                 # 3. the search
@@ -246,7 +260,7 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
             # 4. the conclusion: test, predictions, confirm, summary, export, gallery, clean-up
             if finished and not args.more_seeds:
                 run = StudyRun(study, data, folder, store, results, callbacks,
-                               on_confirm_plan=live.expect_confirm)  # fmt: skip
+                               on_confirm_plan=live.expect_confirm, external=external)  # fmt: skip
                 finished = conclude_study(run)
                 if grown:  # the confirm stage is not re-planned: say where it lags
                     for line in stale_cells(study, store):
@@ -284,6 +298,7 @@ def resume_command(args: argparse.Namespace) -> str:
         words.append(f"--more-seeds {args.more_seeds}")
     if args.cells:
         words.append(f"--cells {shlex.quote(args.cells)}")
+    words += [f"--external {shlex.quote(e)}" for e in args.external]
     if args.results != "results":
         words.append(f"--results {shlex.quote(args.results)}")
     return " ".join(words)

@@ -39,7 +39,7 @@ def test_report_is_one_file_with_plotly_embedded_once(tmp_path):
     assert text.count(library[:300]) == 1 and text.count(library[-300:]) == 1
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=", text)  # nothing fetched
     ids = re.findall(r'<section id="([a-z]+)"', text)
-    assert ids == SECTION_IDS + ["stopping", "comparison", "gallery", "referable"]
+    assert ids == SECTION_IDS + ["stopping", "comparison", "gallery", "referable", "external"]
     assert "No gallery in this study" in text  # the fixture has no gallery/: one line says so
     # curves, init, parcoords, metric-vs-hparam, importance, stopping, tuning curve +
     # confusion: t01 and t00 on val and test, t04 on val

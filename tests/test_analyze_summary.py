@@ -22,6 +22,7 @@ from tests.helpers.confirm_fixtures import add_confirm
 TOP_KEYS = {
     "schema_version", "study", "metric", "primary_metric", "confirm", "bootstrap", "cells",
     "pairs", "tuning", "optimism", "seed_variance", "referable", "calibration", "patients",
+    "external",
 }  # fmt: skip
 CELL_KEYS = {"cell", "values", "trial_ids", "seeds", "n_runs", "metrics"}
 CELL_METRIC_KEYS = {"mean", "sd", "ci_low", "ci_high", "seed_sd", "runs"}
@@ -53,7 +54,8 @@ def test_a_study_with_a_confirm_stage(tmp_path, analyze):
     summary = _strict(folder / "summary.json")
     assert set(summary) == TOP_KEYS and summary["schema_version"] == 4
     assert summary["confirm"] == {
-        "compare": ["arch", "pretrained"], "seeds": 3, "margin": 0.05, "batches": [],
+        "compare": ["arch", "pretrained"], "seeds": 3, "margin": 0.05, "test": "test",
+        "batches": [],
         "status": "ok", "note": "",
     }  # fmt: skip
     boot = summary["bootstrap"]

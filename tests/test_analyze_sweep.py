@@ -21,7 +21,7 @@ def test_report_of_a_real_sweep(small_study, tmp_path):
     sections = re.findall(r'<section id="([a-z]+)"', text)
     assert sections == [
         "summary", "course", "leaderboard", "curves", "init", "hparams", "confusion", "stopping",
-        "comparison", "gallery", "referable",
+        "comparison", "gallery", "referable", "external",
     ]  # fmt: skip
     assert 'src="data:image/jpeg;base64,' in text  # the sweep's gallery, inline
     assert "confirm: {compare: [arch, pretrained], seeds: 3}" in text  # what to run instead

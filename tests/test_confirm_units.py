@@ -37,7 +37,7 @@ def test_confirm_key_defaults_overrides_and_round_trip():
     assert study.confirm.compare == ("arch", "pretrained") and study.confirm.seeds == 3
     assert study_from_dict(study_to_dict(study)) == study
     assert study_to_dict(study)["confirm"] == {
-        "compare": ["arch", "pretrained"], "seeds": 3, "margin": 0.05,
+        "compare": ["arch", "pretrained"], "seeds": 3, "margin": 0.05, "test": "test",
     }  # fmt: skip
     assert load_study(DEMO, ["confirm.margin=0.1"]).confirm.margin == 0.1
     off = load_study(DEMO, ["confirm.seeds=0"])

@@ -19,6 +19,7 @@ from study.analyze import (
     figures_hparams,
     section_clinical,
     section_comparison,
+    section_external,
     section_patients,
     tables,
 )
@@ -42,6 +43,7 @@ SECTIONS = (
     ("comparison", "9 Comparison: seeds, intervals, tuning curves"),
     ("gallery", "10 What the best model gets wrong"),
     ("referable", "11 Referable DR: operating point, calibration, both eyes"),
+    ("external", "12 External test sets"),
 )
 LABELS = {
     "trial_id": "trial", "best_epoch": "best epoch", "epochs_run": "epochs run",
@@ -255,6 +257,7 @@ def build_report(
         "gallery": gallery_section(study.folder),
         "referable": section_clinical.clinical_section(summary, figs.html)
         + section_patients.patients_section(summary),
+        "external": section_external.external_section(summary, figs.html),
     }
     now = dt.datetime.now().astimezone()
     when = now.strftime("%Y-%m-%d %H:%M %Z")

@@ -16,6 +16,7 @@ import pandas as pd
 
 from study.analyze.clinical import clinical_summary
 from study.analyze.comparison import CONFIDENCE, compare_cells, value_label
+from study.analyze.external import comparison_predictions, external_summary
 from study.analyze.load import StudyResults
 from study.analyze.patient_view import patients_summary
 from study.analyze.resample import METRIC_FUNCTIONS
@@ -23,7 +24,9 @@ from study.analyze.tuning import optimism, search_trials, tuning_summary
 from study.define.config import ConfirmConfig
 from study.record.ranking import best_trial_ids
 
-SCHEMA_VERSION = 4  # 4: pairs[].seeds_needed, confirm.margin (issue 27); 3: `patients` (both eyes, issue 18); 2: pooled seed variance, P(A>B), Holm
+# 4: pairs[].seeds_needed, confirm.margin (issue 27), `external` and `confirm.test` (issue 29);
+# 3: `patients` (both eyes, issue 18); 2: pooled seed variance, P(A>B), Holm
+SCHEMA_VERSION = 4
 DEFAULT_COMPARE = ("arch", "pretrained")
 CONFIRM_HINT = (
     "add `confirm: {compare: [arch, pretrained], seeds: 3}` to the study's YAML (or "
@@ -97,7 +100,12 @@ def build_summary(
     dims = compared_dims(study)
     primary = primary_metric(study)
     margin = confirm.get("margin", ConfirmConfig.margin)  # a study from before the key: default
-    comparison = compare_cells(study.trials, predictions, dims, n_resamples, seed, primary, margin)
+    tested_on = str(confirm.get("test") or "test")  # confirm.test: test or an external set
+    compared = comparison_predictions(predictions, tested_on)
+    comparison = compare_cells(study.trials, compared, dims, n_resamples, seed, primary, margin)
+    if tested_on != "test":  # say on which data the pairs were compared
+        for pair in comparison["pairs"]:
+            pair["sentence"] = f"On the external set {tested_on}: {pair['sentence']}"
     status, note = _status(study.trials, comparison, confirm.get("seeds"))
     pooled = comparison["seed_variance"].get(primary) or {}
     seed_sd = pooled["pooled_sd"] if pooled.get("dof") else None  # this study's, net of noise
@@ -112,6 +120,7 @@ def build_summary(
             "seeds": confirm.get("seeds"),
             "margin": margin,
             "batches": confirm_batches(study.meta),
+            "test": tested_on,
             "status": status,
             "note": note,
         },
@@ -133,6 +142,7 @@ def build_summary(
         "seed_variance": comparison["seed_variance"],
         **clinical_summary(study, predictions, n_resamples, seed),  # referable, calibration
         "patients": patients_summary(study, predictions, n_resamples, seed),
+        "external": external_summary(study, predictions, n_resamples, seed),
     }
 
 

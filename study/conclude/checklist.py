@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from retina.metrics import REFERABLE_GRADE
+from study.conclude.card_external import external_testing
 from study.conclude.card_inputs import CardInputs
 from study.conclude.card_screening import trial_blocks, updating_method_text, updating_result_text
 from study.conclude.checklist_items import CLAIM, CLAIM_ITEMS, ITEMS, TRIPOD, Item
@@ -310,6 +311,7 @@ RULES = {
     "explainability": explainability,
     "failures": failures,
     "study_design": study_design,
+    "external_testing": lambda c: external_testing(c.summary, str(c.trial.get("trial_id"))),
 }
 
 

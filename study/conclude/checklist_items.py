@@ -145,7 +145,7 @@ ITEMS: tuple[Item, ...] = (
          authors="a robustness analysis: this study retrained no configuration with new seeds"),
     Item("CLAIM 31", CLAIM, "Methods for explainability or interpretability",
          rule="explainability"),
-    Item("CLAIM 33", CLAIM, "Testing on external data", authors="a test on data from another "
+    Item("CLAIM 33", CLAIM, "Testing on external data", rule="external_testing", authors="a test on data from another "
          "source (`python -m retina.predict --model best/ DATASET` prints its agreement)"),
     Item("CLAIM 39", CLAIM, "Failure analysis of incorrect results (Results)",
          rule="failures"),

@@ -110,27 +110,28 @@ def run_confirm(
     store: ResultsStore,
     callbacks: Sequence = (),
     on_plan: Callable[[int], None] | None = None,
-) -> bool:
-    """The whole stage; True when every run finished (False: interrupted, --resume continues).
-    `callbacks`: more Tune callbacks, as the search's (e.g. MLflow's); `on_plan(runs)` is told
-    how many runs it trains, once it knows (the live report's banner)."""
+) -> dict | None:
+    """The whole stage; Ray's results of its runs by trial id when every run finished ({}: no
+    run; None: interrupted, --resume continues). `callbacks`: more Tune callbacks, as the
+    search's (e.g. MLflow's); `on_plan(runs)` is told how many runs it trains, once it knows
+    (the live report's banner)."""
     seeds = confirm_seeds(study)
     if not seeds:
-        return True
+        return {}
     cells, notes = confirm_cells(study, store.trials_frame(), store.hyperparameters)
     print(f"confirmation: {len(cells)} cells x {len(seeds)} seeds {seeds}")
     for line in notes:
         print(f"  {line}")
     if not cells:
-        return True
+        return {}
     if on_plan is not None:
         on_plan(len(cells) * len(seeds))
     grid = fit(build_confirm_tuner(study, data, store, cells, seeds, callbacks), folder)
     finished = experiment_finished(grid, len(cells) * len(seeds), store)
     if not finished:
-        return False
+        return None
     by_id = results_by_trial(grid)
     print("test of the confirmation runs (each once, from its best epoch on val):")
     for line in evaluate_confirm_runs(store, by_id, data, folder, study.tta):
         print(f"  {line}")
-    return True
+    return by_id

@@ -85,19 +85,20 @@ class Tested:
 
 def evaluate_on_test(
     checkpoint_dir: Path, data: PreparedData, device: torch.device, views: int = 1,
-    batch_size: int = 64,
+    batch_size: int = 64, tested_on: PreparedData | None = None,
 ) -> Tested:  # fmt: skip
     """The checkpoint's test over `views` dihedral views (`retina.tta`), and over one. A
-    regress head is graded with its cuts fitted on val at that epoch."""
+    regress head is graded with its cuts fitted on val at that epoch. `tested_on`: an
+    external set (`retina.external`) tested instead of `data`'s test split, as it is."""
     state = torch.load(checkpoint_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     trial = state["config"]["trial"]
-    data = data.at_size(trial.get("image_size", data.image_size))  # the size it trained at
+    counts = data.class_counts()["train"]  # the loss the model trained with, whatever is tested
+    data = (tested_on or data).at_size(trial.get("image_size", data.image_size))  # its size
     head = trial.get("head", "classify")  # a checkpoint from before heads: classify
     # The weights come from the checkpoint: the ImageNet file is not needed here.
     model = build_model(trial["arch"], pretrained=False, num_classes=head_outputs(head))
     model.load_state_dict(state["model"])
     model.to(device)
-    counts = data.class_counts()["train"]
     loss_fn = build_loss(trial["class_weighted"], counts, head).to(device)
 
     def test(network: torch.nn.Module, keep: bool) -> EpochMetrics:

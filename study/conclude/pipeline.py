@@ -1,7 +1,9 @@
 """What a study does after its search, in order, in the driver (Ray still up).
 
     held-out test of the best K on val -> per-image predictions
-    -> confirmation runs (study.conclude.confirm) -> summary.json (the comparison)
+    -> confirmation runs (study.conclude.confirm)
+    -> the best and every confirm run tested once on each external set (study.conclude.external)
+    -> summary.json (the comparison)
     -> export the best (results/<study>/best/)
     -> gallery of the best trial's errors -> delete the checkpoints no longer needed (last)
 
@@ -24,6 +26,7 @@ from retina.prepare import PreparedData
 from study.conclude.checkpoints import drop_unneeded_checkpoints
 from study.conclude.confirm import run_confirm
 from study.conclude.export import export_winner
+from study.conclude.external import test_external_sets
 from study.conclude.gallery import make_gallery
 from study.conclude.holdout import evaluate_best_trials
 from study.conclude.per_image import write_search_predictions
@@ -46,6 +49,8 @@ class StudyRun:
     tested: dict = field(default_factory=dict)  # trial id -> test metrics, by the held-out test
     interrupted: bool = False  # a step was stopped (Ctrl-C): the rest waits for --resume
     export_failed: str | None = None  # the sweep's closing line when the export failed
+    external: dict[str, PreparedData] = field(default_factory=dict)  # external test sets
+    confirm_results: dict = field(default_factory=dict)  # trial id -> Ray's `Result`, confirm
 
 
 class Interrupted(Exception):
@@ -65,11 +70,21 @@ def search_predictions(run: StudyRun) -> Iterable[str]:
 
 def confirm(run: StudyRun) -> Iterable[str]:
     # Prints as it goes (its Tune table comes in between); a stop leaves the rest to --resume.
-    if not run_confirm(
+    results = run_confirm(
         run.study, run.data, run.folder, run.store, run.callbacks, run.on_confirm_plan
-    ):
+    )
+    if results is None:
         raise Interrupted
+    run.confirm_results = results
     return []
+
+
+def external_tests(run: StudyRun) -> Iterable[str]:
+    # After confirm, before the summary: summary.json states them (and may compare on one).
+    return test_external_sets(
+        run.study, run.data, run.external, run.folder, run.store,
+        {**run.results_by_id, **run.confirm_results},
+    )  # fmt: skip
 
 
 def summary(run: StudyRun) -> Iterable[str]:
@@ -99,6 +114,7 @@ STEPS: tuple[Callable[[StudyRun], Iterable[str]], ...] = (
     held_out_test,
     search_predictions,
     confirm,
+    external_tests,
     summary,
     export,
     gallery,

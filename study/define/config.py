@@ -102,6 +102,17 @@ class ConfirmConfig:
     seeds: int = key(0, "new training seeds per cell (0: no confirm stage)", hi=100)
     # the half-width the seeds-needed advice aims for: the smallest difference worth seeds
     margin: float = key(0.05, "smallest kappa difference worth deciding (the seeds advice)", gt=0.0)
+    # test: the held-out split; an external set's name: the pairs are compared on that set
+    test: str = key("test", "the set the comparison tests on: test or an external set's name",
+                    verbatim=True)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ExternalSet:
+    """A data folder from elsewhere, tested once like the held-out test (docs/external-test-sets.md)."""
+
+    name: str  # its split in predictions/ (`external:<name>`) and its key in summary.json
+    path: str  # kept as written, like data.path
 
 
 @dataclass(frozen=True)
@@ -151,6 +162,9 @@ class StudyConfig:
     # The winner's model in best/ (ONNX, weights, card) at the end; False: the study ends without
     # it (a search not meant to ship, a scripted run), and `python -m study.export` makes it later.
     export: bool = key(True, "write the winner's model to best/ at the end")
+    # Read by the development data's readers, tested once after the held-out test with what was
+    # fitted on val; nothing is fitted on them (study.conclude.external).
+    external: tuple[ExternalSet, ...] = key((), "external test sets: [{name: N, path: DIR}, ...]")
 
     @property
     def image_sizes(self) -> tuple[int, ...]:

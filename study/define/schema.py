@@ -11,7 +11,9 @@ A study file holds `name`, `data` (`path`, `image_size` (a size in px, or sizes 
 per cell, 0 = off), `operating_point` (the referable-DR threshold's target met on val:
 `{sensitivity: 0.9}`, the default, or `{specificity: 0.95}`), `tta` (test-time augmentation: 1, 2, 4 or 8
 dihedral views of the square image averaged at test, `retina.tta`; default 1), `on_missing_weights` (`fail`, or `skip`: run scratch only where ImageNet
-weights are missing), `export` (the winner's model in best/ at the end; default true) (see search_spaces/*.yaml). `data.path` is kept as written; a relative path is relative to the
+weights are missing), `export` (the winner's model in best/ at the end; default true),
+`external` (test sets from elsewhere: `[{name: messidor2, path: /data/messidor2}]`; `confirm.test`
+may name one) (see search_spaces/*.yaml). `data.path` is kept as written; a relative path is relative to the
 working directory the sweep runs in (the repository root for `make sweep`).
 
 Each dimension of `space` is a plain value (fixed), or exactly one of `{choice: [..]}`,
@@ -38,6 +40,7 @@ from study.define.config import (  # the typed study and its allowed values
     TTA_VIEWS,
     ConfirmConfig,
     DataConfig,
+    ExternalSet,
     MetricConfig,
     OperatingPointConfig,
     Resources,
@@ -126,6 +129,13 @@ def _parse(doc: Any) -> StudyConfig:
     max_concurrent = (
         None if top.get("max_concurrent", None) is None else top.int("max_concurrent", lo=1)
     )
+    external = _parse_external(top.get("external", []))
+    confirm = _parse_confirm(top.section("confirm"), space)
+    if confirm.test != "test" and confirm.test not in {e.name for e in external}:
+        names = ", ".join(["test", *(e.name for e in external)])
+        what = f"{show(confirm.test)} is neither test nor an external set of the study"
+        fix = f"choose one of {names}, or add the set under external"
+        raise Problem("confirm.test", what, fix, ["external"])
     return top.build(
         StudyConfig,
         name=name,
@@ -137,7 +147,8 @@ def _parse(doc: Any) -> StudyConfig:
         max_concurrent=max_concurrent,
         resources=resources,
         keep_checkpoints=_keep_checkpoints(top),
-        confirm=_parse_confirm(top.section("confirm"), space),
+        confirm=confirm,
+        external=external,
         operating_point=_parse_operating_point(
             top.section("operating_point", {"sensitivity": OperatingPointConfig.value})
         ),
@@ -186,6 +197,43 @@ def _parse_confirm(c: Section, space: dict[str, Dimension]) -> ConfirmConfig:
     return c.build(ConfirmConfig, compare=tuple(compare))
 
 
+def _parse_external(raw: Any) -> tuple[ExternalSet, ...]:
+    """`external: [{name: messidor2, path: /data/messidor2}, ...]`: names unique and usable as
+    folder names; paths kept as written (the preflight says when one is missing)."""
+    example = "write e.g. external: [{name: messidor2, path: /data/messidor2}]"
+    if not isinstance(raw, list):
+        raise Problem("external", f"expected a list of sets, got {show(raw)}", example)
+    sets: list[ExternalSet] = []
+    for i, item in enumerate(raw):
+        where = f"external[{i}]"
+        if not isinstance(item, dict):
+            raise Problem(where, f"expected {{name: ..., path: ...}}, got {show(item)}", example)
+        entry = Section(item, where, ["name", "path"])
+        name, path = entry.text("name"), entry.text("path")
+        if not set(name) <= NAME_CHARS or set(name) == {"."} or len(name) > 100 or name == "test":
+            fix = "use up to 100 letters, digits, '_', '.', '-', other than test (e.g. messidor2)"
+            raise Problem(f"{where}.name", f"{show(name)} is not a usable set name", fix)
+        if name in {s.name for s in sets}:
+            raise Problem(f"{where}.name", f"{show(name)} names two sets", "give each its own name")
+        sets.append(ExternalSet(name, path))
+    return tuple(sets)
+
+
+def with_external(doc: Any, items: Sequence[str]) -> Any:
+    """`doc` with `--external NAME=PATH` items appended to its `external` list."""
+    if not items or not isinstance(doc, dict):
+        return doc
+    added = []
+    for item in items:
+        name, _, path = str(item).partition("=")
+        if not name.strip() or not path.strip():
+            fix = "write --external NAME=PATH, e.g. --external messidor2=/data/messidor2"
+            raise RetinaError(f"--external {item}: expected NAME=PATH; {fix}")
+        added.append({"name": name.strip(), "path": path.strip()})
+    before = doc.get("external") or []
+    return {**doc, "external": [*before, *added] if isinstance(before, list) else before}
+
+
 def _parse_operating_point(o: Section) -> OperatingPointConfig:
     given = [t for t in ("sensitivity", "specificity") if t in o.raw]
     if len(given) != 1:
@@ -202,9 +250,10 @@ def _label(item: str) -> str:
 
 
 def study_from_dict(
-    doc: Any, source: str = "<study>", overrides: Sequence[str] = ()
+    doc: Any, source: str = "<study>", overrides: Sequence[str] = (), external: Sequence[str] = ()
 ) -> StudyConfig:
-    """Validate a document (as read from YAML) after applying `--set` items; see `load_study`."""
+    """Validate a document (as read from YAML) after applying `--set` items and adding the
+    `--external NAME=PATH` sets; see `load_study`."""
     parsed: list[Override] = []
     for item in overrides:
         try:
@@ -220,7 +269,7 @@ def study_from_dict(
             f"{source}: expected a mapping of keys (name, data, space, ...) at the top, got {show(doc)}; see search_spaces/demo.yaml"
         )
     try:
-        return _parse(apply_overrides(doc, parsed))
+        return _parse(with_external(apply_overrides(doc, parsed), external))
     except Problem as problem:
         culprit = blame(problem, parsed)
         label = f"{_label(culprit.item)}: " if culprit else ""
@@ -231,9 +280,12 @@ def study_from_dict(
         ) from None
 
 
-def load_study(path: str | Path, overrides: Sequence[str] = ()) -> StudyConfig:
-    """Read, override (`KEY=VALUE` items, dotted keys) and validate a study file."""
-    return study_from_dict(read_yaml_file(path), str(path), overrides)
+def load_study(
+    path: str | Path, overrides: Sequence[str] = (), external: Sequence[str] = ()
+) -> StudyConfig:
+    """Read, override (`KEY=VALUE` items, dotted keys), add external sets (`NAME=PATH`) and
+    validate a study file."""
+    return study_from_dict(read_yaml_file(path), str(path), overrides, external)
 
 
 def study_to_dict(cfg: StudyConfig) -> dict[str, Any]:
@@ -243,6 +295,7 @@ def study_to_dict(cfg: StudyConfig) -> dict[str, Any]:
     out["data"]["image_size"] = cfg.space["image_size"].to_yaml()  # as written: under data
     out["space"] = {name: dim.to_yaml() for name, dim in cfg.space.items() if name not in WHERE}
     out["confirm"]["compare"] = list(cfg.confirm.compare)  # as JSON and YAML give it back
+    out["external"] = [asdict(e) for e in cfg.external]
     out["operating_point"] = cfg.operating_point.to_yaml()  # the YAML's one-key form
     return out
 

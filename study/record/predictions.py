@@ -1,8 +1,9 @@
 """Per-image predictions of a study: `results/<study>/predictions/<trial_id>.parquet`.
 
 One file per trial, written once by the driver when all of its rows are known (val at the
-trial's best epoch; test too when the trial was tested) and never rewritten, so a reader can
-take the folder as one table at any moment:
+trial's best epoch; test too when the trial was tested) and never rewritten, and one more per
+external test set it was tested on (split `external:<name>`), so a reader can take the folder
+as one table at any moment:
 
     pd.read_parquet("results/demo/predictions")          # or duckdb: 'predictions/*.parquet'
 
@@ -27,6 +28,14 @@ from study.record.layout import PREDICTIONS_DIR
 from study.record.results import NUM_CLASSES
 
 SPLITS = ("val", "test")
+EXTERNAL = "external:"  # + a set's name: the split of an external test set's rows
+
+
+def external_split(name: str) -> str:
+    """The `split` of the rows of external test set `name`: `external:<name>`."""
+    return f"{EXTERNAL}{name}"
+
+
 # One schema for every file, so the folder reads as one table whatever each trial held.
 SCHEMA = pa.schema(
     [
@@ -59,8 +68,8 @@ class SplitPredictions:
     predicted: np.ndarray | None = None  # int [n]: the grade
 
     def __post_init__(self):
-        if self.split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        if self.split not in SPLITS and not self.split.startswith(EXTERNAL):
+            raise ValueError(f"split must be one of {SPLITS} or {EXTERNAL}NAME, got {self.split!r}")
         n = len(self.index)
         if self.probabilities is not None:
             if self.probabilities.shape != (n, NUM_CLASSES):
@@ -150,17 +159,23 @@ def predictions_frame(
     return pd.concat(frames, ignore_index=True)
 
 
-def predictions_path(folder: Path, trial_id: str) -> Path:
-    return Path(folder) / PREDICTIONS_DIR / f"{trial_id}.parquet"
+def predictions_path(folder: Path, trial_id: str, external: str | None = None) -> Path:
+    """A trial's file; an external set's rows, tested after it was written, have their own:
+    `<trial_id>.external.<name>.parquet` (the folder still reads as one table)."""
+    stem = trial_id if external is None else f"{trial_id}.external.{external}"
+    return Path(folder) / PREDICTIONS_DIR / f"{stem}.parquet"
 
 
-def write_predictions(folder: Path, trial_id: str, frame: pd.DataFrame) -> bool:
-    """Write `results/<study>/predictions/<trial_id>.parquet` unless it exists (then False).
+def write_predictions(
+    folder: Path, trial_id: str, frame: pd.DataFrame, external: str | None = None
+) -> bool:
+    """Write `results/<study>/predictions/<trial_id>.parquet` (or an external set's file of the
+    trial) unless it exists (then False).
 
     A file is whole or absent (temp file, then rename); one that exists is never rewritten:
     a resumed study that concludes again leaves it as it was.
     """
-    path = predictions_path(folder, trial_id)
+    path = predictions_path(folder, trial_id, external)
     if path.exists():
         return False
     table = pa.Table.from_pandas(frame[COLUMNS], schema=SCHEMA, preserve_index=False)

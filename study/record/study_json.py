@@ -81,3 +81,18 @@ def study_record(study: StudyConfig, resolved: dict, data: PreparedData, space_f
         "git_rev": git_revision(),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+
+
+def external_record(external: dict[str, PreparedData]) -> dict[str, dict]:
+    """study.json's `external`: per external test set, its folder, layout, hash and grades."""
+    return {
+        name: {
+            "path": str(ext.data_dir),
+            "layout": ext.layout,
+            "dataset_hash": ext.manifest_hash,
+            "n_images": len(ext.split.test),
+            "class_counts": ext.class_counts()["test"],
+            "skipped": len(ext.cache.skipped_indices),
+        }
+        for name, ext in external.items()
+    }

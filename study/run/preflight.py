@@ -6,7 +6,8 @@ validated and its decode-once cache built, one per size `data.image_size` names 
 clear errors), so no trial decodes an image. Before the first image is decoded it prints what
 the study will cost (images per split, each cache's disk size and whether it is built, free
 disk, trials, a time bound from an earlier study: study/run/cost.py) and refuses caches that
-will not fit.
+will not fit. Each external test set (`external:`) is read and decoded the same way, at every
+size, by `prepare_external_sets`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from retina.errors import RetinaError
+from retina.external import prepare_external
 from retina.models import ensure_weights, missing_weights
 from retina.prepare import PreparedData, prepare_data
 from study.define.dimensions import finite_values
@@ -128,3 +130,22 @@ def preflight(
     check_writable(folder)
     os.chmod(folder, 0o755)  # never world-writable, whatever the umask
     return data
+
+
+def prepare_external_sets(
+    study: StudyConfig, data: PreparedData, cache_root: Path | None
+) -> dict[str, PreparedData]:
+    """Each external set, read by the development data's readers and decoded once into the
+    cache at every size the study can use (a missing folder fails here, before Ray starts)."""
+    return {
+        ext.name: prepare_external(
+            ext.path,
+            study.image_sizes,
+            study.data.preprocessing,
+            name=ext.name,
+            skip_bad=study.data.skip_bad,
+            cache_root=cache_root,
+            development=data.data_dir,
+        )  # fmt: skip
+        for ext in study.external
+    }
