@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cells:
         raise RetinaError("--cells chooses the cells of --more-seeds K: give it too")
     folder = Path(args.results).resolve() / study.name
+    if args.more_seeds and not (folder / STUDY_JSON).exists():
+        raise RetinaError(f"--more-seeds: {folder} holds no study; run it first without the flag")
     from study.record.disk import check_writable
     from study.run.lock import StudyLock
 

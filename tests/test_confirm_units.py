@@ -236,3 +236,16 @@ def test_more_seeds_on_a_study_without_confirm_says_the_fix(tmp_path):
     assert "confirm: {compare: [arch, pretrained], seeds: 3}" in text and "--name" in text
     with pytest.raises(RetinaError, match="has not finished its confirm stage; finish it first"):
         check_growable(load_study(DEMO, ["confirm.seeds=2"]), tmp_path, store)
+
+
+def test_more_seeds_flags_are_checked_before_any_work(tmp_path):
+    from study.sweep import main
+
+    base = [DEMO, "--results", str(tmp_path)]
+    with pytest.raises(RetinaError, match="--more-seeds 0: give a number of seeds >= 1"):
+        main([*base, "--more-seeds", "0"])
+    with pytest.raises(RetinaError, match="--cells chooses the cells of --more-seeds K"):
+        main([*base, "--cells", "head=classify"])
+    with pytest.raises(RetinaError, match=r"demo holds no study; run it first without the flag"):
+        main([*base, "--more-seeds", "2"])
+    assert not (tmp_path / "demo").exists()  # nothing was made

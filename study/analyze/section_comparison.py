@@ -33,7 +33,11 @@ which means these runs cannot tell, not that the cells are equal. P(A&gt;B) is t
 a new run of A beats a new run of B on a test split like this one (0.5: a coin flip), from the
 same model as the intervals; Bouthillier et al. 2021 call ≥ 0.75 a meaningful gain, and a gain
 is called meaningful here only when P's whole 95% interval is at or beyond 0.75 (with fewer
-than {MIN_RUNS_FOR_P} runs in a cell: too few runs to tell).</p>"""
+than {MIN_RUNS_FOR_P} runs in a cell: too few runs to tell). An undecided pair's sentence ends
+with how many seeds per cell would narrow its interval to the observed difference (never below
+the study's confirm.margin), or, when the test set's own noise is wider than that, how many
+test patients would; `python -m study.sweep SPACE --more-seeds K` adds seeds to a finished
+study.</p>"""
 VERDICT_WORDS = {
     "meaningful_a": "meaningful gain for A",
     "meaningful_b": "meaningful gain for B",
