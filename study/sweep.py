@@ -104,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     from study.run.lock import StudyLock
 
     check_writable(folder.parent)  # a full or read-only disk is refused as the preflight says
-    with StudyLock(folder):  # one driver per study: taken before anything in it changes
-        return sweep(args, study, folder)
+    with StudyLock(folder) as lock:  # one driver per study: taken before anything in it changes
+        code = sweep(args, study, folder)
+    if lock.lost:  # another driver took the study: this one stopped (study.run.lock)
+        raise RetinaError(lock.lost)
+    return code
 
 
 def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:

@@ -74,7 +74,10 @@ def test_two_drivers_resuming_a_stale_study_at_once_exactly_one_runs(tmp_path):
         racers = [
             subprocess.Popen(
                 [sys.executable, "-c", RACER, str(folder), str(start), str(HOLD_S), str(log)],
-                env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env=_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )  # fmt: skip
             for _ in range(2)
         ]
