@@ -42,6 +42,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--address", help="join a running Ray cluster: auto or ray://HOST:PORT")
     p.add_argument("--resume", action="store_true", help="continue the study in its folder")
     p.add_argument(
+        "--storage",
+        metavar="URI",
+        help="where Ray writes trial folders and checkpoints: a folder, or s3://BUCKET/PREFIX "
+        "(?endpoint_override=http://HOST:PORT for MinIO/Ceph; credentials from AWS_* variables)"
+        "; default: the results folder (overrides storage: of the space; docs/cluster-storage.md)",
+    )
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -87,6 +94,8 @@ def load(args: argparse.Namespace) -> StudyConfig:
         overrides.append(f"data.path={args.data}")
     if args.name:
         overrides.append(f"name={args.name}")
+    if args.storage:
+        overrides.append(f"storage={args.storage}")
     return load_study(args.space, overrides)
 
 
@@ -101,8 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         require_mlflow()  # before any work: a missing extra is a one-line fix
     folder = Path(args.results).resolve() / study.name
     from study.record.disk import check_writable
+    from study.record.storage import Storage
     from study.run.lock import StudyLock
 
+    if study.storage is not None:  # a bad URI, bucket or credential: refused before any write
+        Storage.resolve(study.storage, folder.parent).check()
     check_writable(folder.parent)  # a full or read-only disk is refused as the preflight says
     with StudyLock(folder) as lock:  # one driver per study: taken before anything in it changes
         code = sweep(args, study, folder)
@@ -184,6 +196,7 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
             + " ".join(f"--set {o}" for o in args.overrides)
             + (f" --name {args.name}" if args.name else "")
             + (f" --results {args.results}" if args.results != "results" else "")
+            + (f" --storage '{args.storage}'" if args.storage else "")
         )
         return 130
     return 0

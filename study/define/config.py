@@ -116,6 +116,9 @@ class StudyConfig:
     # The winner's model in best/ (ONNX, weights, card) at the end; False: the study ends without
     # it (a search not meant to ship, a scripted run), and `python -m study.export` makes it later.
     export: bool = True
+    # Where Ray writes trial folders and checkpoints: a local folder or s3://BUCKET/PREFIX
+    # (study.record.storage); None: the results folder. Never holds a secret (AWS_* env vars).
+    storage: str | None = None
 
     @property
     def image_sizes(self) -> tuple[int, ...]:

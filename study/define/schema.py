@@ -84,10 +84,12 @@ _SECTION_KEYS = {
 _TOP_KEYS = ("name", "data", "space", "search", "scheduler", "metric", "num_samples",
              "max_concurrent", "resources", "test_top_k", "max_failures", "keep_checkpoints",
              "seed", "compile", "confirm", "on_missing_weights", "operating_point", "tta",
-             "export")
+             "export", "storage")
 # fmt: on
 # The key tree `--set` paths are checked against (a leaf is None, or TEXT for verbatim text).
-KEYS: dict[str, Any] = {k: _SECTION_KEYS.get(k, TEXT if k == "name" else None) for k in _TOP_KEYS}
+KEYS: dict[str, Any] = {
+    k: _SECTION_KEYS.get(k, TEXT if k in ("name", "storage") else None) for k in _TOP_KEYS
+}
 
 
 def _parse(doc: Any) -> StudyConfig:
@@ -161,6 +163,7 @@ def _parse(doc: Any) -> StudyConfig:
         ),
         tta=_parse_tta(top),
         export=top.bool("export", True),
+        storage=None if top.get("storage", None) is None else top.text("storage"),
     )
 
 

@@ -1,0 +1,88 @@
+"""`--storage URI`: a bad URI, bucket, credential or endpoint is refused in one line before
+anything of the study is written (no Ray, no results folder, nothing in the bucket), against a
+real S3-compatible server (moto's, tests/helpers/s3.py) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import pytest
+
+from study.record.storage import Storage, local_copy
+from study.sweep import main as sweep_main
+from tests.helpers.cli import assert_fails, run_cli, run_here
+from tests.helpers.s3 import s3_server
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def aws(s3, monkeypatch):
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    return s3
+
+
+BAD = {  # case -> (URI, environment changes, words of the one line)
+    "unknown bucket": (lambda s3: s3.uri(bucket="missing"), {},
+                       ["the bucket missing does not exist", "aws s3 mb s3://missing"]),
+    "wrong credentials": (lambda s3: s3.uri(), {"AWS_SECRET_ACCESS_KEY": "not-the-secret"},
+                          ["the credentials were refused", "AWS_ACCESS_KEY_ID"]),
+    "unreachable endpoint": (lambda s3: "s3://studies/runs?endpoint_override=http://127.0.0.1:9",
+                             {}, ["cannot be reached", "endpoint_override"]),
+    "malformed": (lambda s3: "s3://studies/runs?endpoint=http://x", {},
+                  ["Unexpected query parameter", "s3://BUCKET/PREFIX"]),
+    "no bucket": (lambda s3: "s3:///runs", {}, ["names no bucket"]),
+    "secret in the URI": (lambda s3: f"{s3.uri()}&secret_key=hunter2", {},
+                          ["carries credentials", "AWS_SECRET_ACCESS_KEY"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_storage_is_refused_before_anything_is_written(
+    case, aws, monkeypatch, tmp_path, synthetic_data, capsys
+):
+    import ray
+
+    uri, env, words = BAD[case]
+    uri = uri(aws)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    results = tmp_path / "results"
+    proc = run_here(sweep_main, ["search_spaces/demo.yaml", "--data", synthetic_data,
+                                 "--results", results, "--storage", uri], capsys)  # fmt: skip
+    assert_fails(proc, "storage s3://", *words)
+    assert "hunter2" not in proc.stderr and aws.env["AWS_SECRET_ACCESS_KEY"] not in proc.stderr
+    assert not results.exists() and not ray.is_initialized()
+    assert [k for k in aws.keys() if not k.endswith("/")] == []  # no object of a study
+
+
+def test_the_command_names_the_uri_and_the_fix(aws, tmp_path, synthetic_data):
+    results = tmp_path / "results"
+    proc = run_cli("study.sweep", "search_spaces/demo.yaml", "--data", str(synthetic_data),
+                   "--results", str(results), "--storage", aws.uri(bucket="nope"), timeout=120)  # fmt: skip
+    assert_fails(proc, f"storage {aws.uri(bucket='nope')}: the bucket nope does not exist")
+    assert not results.exists()
+
+
+def test_a_good_storage_passes_and_keeps_nothing(aws, tmp_path):
+    storage = Storage.resolve(aws.uri("ok"), tmp_path)
+    storage.check()
+    assert storage.study_path("demo") == f"{aws.bucket}/ok/demo" and not storage.local
+    assert [k for k in aws.keys() if not k.endswith("/")] == []  # the probe is gone
+    local = Storage.resolve(None, tmp_path / "results")
+    assert local.local and local.study_path("demo") == str((tmp_path / "results/demo").resolve())
+
+
+def test_a_checkpoint_folder_in_the_bucket_is_read_from_a_local_copy_once(aws, tmp_path):
+    client = aws.client()
+    client.put_object(Bucket=aws.bucket, Key="runs/demo/tune/t/checkpoint_000001/checkpoint.pt",
+                      Body=b"weights")  # fmt: skip
+    storage = Storage.resolve(aws.uri(), tmp_path)
+    path = storage.study_path("demo") + "/tune/t/checkpoint_000001"
+    local = local_copy(storage.fs, path)
+    assert (local / "checkpoint.pt").read_bytes() == b"weights"
+    client.delete_object(Bucket=aws.bucket, Key="runs/demo/tune/t/checkpoint_000001/checkpoint.pt")
+    assert local_copy(storage.fs, path) == local  # downloaded once per process
