@@ -172,3 +172,13 @@ def local_copy(fs: pafs.FileSystem, path: str) -> Path:
 
 def is_dir(fs: pafs.FileSystem, path: str) -> bool:
     return fs.get_file_info(path).type == pafs.FileType.Directory
+
+
+def checkpoint_dirs(fs: pafs.FileSystem, trial_dir: str) -> list[str]:
+    """The `checkpoint_*` folders of one trial folder in `fs`, by name."""
+    try:
+        infos = fs.get_file_info(pafs.FileSelector(trial_dir, allow_not_found=True))
+    except OSError:
+        return []
+    return sorted(i.path for i in infos if i.type == pafs.FileType.Directory
+                  and i.base_name.startswith("checkpoint_"))  # fmt: skip
