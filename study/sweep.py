@@ -140,6 +140,7 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     study, skipped = skip_missing_pretrained(study)  # on_missing_weights: skip, offline
     resolved = study_to_dict(study)
     cache_root = Path(args.cache_dir) if args.cache_dir else None
+    mirror = restore_from_storage(study, folder, args.resume)
     data = preflight(study, folder, resolved, args.resume, cache_root)
     if not args.resume:
         record = study_record(study, resolved, data, args.space)
@@ -148,6 +149,8 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     print(f"study {study.name}: {data.class_counts()} images per split and grade -> {folder}")
     store = ResultsStore(folder, hyperparameter_names(study), study.metric.name, study.metric.mode)
     store.load()  # a resumed study keeps every epoch it already finished
+    if mirror is not None:  # after each Parquet rebuild, at its throttle
+        store.after_flush, store.after_epoch = mirror.push, mirror.push_journal
 
     # 2. Ray: imported only after the preflight passed
     import ray
@@ -186,7 +189,12 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     finally:
         store.close()
         ray.shutdown()
+        if mirror is not None:  # the conclusion's files too, however the sweep ended
+            mirror.push()
     print(f"results: {folder}")
+    if mirror is not None:
+        print(f"storage: results mirrored to {mirror.storage.uri} ({mirror.bytes_pushed} bytes "
+              f"in {mirror.seconds:.1f} s)")  # fmt: skip
     if finished and run.export_failed:  # the last line of the sweep: the model is missing
         print(run.export_failed)
     if not finished:
@@ -200,6 +208,26 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
         )
         return 130
     return 0
+
+
+def restore_from_storage(study: StudyConfig, folder: Path, resume: bool):
+    """The mirror of `folder` to the study's storage (None without --storage); with --resume
+    and an empty local folder, the study is first copied back from the storage."""
+    from study.conclude.checkpoints import human_bytes
+    from study.record.mirror import mirror_for
+
+    mirror = mirror_for(folder, study.storage)
+    if mirror is None:
+        return None
+    if resume and not (folder / STUDY_JSON).exists():
+        files, size = mirror.restore()
+        print(f"restored {folder} from {mirror.storage.uri}: {files} files, {human_bytes(size)}")
+    elif not resume and mirror.holds_study():
+        raise RetinaError(
+            f"storage {mirror.storage.uri} already holds the study {folder.name}; continue it "
+            "with --resume, or start a new one with --name NEW_NAME"
+        )
+    return mirror
 
 
 if __name__ == "__main__":

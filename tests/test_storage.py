@@ -86,3 +86,42 @@ def test_a_checkpoint_folder_in_the_bucket_is_read_from_a_local_copy_once(aws, t
     assert (local / "checkpoint.pt").read_bytes() == b"weights"
     client.delete_object(Bucket=aws.bucket, Key="runs/demo/tune/t/checkpoint_000001/checkpoint.pt")
     assert local_copy(storage.fs, path) == local  # downloaded once per process
+
+
+def test_the_results_folder_is_mirrored_and_restored_with_its_journal_by_segments(aws, tmp_path):
+    from study.record.mirror import mirror_for
+
+    folder = tmp_path / "here" / "demo"
+    (folder / "predictions").mkdir(parents=True)
+    (folder / "tune" / "t").mkdir(parents=True)
+    (folder / "study.json").write_text("{}")
+    (folder / "predictions" / "a.parquet").write_bytes(b"rows")
+    (folder / "tune" / "t" / "ray.json").write_text("Ray's own: not mirrored")
+    (folder / ".driver.lock").write_text("not mirrored")
+    journal = folder / "journal.jsonl"
+    journal.write_text('{"n": 1}\n{"n": 2}\n{"n": 3')  # a last line cut short: not yet
+    mirror = mirror_for(folder, aws.uri("mirror"))
+    assert not mirror.holds_study()
+    assert mirror.push() > 0 and mirror.holds_study()
+    with journal.open("a") as fh:
+        fh.write('}\n{"n": 4}\n')
+    assert mirror.push_journal() == len('{"n": 3}\n{"n": 4}\n')
+    assert mirror.push() == 0  # nothing changed since
+    keys = aws.keys("mirror/demo/")
+    assert len([k for k in keys if "/journal.d/" in k]) == 2
+    assert not [k for k in keys if "/tune/" in k or "driver" in k]
+
+    again = mirror_for(tmp_path / "elsewhere" / "demo", aws.uri("mirror"))
+    files, size = again.restore()
+    restored = tmp_path / "elsewhere" / "demo"
+    assert (restored / "journal.jsonl").read_text() == journal.read_text()
+    assert (restored / "predictions" / "a.parquet").read_bytes() == b"rows"
+    assert files == 3 and size == journal.stat().st_size + 2 + 4
+    assert not (restored / "tune").exists() and not (restored / ".driver.lock").exists()
+    with (restored / "journal.jsonl").open("a") as fh:
+        fh.write('{"n": 5}\n')
+    again.push_journal()  # goes on after the restored segments, never repeats them
+    third = mirror_for(tmp_path / "third" / "demo", aws.uri("mirror"))
+    third.restore()
+    lines = (tmp_path / "third" / "demo" / "journal.jsonl").read_text().splitlines()
+    assert lines == [f'{{"n": {n}}}' for n in range(1, 6)]

@@ -52,6 +52,12 @@ def test_ray_writes_into_the_bucket_and_the_study_concludes(s3_study):
     assert "(kept 1 of 2 trials)" in output
     kept = {k.split("/")[3] for k in keys if "/checkpoint_" in k}
     assert len(kept) == 1
+    # The driver's own files are mirrored beside Ray's, the journal by segments.
+    for name in ("study.json", "trials.parquet", "epochs.parquet", "summary.json",
+                 "best/model.pt", "best/card.md"):  # fmt: skip
+        assert f"runs/stored/{name}" in keys, name
+    assert any(k.startswith("runs/stored/journal.d/") for k in keys)
+    assert "storage: results mirrored to" in output
 
 
 def test_no_file_of_the_study_holds_the_secret(s3_study):
@@ -68,3 +74,48 @@ def test_no_file_of_the_study_holds_the_secret(s3_study):
     ]
     assert not leaked
     assert s3.uri() in (folder / "study.json").read_text()  # the URI is recorded, without it
+
+
+def test_a_study_whose_driver_and_results_folder_are_lost_resumes_from_the_bucket(
+    tmp_path, synthetic_data, monkeypatch
+):
+    """SIGKILL the driver mid-search, delete results/<study>/ (the machine is gone), then
+    `--resume --storage s3://...` restores it from the bucket and finishes: every (trial,
+    epoch) exactly once, none journaled before the kill lost."""
+    import shutil
+    import signal
+
+    from study.record.mirror import mirror_for
+    from tests.helpers.processes import journal_epochs, running_sweep
+
+    home = tmp_path / "home"
+    home.mkdir()
+    with s3_server() as s3:
+        for key, value in s3.env.items():
+            monkeypatch.setenv(key, value)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+        env["HOME"] = str(home)
+        results, folder = tmp_path / "results", tmp_path / "results" / "lost"
+        args = sweep_args(synthetic_data, results, "lost", "--storage", s3.uri(),
+                          "--set", "num_samples=2", "--set", "space.epochs=3",
+                          "--set", "max_concurrent=1")  # fmt: skip
+        with running_sweep(args, tmp_path / "killed.log", env=env) as sweep:
+            sweep.wait_for(lambda: len(journal_epochs(folder)) >= 2, 600, "two epochs journaled")
+            sweep.kill()
+        assert sweep.driver.returncode == -signal.SIGKILL
+        stored = tmp_path / "as-stored" / "lost"  # what the bucket held when the driver died
+        mirror_for(stored, s3.uri()).restore()
+        journaled = journal_epochs(stored)
+        assert len(journaled) >= 2
+        shutil.rmtree(results)  # the driver's machine is lost, with its disk
+
+        proc = run_cli(*args, "--resume", env=env, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        assert f"restored {folder} from {s3.uri()}" in proc.stdout
+    epochs = pd.read_parquet(folder / "epochs.parquet")
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()  # every epoch exactly once
+    trials = pd.read_parquet(folder / "trials.parquet").set_index("trial_id")
+    assert len(trials) == 2 and (trials["status"] == "TERMINATED").all(), trials
+    assert (trials["epochs_run"] == 3).all() and len(epochs) == 6  # none missing
+    final = set(zip(epochs["trial_id"], epochs["epoch"].astype(int), strict=True))
+    assert set(journaled) <= final  # nothing the bucket held was lost
