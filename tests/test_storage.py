@@ -125,3 +125,39 @@ def test_the_results_folder_is_mirrored_and_restored_with_its_journal_by_segment
     third.restore()
     lines = (tmp_path / "third" / "demo" / "journal.jsonl").read_text().splitlines()
     assert lines == [f'{{"n": {n}}}' for n in range(1, 6)]
+
+
+def test_the_cache_is_published_once_and_fetched_once_per_node_verified(aws, tmp_path):
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from retina.cache import ImageCache
+    from retina.errors import RetinaError
+    from study.record.published_cache import fetch, publish
+
+    built = tmp_path / "driver-cache" / "0123456789abcdef-32px-none-v1"
+    built.mkdir(parents=True)
+    np.save(built / "images.npy", np.arange(3 * 3 * 32 * 32, dtype=np.uint8).reshape(3, 3, 32, 32))
+    (built / "meta.json").write_text(json.dumps({"n": 3}))
+    storage = Storage.resolve(aws.uri("cachetest"), tmp_path)
+    cache = ImageCache(built / "images.npy", {"n": 3})
+    sent = publish(storage, cache)
+    assert sent > (built / "images.npy").stat().st_size and publish(storage, cache) == 0
+
+    node = tmp_path / "node-cache" / built.name  # a node that has never seen it
+    with ThreadPoolExecutor(4) as pool:  # four trials start on the node at once
+        got = list(pool.map(lambda _: fetch(storage, node), range(4)))
+    assert sorted(got) == [0, 0, 0, sent]  # one download, the others found it in place
+    assert (node / "images.npy").read_bytes() == (built / "images.npy").read_bytes()
+    assert (node / "meta.json").exists() and not list(node.parent.glob(".*fetching"))
+    assert fetch(storage, node) == 0  # a node that has it downloads nothing
+
+    client, key = aws.client(), f"cachetest/caches/{built.name}/images.npy"
+    client.put_object(Bucket=aws.bucket, Key=key, Body=b"damaged")
+    with pytest.raises(RetinaError, match="is damaged"):
+        fetch(storage, tmp_path / "other-node" / built.name)
+    assert not (tmp_path / "other-node" / built.name).exists()
+    with pytest.raises(RetinaError, match="neither on this node"):
+        fetch(storage, tmp_path / "other-node" / "ffffffffffffffff-32px-none-v1")

@@ -20,6 +20,8 @@ from study.define.dimensions import finite_values
 from study.define.schema import StudyConfig, study_from_dict, study_to_dict
 from study.record.disk import check_writable
 from study.record.layout import STUDY_JSON
+from study.record.published_cache import publish
+from study.record.storage import Storage
 
 
 def _diff(old: Any, new: Any, path: str = "") -> list[str]:
@@ -110,6 +112,18 @@ def preflight(
         test_fraction=study.data.test_fraction,
         progress=True,
     )
+    publish_caches(study, folder, data)
     check_writable(folder)
     os.chmod(folder, 0o755)  # never world-writable, whatever the umask
     return data
+
+
+def publish_caches(study: StudyConfig, folder: Path, data: PreparedData) -> None:
+    """With storage in a bucket, each cache goes there once (content-addressed), for nodes
+    that have neither the data nor the driver's disk (study.record.published_cache)."""
+    storage = Storage.resolve(study.storage, folder.parent)
+    if storage.local:
+        return
+    caches = list(data.caches.values()) or [data.cache]
+    sent = sum(publish(storage, cache) for cache in caches)
+    print(f"cache: {len(caches)} published in {storage.uri} ({sent} bytes sent now)")
