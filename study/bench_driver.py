@@ -172,7 +172,7 @@ def measure(
     )
     mirror = mirror_for(store.folder, storage)
     if mirror is not None:  # as study.sweep wires it
-        store.after_flush, store.after_epoch = mirror.push, mirror.push_journal
+        store.after_flush, store.after_epoch = mirror.push_soon, mirror.push_journal
     callback = TimedCallback(store, study)
     where = storage_of(study, store.folder)
     kept = checkpoint_config()  # the sweep's: Ray keeps all, our callback deletes
@@ -198,6 +198,8 @@ def measure(
     started = time.perf_counter()
     grid = tuner.fit()
     wall = time.perf_counter() - started
+    if mirror is not None:
+        mirror.push()  # the last copy, after the loop (as at a sweep's exit)
     errors = [str(r.error) for r in grid if r.error]
     if errors:
         raise RuntimeError(f"driver benchmark trial failed: {errors[0]}")

@@ -150,7 +150,7 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     store = ResultsStore(folder, hyperparameter_names(study), study.metric.name, study.metric.mode)
     store.load()  # a resumed study keeps every epoch it already finished
     if mirror is not None:  # after each Parquet rebuild, at its throttle
-        store.after_flush, store.after_epoch = mirror.push, mirror.push_journal
+        store.after_flush, store.after_epoch = mirror.push_soon, mirror.push_journal
 
     # 2. Ray: imported only after the preflight passed
     import ray

@@ -5,19 +5,23 @@ machine is lost resumes from the storage alone:
 
 `results/<study>/` (study.json, journal, Parquet tables, predictions, summary, report, best/,
 gallery) is copied to `<storage>/<study>/`, beside Ray's `tune/` and `tune-confirm/`, after
-each Parquet rebuild (the results store's own throttle, `ResultsStore.after_flush`) and at the
-end of every stage; only files changed since the last copy travel. `restore` copies it back
+each Parquet rebuild (the results store's own throttle, `ResultsStore.after_flush`; in a
+thread of its own) and at the end of every stage; only files changed since the last copy
+travel. The journal goes by segments, with every epoch, in the driver's thread. `restore` copies it back
 into an empty local folder. Ray's experiment folders are Ray's: never mirrored here.
 
     mirror = Mirror(folder, storage)
-    store.after_flush = mirror.push
+    store.after_flush = mirror.push_soon
     mirror.restore()        # --resume with an empty results/<study>/
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -45,6 +49,9 @@ class Mirror:
         self.remote = storage.study_path(self.folder.name)
         self._sent: dict[str, tuple[int, int]] = {}  # relative path -> (size, mtime_ns) copied
         self._journal_sent: int | None = None  # journal bytes in the storage (None: not read)
+        self._pool: ThreadPoolExecutor | None = None  # push_soon's thread
+        self._lock = threading.Lock()
+        self._waiting = False  # a push_soon queued, not started
         self.bytes_pushed = 0  # for the sweep's line and the bench
         self.seconds = 0.0
 
@@ -98,11 +105,41 @@ class Mirror:
         self._journal_sent = length
         return length
 
+    def push_soon(self) -> None:
+        """`push` in a thread of its own, off the driver's loop (after each Parquet rebuild):
+        the journal's lines now, the files there; a push already waiting covers this one."""
+        self.push_journal()
+        with self._lock:
+            if self._waiting:
+                return
+            self._waiting = True
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="results-mirror")
+        self._pool.submit(self._push_files_later)
+
+    def _push_files_later(self) -> None:
+        with self._lock:
+            self._waiting = False
+        try:
+            self._push_files()
+        except OSError as exc:  # said once; the next push (at the latest, at exit) retries
+            print(f"warning: mirroring the results to {self.storage.uri} failed ({exc})",
+                  file=sys.stderr)  # fmt: skip
+
+    def drain(self) -> None:
+        """Wait for the pushes under way (before the last one, at exit)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def push(self) -> int:
         """Copy the journal's new lines and every file changed since the last push; the bytes
         copied."""
-        moved = self.push_journal()
-        began = time.perf_counter()
+        self.drain()
+        return self.push_journal() + self._push_files()
+
+    def _push_files(self) -> int:
+        moved, began = 0, time.perf_counter()
         for path in sorted(self.folder.rglob("*")):
             relative = path.relative_to(self.folder).as_posix()
             if _skipped(relative) or not path.is_file():

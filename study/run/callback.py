@@ -217,6 +217,7 @@ class ParquetCallback(tune.Callback):
         # Tune's last snapshot (written and copied into tune/ before this call when the loop
         # ended normally or by Ctrl-C) frees every superseded checkpoint.
         self._snapshot(trials)
+        self.retention.drain()
         print(self.cost_line(time.perf_counter() - self.started))
 
     def cost_line(self, wall_s: float) -> str:

@@ -27,6 +27,7 @@ from retina.errors import RetinaError
 from study.record.disk import DISK_FULL, disk_full_error
 
 KEPT = ".kept-state"
+REMOTE_LOOK_S = 1.0  # Tune's copy in a bucket is looked at no more often than this
 STATE_GLOB = "experiment_state-*.json"
 
 
@@ -77,6 +78,7 @@ class SnapshotKeeper:
         # (pyarrow file system, experiment path) where Tune's copy lives in a bucket
         # (--storage s3://...); None: `experiment` itself, on this disk.
         self._remote = remote
+        self._next_look = 0.0  # monotonic time of the next look at the bucket's copy
         self._state: Path | None = None  # this session's state file: one name per run
         self._copied: int | None = None  # the mtime of the snapshot kept last
         self._seen: int | None = None  # the mtime of the newest snapshot seen in staging
@@ -125,6 +127,10 @@ class SnapshotKeeper:
         """
         if self._state is None or self.kept_generation is None:
             return None
+        if self._remote is not None:  # a request per look: once per snapshot, at most 1/s
+            if self._durable == self.kept_generation or time.monotonic() < self._next_look:
+                return self._durable
+            self._next_look = time.monotonic() + REMOTE_LOOK_S
         try:
             size, mtime, read = self._tune_copy(self._state.name)
         except OSError:  # not copied there yet
