@@ -117,7 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         Storage.resolve(study.storage, folder.parent).check()
     check_writable(folder.parent)  # a full or read-only disk is refused as the preflight says
     with StudyLock(folder) as lock:  # one driver per study: taken before anything in it changes
-        code = sweep(args, study, folder)
+        lease = storage_lease(study, folder, lock.owner)  # and across machines, in a bucket
+        try:
+            code = sweep(args, study, folder)
+        finally:
+            if lease is not None:
+                lease.release()
     if lock.lost:  # another driver took the study: this one stopped (study.run.lock)
         raise RetinaError(lock.lost)
     return code
@@ -208,6 +213,19 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
         )
         return 130
     return 0
+
+
+def storage_lease(study: StudyConfig, folder: Path, owner: dict):
+    """The study's lease in its bucket (study.record.mirror.StorageLease), taken; None
+    without a bucket."""
+    from study.record.mirror import StorageLease, mirror_for
+
+    mirror = mirror_for(folder, study.storage)
+    if mirror is None or mirror.storage.local:
+        return None
+    lease = StorageLease(mirror, owner)
+    lease.acquire()
+    return lease
 
 
 def restore_from_storage(study: StudyConfig, folder: Path, resume: bool):

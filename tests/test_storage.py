@@ -161,3 +161,26 @@ def test_the_cache_is_published_once_and_fetched_once_per_node_verified(aws, tmp
     assert not (tmp_path / "other-node" / built.name).exists()
     with pytest.raises(RetinaError, match="neither on this node"):
         fetch(storage, tmp_path / "other-node" / "ffffffffffffffff-32px-none-v1")
+
+
+def test_a_second_machine_resuming_the_study_from_the_bucket_is_refused(aws, tmp_path):
+    import json
+    import time
+
+    from retina.errors import RetinaError
+    from study.record.mirror import LEASE_S, StorageLease, mirror_for
+
+    first = mirror_for(tmp_path / "a" / "demo", aws.uri("leases"))
+    second = mirror_for(tmp_path / "b" / "demo", aws.uri("leases"))
+    running = StorageLease(first, {"host": "node-a", "pid": 11, "since": time.time()})
+    running.acquire()
+    with pytest.raises(RetinaError, match="another driver \\(host node-a, PID 11, since 2"):
+        StorageLease(second, {"host": "node-b", "pid": 22, "since": time.time()}).acquire()
+    running.release()  # ended: the next one takes it
+    taker = StorageLease(second, {"host": "node-b", "pid": 22, "since": time.time()})
+    taker.acquire()
+    taker._stop.set()  # killed: its lease is never renewed again
+    stale = {"host": "node-b", "pid": 22, "since": 0, "renewed": time.time() - LEASE_S - 1}
+    aws.client().put_object(Bucket=aws.bucket, Key="leases/demo/driver.json",
+                            Body=json.dumps(stale).encode())  # fmt: skip
+    StorageLease(first, {"host": "node-a", "pid": 33, "since": time.time()}).acquire()

@@ -17,6 +17,8 @@ into an empty local folder. Ray's experiment folders are Ray's: never mirrored h
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sys
 import threading
@@ -26,17 +28,20 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from retina.errors import RetinaError
 from study.record.layout import CONFIRM_DIR, JOURNAL_FILE, STUDY_JSON, TUNE_DIR
 from study.record.storage import Storage
 
 SEGMENTS = "journal.d"  # the journal in the storage: one object per push of its new lines
+LEASE = "driver.json"  # in the storage only: who runs the study, renewed every LEASE_S / 3
+LEASE_S = 30.0
 
 
 def _skipped(relative: str) -> bool:
     """Not copied file by file: Ray's experiment folders (in the storage already), the journal
     (by segments), hidden files (the driver's lock, temporary files of atomic writes)."""
     parts = relative.split("/")
-    special = (TUNE_DIR, CONFIRM_DIR, JOURNAL_FILE, SEGMENTS)
+    special = (TUNE_DIR, CONFIRM_DIR, JOURNAL_FILE, SEGMENTS, LEASE)
     return parts[0] in special or any(p.startswith(".") for p in parts)
 
 
@@ -184,6 +189,52 @@ class Mirror:
             files, bytes_ = files + 1, bytes_ + stat.st_size
         journal = self._restore_journal()
         return files + 1, bytes_ + journal
+
+
+class StorageLease:
+    """Best effort across machines: the driver running a study renews `<storage>/<study>/
+    driver.json` every `LEASE_S / 3`; another driver resuming the same study from the
+    storage is refused while it is fresh. S3 has no atomic create here (pyarrow.fs): two
+    drivers starting within the same second can both pass (docs/cluster-storage.md)."""
+
+    def __init__(self, mirror: Mirror, owner: dict):
+        self.path = f"{mirror.remote}/{LEASE}"
+        self.fs, self.uri, self.owner = mirror.storage.fs, mirror.storage.uri, owner
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> None:
+        try:
+            with self.fs.open_input_stream(self.path) as src:
+                holder = json.loads(src.read())
+        except (OSError, ValueError):
+            holder = None
+        if holder is not None and time.time() - float(holder.get("renewed", 0)) < LEASE_S:
+            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
+            raise RetinaError(
+                f"the study {self.path.rsplit('/', 2)[-2]} in {self.uri} is being run by another "
+                f"driver (host {holder.get('host')}, PID {holder.get('pid')}, since {since}); "
+                "only one driver may run a study: wait for it to end, or stop it first"
+            )
+        self._renew()
+        self._thread = threading.Thread(target=self._beat, name="storage-lease", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        with self.fs.open_output_stream(self.path) as out:
+            out.write(json.dumps({**self.owner, "renewed": time.time()}).encode())
+
+    def _beat(self) -> None:
+        while not self._stop.wait(LEASE_S / 3):
+            with contextlib.suppress(OSError):  # a missed renewal: the next one may land
+                self._renew()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=LEASE_S / 3)
+            with contextlib.suppress(OSError):
+                self.fs.delete_file(self.path)
 
 
 def mirror_for(folder: Path, uri: str | None) -> Mirror | None:
