@@ -86,13 +86,18 @@ class PreparedData:
             augment=augment,
         )  # fmt: skip
 
-    def on_this_machine(self) -> PreparedData:
+    def on_this_machine(self, fetch: Callable[[Path], object] | None = None) -> PreparedData:
         """This data with a cache on this machine: itself, or a cache built here once.
 
-        On a cluster without a shared cache folder, the first trial on a node decodes the
-        images there. The split is kept as the driver made it, never redone per node.
+        On a cluster without a shared cache folder, the first trial on a node fetches the
+        cache where `fetch(cache folder)` can (the study's storage: study.record.
+        published_cache), else decodes the images there. The split is kept as the driver
+        made it, never redone per node.
         """
         if self.cache.path.exists():
+            return self
+        if fetch is not None:
+            fetch(self.cache.path.parent)  # the same content-addressed folder, now here
             return self
         manifest = read_manifest(self.data_dir, self.layout)
         if manifest.content_hash() != self.manifest_hash:

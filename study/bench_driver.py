@@ -34,14 +34,17 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ray import tune
 
 from study.define.schema import StudyConfig, hyperparameter_names, load_study
 from study.define.space import tune_config, tune_param_space
+from study.record.mirror import mirror_for
 from study.record.results import EPOCH_COLUMNS, ResultsStore
 from study.run.callback import ParquetCallback
+from study.run.experiment import storage_of
 from study.run.keep import KEEP_SCORE, BestSoFar, checkpoint_config
 
 DEMO_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "demo.yaml"
@@ -149,21 +152,29 @@ def noop_trial(config: dict, epochs: int, checkpoint: bool = False) -> None:
 
 
 def measure(
-    work: Path, trials: int, epochs: int, retention: str = "none", concurrent: int = CONCURRENT
+    work: Path,
+    trials: int,
+    epochs: int,
+    retention: str = "none",
+    concurrent: int = CONCURRENT,
+    storage: str | None = None,
 ) -> dict:
     """One Tune run of `trials` no-op trials x `epochs` results, `concurrent` at once; the
     driver's cost per result. `retention` (one of RETENTIONS): whether results carry
-    checkpoints, and who deletes them."""
+    checkpoints, and who deletes them. `storage`: a study's --storage URI (Ray's files there,
+    the results folder mirrored there, as the sweep does; study.bench_storage)."""
     cpu = max(0.01, (os.cpu_count() or 1) / concurrent)
-    study = driver_study(trials, cpu, concurrent)
-    run = work / f"driver-{trials}x{epochs}-{retention}"
+    study = replace(driver_study(trials, cpu, concurrent), storage=storage)
+    run = work / f"driver-{trials}x{epochs}-{retention}{'-stored' if storage else ''}"
     shutil.rmtree(run, ignore_errors=True)  # a kept workspace: a fresh experiment each time
-    callback = TimedCallback(
-        ResultsStore(
-            run / "results", hyperparameter_names(study), study.metric.name, study.metric.mode
-        ),
-        study,
+    store = ResultsStore(
+        run / "results", hyperparameter_names(study), study.metric.name, study.metric.mode
     )
+    mirror = mirror_for(store.folder, storage)
+    if mirror is not None:  # as study.sweep wires it
+        store.after_flush, store.after_epoch = mirror.push_soon, mirror.push_journal
+    callback = TimedCallback(store, study)
+    where = storage_of(study, store.folder)
     kept = checkpoint_config()  # the sweep's: Ray keeps all, our callback deletes
     if retention == "ray":
         callback.retention = RayDeletes()
@@ -177,7 +188,8 @@ def measure(
         tune_config=tune_config(study),
         run_config=tune.RunConfig(
             name="tune",
-            storage_path=str(run),
+            storage_path=str(run) if storage is None else where.study_path(store.folder.name),
+            storage_filesystem=None if storage is None else where.fs,
             callbacks=[callback],
             verbose=0,
             checkpoint_config=kept,
@@ -186,6 +198,8 @@ def measure(
     started = time.perf_counter()
     grid = tuner.fit()
     wall = time.perf_counter() - started
+    if mirror is not None:
+        mirror.push()  # the last copy, after the loop (as at a sweep's exit)
     errors = [str(r.error) for r in grid if r.error]
     if errors:
         raise RuntimeError(f"driver benchmark trial failed: {errors[0]}")

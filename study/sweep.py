@@ -68,6 +68,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="with --more-seeds: only the confirm cells with these values, e.g. head=classify",
     )
     p.add_argument(
+        "--storage",
+        metavar="URI",
+        help="where Ray writes trial folders and checkpoints: a folder, or s3://BUCKET/PREFIX "
+        "(?endpoint_override=http://HOST:PORT for MinIO/Ceph; credentials from AWS_* variables)"
+        "; default: the results folder (overrides storage: of the space; docs/cluster-storage.md)",
+    )
+    p.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -129,6 +136,8 @@ def load(args: argparse.Namespace) -> StudyConfig:
         overrides.append(f"name={args.name}")
     if args.skip_bad:
         overrides.append("data.skip_bad=true")
+    if args.storage:
+        overrides.append(f"storage={args.storage}")
     return load_study(args.space, overrides, args.external)
 
 
@@ -159,8 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.more_seeds and not (folder / STUDY_JSON).exists():
         raise RetinaError(f"--more-seeds: {folder} holds no study; run it first without the flag")
     from study.record.disk import check_writable
+    from study.record.storage import Storage
     from study.run.lock import StudyLock
 
+    if study.storage is not None:  # a bad URI, bucket or credential: refused before any write
+        Storage.resolve(study.storage, folder.parent).check()
     check_writable(folder.parent)  # a full or read-only disk is refused as the preflight says
     if not args.resume and not args.more and finished_at(folder):  # said, never touched
         from study.run.grow import finished_note
@@ -171,8 +183,16 @@ def main(argv: list[str] | None = None) -> int:
         if note:
             print(note)
             return 0
-    with StudyLock(folder):  # one driver per study: taken before anything in it changes
-        return sweep(args, study, folder)
+    with StudyLock(folder) as lock:  # one driver per study: taken before anything in it changes
+        lease = storage_lease(study, folder, lock.owner)  # and across machines, in a bucket
+        try:
+            code = sweep(args, study, folder)
+        finally:
+            if lease is not None:
+                lease.release()
+    if lock.lost:  # another driver took the study: this one stopped (study.run.lock)
+        raise RetinaError(lock.lost)
+    return code
 
 
 def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
@@ -198,6 +218,7 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
         study = growth_study(study, folder, args.more)
     resolved = study_to_dict(study)
     cache_root = Path(args.cache_dir) if args.cache_dir else None
+    mirror = restore_from_storage(study, folder, args.resume or bool(args.more))
     data = preflight(study, folder, resolved, args.resume or bool(args.more), cache_root)
     external = prepare_external_sets(study, data, cache_root)  # decoded once, like the data
     if args.more:
@@ -218,6 +239,8 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
 
         check_growable(study, folder, store)
         wanted = parse_cells(args.cells, study.confirm.compare)
+    if mirror is not None:  # after each Parquet rebuild, at its throttle
+        store.after_flush, store.after_epoch = mirror.push_soon, mirror.push_journal
 
     # 2. Ray: imported only after the preflight passed
     import ray
@@ -276,7 +299,12 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     finally:
         store.close()
         ray.shutdown()
+        if mirror is not None:  # the conclusion's files too, however the sweep ended
+            mirror.push()
     print(f"results: {folder}")
+    if mirror is not None:
+        print(f"storage: results mirrored to {mirror.storage.uri} ({mirror.bytes_pushed} bytes "
+              f"in {mirror.seconds:.1f} s)")  # fmt: skip
     if finished and run.export_failed:  # the last line of the sweep: the model is missing
         print(run.export_failed)
     if not finished:
@@ -301,9 +329,44 @@ def resume_command(args: argparse.Namespace) -> str:
     if args.cells:
         words.append(f"--cells {shlex.quote(args.cells)}")
     words += [f"--external {shlex.quote(e)}" for e in args.external]
+    if args.storage:
+        words.append(f"--storage {shlex.quote(args.storage)}")
     if args.results != "results":
         words.append(f"--results {shlex.quote(args.results)}")
     return " ".join(words)
+
+
+def storage_lease(study: StudyConfig, folder: Path, owner: dict):
+    """The study's lease in its bucket (study.record.mirror.StorageLease), taken; None
+    without a bucket."""
+    from study.record.mirror import StorageLease, mirror_for
+
+    mirror = mirror_for(folder, study.storage)
+    if mirror is None or mirror.storage.local:
+        return None
+    lease = StorageLease(mirror, owner)
+    lease.acquire()
+    return lease
+
+
+def restore_from_storage(study: StudyConfig, folder: Path, resume: bool):
+    """The mirror of `folder` to the study's storage (None without --storage); with --resume
+    and an empty local folder, the study is first copied back from the storage."""
+    from study.conclude.checkpoints import human_bytes
+    from study.record.mirror import mirror_for
+
+    mirror = mirror_for(folder, study.storage)
+    if mirror is None:
+        return None
+    if resume and not (folder / STUDY_JSON).exists():
+        files, size = mirror.restore()
+        print(f"restored {folder} from {mirror.storage.uri}: {files} files, {human_bytes(size)}")
+    elif not resume and mirror.holds_study():
+        raise RetinaError(
+            f"storage {mirror.storage.uri} already holds the study {folder.name}; continue it "
+            "with --resume, or start a new one with --name NEW_NAME"
+        )
+    return mirror
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ While a trial runs the driver keeps its latest checkpoint and its best so far
 (study.run.retention). Once the study has ended, it still needs the checkpoints of the best
 `test_top_k` trials by the one ranking (the tested ones) and of the winner (rank 1, which is
 exported); those of a trial Ray would run again on `--resume` (it ended with an error) stay
-too. Everything else under `results/<study>/tune*/*/checkpoint_*` is deleted, unless the YAML
+too. Everything else under `results/<study>/tune*/*/checkpoint_*` is deleted (through the
+storage's file system: the same rule in a bucket, study.record.storage), unless the YAML
 says `keep_checkpoints: all`. Later steps that need more (e.g. a confirm stage's trials) add
 their ids to `keep_ids`.
 
@@ -17,17 +18,19 @@ their ids to `keep_ids`.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.fs as pafs
 
 from study.define.schema import StudyConfig
 from study.record.layout import TUNE_DIR
 from study.record.ranking import best_trial_ids
 from study.record.results import ResultsStore
+from study.record.storage import Storage, checkpoint_dirs
 
 CHECKPOINT_GLOB = "checkpoint_*"
 
@@ -70,53 +73,75 @@ def needed_trials(trials: pd.DataFrame, metric: str, mode: str, test_top_k: int)
     return set(ranked[: max(1, test_top_k)])
 
 
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+def _size(fs: pafs.FileSystem, path: str) -> int:
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    return sum(i.size or 0 for i in infos if i.type == pafs.FileType.File)
 
 
-def _trial_id(trial_dir: Path) -> str | None:
+def _trial_id(fs: pafs.FileSystem, trial_dir: str) -> str | None:
     """The Ray trial id of a trial folder, from the first line of its result.json."""
     try:
-        with open(trial_dir / "result.json") as fh:
-            return str(json.loads(fh.readline())["trial_id"])
+        with fs.open_input_stream(f"{trial_dir}/result.json") as fh:
+            first = fh.read(1 << 16).split(b"\n", 1)[0]
+        return str(json.loads(first)["trial_id"])
     except (OSError, ValueError, KeyError, TypeError):
         return None  # unreadable: its checkpoints are kept (never delete what we cannot name)
 
 
-def checkpoint_folders(folder: Path) -> dict[Path, list[Path]]:
+def _where(folder, fs: pafs.FileSystem | None) -> tuple[pafs.FileSystem, str]:
+    return (fs, str(folder)) if fs is not None else (pafs.LocalFileSystem(), str(Path(folder)))
+
+
+def checkpoint_folders(folder, fs: pafs.FileSystem | None = None) -> dict:
     """Each trial folder that holds checkpoints, with its checkpoints, in every Tune experiment
-    of the study (`tune/` of the search, `tune-confirm/` of the confirmation stage)."""
-    found: dict[Path, list[Path]] = {}
-    trial_dirs = (p for p in Path(folder).glob(f"{TUNE_DIR}*/*") if p.is_dir())
-    for trial_dir in sorted(trial_dirs):
-        checkpoints = sorted(p for p in trial_dir.glob(CHECKPOINT_GLOB) if p.is_dir())
-        if checkpoints:
-            found[trial_dir] = checkpoints
+    of the study (`tune/` of the search, `tune-confirm/` of the confirmation stage).
+
+    `folder`: the study's folder in its storage `fs` (default: results/<study> on this disk,
+    and the paths come back as `Path`s)."""
+    local = fs is None
+    fs, root = _where(folder, fs)
+    found: dict = {}
+    experiments = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    for experiment in sorted(e.path for e in experiments if e.type == pafs.FileType.Directory
+                             and fnmatch(e.base_name, f"{TUNE_DIR}*")):  # fmt: skip
+        trials = fs.get_file_info(pafs.FileSelector(experiment, allow_not_found=True))
+        for trial_dir in sorted(t.path for t in trials if t.type == pafs.FileType.Directory):
+            checkpoints = checkpoint_dirs(fs, trial_dir)
+            if checkpoints:
+                found[Path(trial_dir) if local else trial_dir] = (
+                    [Path(c) for c in checkpoints] if local else checkpoints
+                )
     return found
 
 
-def checkpoint_bytes(folder: Path) -> int:
-    """Bytes of every checkpoint a study holds (results/<study>/tune/*/checkpoint_*)."""
-    return sum(_size(c) for checkpoints in checkpoint_folders(folder).values() for c in checkpoints)
+def checkpoint_bytes(folder, fs: pafs.FileSystem | None = None) -> int:
+    """Bytes of every checkpoint a study holds (<study>/tune*/*/checkpoint_*)."""
+    found = checkpoint_folders(folder, fs)
+    fs, _ = _where(folder, fs)
+    return sum(_size(fs, str(c)) for checkpoints in found.values() for c in checkpoints)
 
 
-def clean_checkpoints(folder: Path, keep_ids: Iterable[str], delete: bool = True) -> Footprint:
-    """Delete the checkpoints of every trial of `folder` (results/<study>) not in `keep_ids`.
+def clean_checkpoints(
+    folder, keep_ids: Iterable[str], delete: bool = True, fs: pafs.FileSystem | None = None
+) -> Footprint:
+    """Delete the checkpoints of every trial of `folder` (results/<study>, or the study's
+    folder in its storage `fs`) not in `keep_ids`.
 
     With `delete=False` (keep_checkpoints: all) only measures. Each checkpoint folder goes
-    whole (`shutil.rmtree`); a failure part-way leaves the others, and rerunning finishes it.
+    whole; a failure part-way leaves the others, and rerunning finishes it.
     """
     keep = {str(t) for t in keep_ids}
-    found = checkpoint_folders(folder)
-    before = {trial: sum(_size(c) for c in cps) for trial, cps in found.items()}
+    found = checkpoint_folders(folder, fs)
+    fs, _ = _where(folder, fs)
+    before = {trial: sum(_size(fs, str(c)) for c in cps) for trial, cps in found.items()}
     after = dict(before)
     if delete:
         for trial_dir, checkpoints in found.items():
-            trial_id = _trial_id(trial_dir)
+            trial_id = _trial_id(fs, str(trial_dir))
             if trial_id is None or trial_id in keep:
                 continue
             for checkpoint in checkpoints:
-                shutil.rmtree(checkpoint)
+                fs.delete_dir(str(checkpoint))
             after.pop(trial_dir)
     return Footprint(
         bytes_before=sum(before.values()),
@@ -136,4 +161,8 @@ def drop_unneeded_checkpoints(
     metric = study.metric
     keep = needed_trials(store.trials_frame(), metric.name, metric.mode, study.test_top_k)
     keep |= {trial_id for trial_id, result in results_by_id.items() if result.error is not None}
-    return clean_checkpoints(folder, keep, delete=study.keep_checkpoints != "all")
+    storage = Storage.resolve(study.storage, Path(folder).parent)
+    if storage.local and study.storage is None:
+        return clean_checkpoints(folder, keep, delete=study.keep_checkpoints != "all")
+    where = storage.study_path(Path(folder).name)
+    return clean_checkpoints(where, keep, delete=study.keep_checkpoints != "all", fs=storage.fs)

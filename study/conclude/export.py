@@ -22,10 +22,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.fs as pafs
 import torch
 
 from retina.errors import RetinaError
@@ -51,6 +53,7 @@ from study.record.layout import (
     TUNE_DIR,
 )
 from study.record.ranking import best_trial_ids, rank_trials
+from study.record.storage import Storage
 from study.record.study_json import package_versions
 
 EXPORT_PACKAGES = ("torch", "torchvision", "onnx", "onnxruntime", "onnxscript", "numpy")
@@ -138,20 +141,43 @@ def check_target(target: Path) -> None:
     raise RetinaError(f"{target} exists and is not an exported model; choose a new --out folder")
 
 
-def find_trial_checkpoint(folder: Path, trial_id: str, epoch: int) -> Path:
-    """checkpoint.pt of `trial_id`'s `epoch` under results/<study>/tune/ (or tune-more-K/, the
-    experiments of --more); RetinaError if gone."""
-    for trial_dir in sorted(folder.glob(f"{TUNE_DIR}*/*_{trial_id}_*")):
-        found = checkpoint_on_disk(trial_dir, epoch)
+def find_trial_checkpoint(
+    folder: Path, trial_id: str, epoch: int, storage: str | None = None
+) -> Path:
+    """checkpoint.pt of `trial_id`'s `epoch` under <storage>/<study>/tune/ or tune-more-K/ (the
+    experiments of --more; default storage: results/<study>/), as a local file; RetinaError if
+    gone."""
+    where = Storage.resolve(storage, Path(folder).parent)
+    study_path = where.study_path(Path(folder).name)
+    experiment = f"{study_path}/{TUNE_DIR}"
+    trial_dirs = []
+    for exp in _listing(where.fs, study_path):
+        if exp.type == pafs.FileType.Directory and exp.base_name.startswith(TUNE_DIR):
+            trial_dirs += [i.path for i in _listing(where.fs, exp.path)
+                           if fnmatch(i.base_name, f"*_{trial_id}_*")]  # fmt: skip
+    for trial_dir in sorted(trial_dirs):
+        found = checkpoint_on_disk(trial_dir, epoch, where.fs)
         if found is not None:
             return found / CHECKPOINT_FILE
+    shown = (
+        experiment
+        if where.local
+        else f"{where.uri.split('?', 1)[0]}/{Path(folder).name}/{TUNE_DIR}"
+    )
     raise RetinaError(
-        f"trial {trial_id}: no checkpoint of its best epoch {epoch} under {folder / TUNE_DIR} "
+        f"trial {trial_id}: no checkpoint of its best epoch {epoch} under {shown} "
         "(a finished study keeps the checkpoints of its tested trials and its winner only, "
         "unless the YAML says keep_checkpoints: all; a deleted or moved tune/ folder loses "
         f"them all); export a kept trial with `python -m study.export {folder} --trial ID`, "
         "or run the study again with keep_checkpoints: all"
     )
+
+
+def _listing(fs: pafs.FileSystem, path: str) -> list[pafs.FileInfo]:
+    try:
+        return fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    except OSError:  # an unreadable folder holds no checkpoint we can use
+        return []
 
 
 def study_sizes(study: dict) -> list[int]:
@@ -185,7 +211,10 @@ def locate(
     row, selection = choose_trial(
         read_trials(folder) if trials is None else trials, study, trial_id
     )
-    checkpoint = find_trial_checkpoint(folder, str(row["trial_id"]), int(row["best_epoch"]))
+    storage = study["config"].get("storage")  # the study's --storage, as study.json says it
+    checkpoint = find_trial_checkpoint(
+        folder, str(row["trial_id"]), int(row["best_epoch"]), storage
+    )
     return row, selection, checkpoint
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import torch
 
 from retina.engine import autocast_dtype, build_loss, evaluate
@@ -28,6 +29,7 @@ from study.record.layout import CHECKPOINT_FILE
 from study.record.predictions import SplitPredictions, split_predictions
 from study.record.ranking import best_trial_ids
 from study.record.results import ResultsStore
+from study.record.storage import checkpoint_dirs, is_dir, local_copy
 
 
 def top_trials(store: ResultsStore, k: int) -> list[tuple[str, int]]:
@@ -40,20 +42,27 @@ def top_trials(store: ResultsStore, k: int) -> list[tuple[str, int]]:
 
 
 def find_checkpoint(result, epoch: int) -> Path | None:
-    """The checkpoint folder that a Ray `Result` kept for `epoch`, if any."""
+    """The checkpoint folder that a Ray `Result` kept for `epoch`, if any: a local folder,
+    downloaded first where the study's storage is a bucket (`study.record.storage`)."""
     for checkpoint, metrics in result.best_checkpoints or []:
         # Ray lists every checkpoint it registered; the driver deleted the superseded ones.
-        if int(metrics.get("epoch", -1)) == epoch and Path(checkpoint.path).is_dir():
-            return Path(checkpoint.path)
+        fs = checkpoint.filesystem or pafs.LocalFileSystem()
+        if int(metrics.get("epoch", -1)) == epoch and is_dir(fs, checkpoint.path):
+            return local_copy(fs, checkpoint.path)
     # A trial that finished before the driver was killed keeps Ray's older view of its
     # checkpoints after --resume; the checkpoint folders on disk still hold every epoch kept.
-    return checkpoint_on_disk(Path(result.path), epoch) if result.path else None
+    if not result.path:
+        return None
+    return checkpoint_on_disk(result.path, epoch, getattr(result, "filesystem", None))
 
 
-def checkpoint_on_disk(trial_dir: Path, epoch: int) -> Path | None:
-    """The folder `trial_dir/checkpoint_*` whose checkpoint is of `epoch`, if one was kept."""
-    for folder in sorted(trial_dir.glob("checkpoint_*"), reverse=True):
+def checkpoint_on_disk(trial_dir, epoch: int, fs: pafs.FileSystem | None = None) -> Path | None:
+    """The folder `trial_dir/checkpoint_*` (in `fs`, default the local disk) whose checkpoint
+    is of `epoch`, if one was kept, as a local folder."""
+    fs = fs or pafs.LocalFileSystem()
+    for path in sorted(checkpoint_dirs(fs, str(trial_dir)), reverse=True):
         try:
+            folder = local_copy(fs, path)
             state = torch.load(folder / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - a half-written folder from the kill: skip it
             continue

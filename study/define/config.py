@@ -165,6 +165,10 @@ class StudyConfig:
     # Read by the development data's readers, tested once after the held-out test with what was
     # fitted on val; nothing is fitted on them (study.conclude.external).
     external: tuple[ExternalSet, ...] = key((), "external test sets: [{name: N, path: DIR}, ...]")
+    # Where Ray writes trial folders and checkpoints: a local folder or s3://BUCKET/PREFIX
+    # (study.record.storage); None: the results folder. Never holds a secret (AWS_* env vars).
+    storage: str | None = key(None, "a folder or s3://BUCKET/PREFIX for Ray's trial folders and "
+                              "checkpoints (default: the results folder)", verbatim=True)  # fmt: skip
 
     @property
     def image_sizes(self) -> tuple[int, ...]:

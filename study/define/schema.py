@@ -153,6 +153,7 @@ def _parse(doc: Any) -> StudyConfig:
             top.section("operating_point", {"sensitivity": OperatingPointConfig.value})
         ),
         tta=_parse_tta(top),
+        storage=None if top.get("storage", None) is None else top.text("storage"),
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,10 @@ class ResultsStore:
         self.mirrors: list = []
         self._last_flush, self._last_cost = 0.0, 0.0
         self._created, self._event_cost = time.monotonic(), 0.0  # the EVENT_SHARE budget
+        # Called after each rebuild, its time counted in the rebuild's (the mirror to the
+        # study's storage, study.record.mirror): it runs at the tables' own throttle.
+        self.after_flush: Callable[[], object] | None = None
+        self.after_epoch: Callable[[], object] | None = None  # the mirror's journal push
 
     # ---- feeding: each change is one journal event, on the disk before it is applied ------
     def start_trial(
@@ -120,6 +124,8 @@ class ResultsStore:
 
     def record_epoch(self, trial_id: str, result: Mapping[str, Any]) -> None:
         self._emit(event("epoch", trial=trial_id, result=dict(result)))
+        if self.after_epoch is not None:
+            self.after_epoch()
 
     def record_failure(self, trial_id: str, reason: str) -> None:
         """A trial that ended itself (e.g. a NaN loss): kept as ERROR with its reason."""
@@ -247,6 +253,8 @@ class ResultsStore:
         write_parquet_atomic(self.folder / TRIALS_FILE, self.trials_frame())
         for mirror in self.mirrors:
             mirror.refresh(self)
+        if self.after_flush is not None:
+            self.after_flush()
         self._last_flush = time.monotonic()
         self._last_cost, self.dirty = self._last_flush - now, False
         self.trials_changed = False

@@ -23,6 +23,7 @@ from study.define.schema import StudyConfig, resolve_trial_config
 from study.define.space import trial_seed, trial_values
 from study.record.layout import TUNE_DIR, Stage, Status
 from study.record.results import ResultsStore
+from study.record.storage import Storage
 from study.run.keep import ALREADY_RECORDED, KEEP_SCORE
 from study.run.ray_private import driver_staging_path
 from study.run.retention import Retention
@@ -73,8 +74,13 @@ class ParquetCallback(tune.Callback):
         self.unsaved: dict[str, dict] = {}
         # Trials started that Ray's saved state may not know yet: (config, seed) by trial id.
         self.starting: dict[str, tuple[dict, int]] = {}
-        self.keeper = SnapshotKeeper(self.folder / experiment)
-        self.retention = Retention()  # deletes superseded checkpoints once no snapshot names them
+        storage = Storage.resolve(study.storage, self.folder.parent)
+        remote = None  # Tune's snapshot in a bucket: the keeper compares with it there
+        if not storage.local:
+            remote = (storage.fs, f"{storage.study_path(self.folder.name)}/{experiment}")
+        self.keeper = SnapshotKeeper(self.folder / experiment, remote)
+        # Deletes superseded checkpoints once no snapshot names them, where they are.
+        self.retention = Retention(None if storage.local else storage.fs)
         self.busy_s, self.results = 0.0, 0  # time spent in this callback; results received
         self.started = time.perf_counter()
 
@@ -211,6 +217,7 @@ class ParquetCallback(tune.Callback):
         # Tune's last snapshot (written and copied into tune/ before this call when the loop
         # ended normally or by Ctrl-C) frees every superseded checkpoint.
         self._snapshot(trials)
+        self.retention.drain()
         print(self.cost_line(time.perf_counter() - self.started))
 
     def cost_line(self, wall_s: float) -> str:

@@ -20,6 +20,7 @@ from study.define.space import resolve_gpu
 from study.record.disk import DISK_FULL, disk_full_error
 from study.record.layout import ENDED
 from study.record.results import ResultsStore
+from study.record.storage import Storage
 from study.run.callback import ParquetCallback
 from study.run.keep import checkpoint_config
 from study.run.ray_private import run_config_of, trials_of
@@ -41,14 +42,29 @@ def callbacks_for(study: StudyConfig, store: ResultsStore, name: str, stage: str
     return [ParquetCallback(store, study, stage=stage, experiment=name), *extra]
 
 
+def storage_of(study: StudyConfig, folder: Path) -> Storage:
+    """The study's storage: `storage:` (--storage), or the results folder that holds `folder`."""
+    return Storage.resolve(study.storage, Path(folder).parent)
+
+
+def experiment_path(study: StudyConfig, folder: Path, name: str) -> tuple[str, object | None]:
+    """Where experiment `name` (tune/, tune-confirm/) lives: its path and file system (None:
+    the local disk, as Ray's default)."""
+    storage = storage_of(study, folder)
+    path = f"{storage.study_path(Path(folder).name)}/{name}"
+    return path, None if storage.local else storage.fs
+
+
 def run_config(
     study: StudyConfig, store: ResultsStore, name: str, stage: str, reporter=None, callbacks=()
 ) -> tune.RunConfig:
-    """Experiment `name` in the store's folder, its trials recorded in `store` with `stage`;
-    `callbacks` run after the results callback (e.g. MLflow's)."""
+    """Experiment `name` in the study's storage (the store's folder by default), its trials
+    recorded in `store` with `stage`; `callbacks` run after the results callback (MLflow's)."""
+    storage = storage_of(study, store.folder)
     return tune.RunConfig(
         name=name,
-        storage_path=str(store.folder),
+        storage_path=storage.study_path(store.folder.name),
+        storage_filesystem=None if storage.local else storage.fs,
         callbacks=callbacks_for(study, store, name, stage, callbacks),
         checkpoint_config=checkpoint_config(),  # the latest + the best so far (study.run.keep)
         failure_config=tune.FailureConfig(max_failures=study.max_failures),
@@ -57,22 +73,26 @@ def run_config(
     )
 
 
-def restore(experiment: Path, trainable, param_space: dict, callbacks: list) -> tune.Tuner | None:
+def restore(
+    experiment: str, trainable, param_space: dict, callbacks: list, fs=None
+) -> tune.Tuner | None:
     """The Tuner of an interrupted experiment, to continue it; None when there is none.
 
     Its callbacks are this session's `callbacks` (`callbacks_for`: the results callback on
     this driver's store, then e.g. MLflow's, given with --resume), not the pickled ones of the
     session that was interrupted.
     """
-    if not tune.Tuner.can_restore(str(experiment)):
+    if not tune.Tuner.can_restore(str(experiment), storage_filesystem=fs):
         return None
-    note = repair(experiment)  # else Tune would silently start the experiment over
-    if note:
-        print(note, file=sys.stderr)
+    if fs is None:  # a full local disk can cut Tune's state short; a bucket write is whole
+        note = repair(Path(experiment))  # else Tune would silently start the experiment over
+        if note:
+            print(note, file=sys.stderr)
     # Finished trials stay finished; unfinished and errored ones continue from checkpoints.
     tuner = tune.Tuner.restore(
         str(experiment),
         trainable,
+        storage_filesystem=fs,
         resume_unfinished=True,
         resume_errored=True,
         param_space=param_space,

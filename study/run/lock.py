@@ -1,15 +1,18 @@
 """One driver per study: an exclusive lock on `results/<study>/` for the driver's whole life.
 
-    with StudyLock(folder):   # study.sweep, before anything in the folder is touched
+    with StudyLock(folder) as lock:   # study.sweep, before anything in the folder is touched
         ...
+    if lock.lost: ...                 # another driver took it: this one stopped its study
 
-The lock is the file `results/<study>/.driver.lock`, created with O_EXCL (atomic on a local
-disk and on NFS) and holding the driver's host, PID, process start time and start date. A
-daemon thread refreshes its heartbeat (the file's modification time) every few seconds. A
-second driver finds the file and stops with one line naming the running one; a lock left by
-a killed driver is stale - its process is gone (same host), or its heartbeat is older than
-`STALE_S` (another host, e.g. on NFS) - and is taken over with one warning line. Takeovers go through a second O_EXCL
-file, so two drivers resuming at once cannot both take the same stale lock.
+The lock is `filelock`'s soft lease on `results/<study>/.driver.lock` (its marker names the
+owner's host, PID and process start; a heartbeat thread refreshes it every `LEASE_S / 3`),
+and `.driver.json` beside it says who holds it since when, for the messages. A second driver
+is refused with one line naming the running one. A lock left by a killed driver is stale -
+its process is gone (same host: a stopped driver, e.g. SIGSTOP, is alive and keeps it), or
+its lease was not renewed for `LEASE_S` (another host, e.g. on NFS) - and is taken over with
+one warning line; filelock's takeover is atomic, so of two drivers resuming a stale study at
+once exactly one runs (tests/test_study_lock_race.py). A driver whose lease is taken from it
+stops its study (SIGINT to itself, as Ctrl-C) and says so.
 """
 
 from __future__ import annotations
@@ -17,22 +20,24 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import sys
-import threading
 import time
 from pathlib import Path
+
+from filelock import OwnerRecord, SoftFileLease, Timeout
 
 from retina.errors import RetinaError
 
 LOCK_FILE = ".driver.lock"
-HEARTBEAT_S = 5.0
-STALE_S = 30.0  # six missed heartbeats: the driver is dead or its host cut off
+HOLDER_FILE = ".driver.json"
+LEASE_S = 30.0  # every driver of a study must agree: a lease not renewed for this long is dead
+POLL_S = 0.25
 
 
 def _process_start(pid: int) -> str | None:
-    """The start time of `pid` in clock ticks since boot (Linux), None if no such process:
-    with the PID it names one process, even after the PID is reused."""
+    """The start time of `pid` in clock ticks since boot (Linux), None if unknown."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -40,38 +45,48 @@ def _process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _alive_here(pid: int, start: str | None) -> bool:
-    now = _process_start(pid)
-    if now is None:
-        try:  # no /proc (not Linux): ask the kernel whether the PID exists
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return start is None or now == start
-
-
-def _since(epoch_s: float) -> str:
+def _since(epoch_s: float | None) -> str:
+    if epoch_s is None:
+        return "an unknown time"
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch_s))
 
 
-class StudyLock:
-    """Holds `<folder>/.driver.lock` from `acquire` (or `with`) until `release`."""
+def _same_host(owner: OwnerRecord) -> bool:
+    # filelock marks a host's other PID namespaces with "?pidns-": their PIDs are not ours.
+    return owner.hostname == socket.gethostname()
 
-    def __init__(self, folder: Path):
+
+def _alive_here(owner: OwnerRecord) -> bool:
+    """Whether the owner's process runs on this host (a stopped one does)."""
+    try:
+        os.kill(owner.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    start = _process_start(owner.pid)
+    # filelock's start token holds the start ticks in its low 64 bits: a reused PID differs.
+    return owner.start is None or start is None or owner.start % 2**64 == int(start)
+
+
+class StudyLock:
+    """Holds `<folder>/.driver.lock` from `acquire` (or `with`) until `release`.
+
+    `lease_s`: the lease's length (tests shorten it; every driver of a study uses `LEASE_S`).
+    `lost`: why the lock was taken from this driver, or None while it holds it.
+    """
+
+    def __init__(self, folder: Path, lease_s: float = LEASE_S):
         self.folder = Path(folder)
         self.path = self.folder / LOCK_FILE
-        self.owner = {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "process_start": _process_start(os.getpid()),
-            "since": time.time(),
-        }
+        self.holder_path = self.folder / HOLDER_FILE
+        self.lease_s = lease_s
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+        self.lost: str | None = None
+        self._lease = SoftFileLease(
+            self.path, lease_duration=lease_s, thread_local=False, on_compromise=self._on_lost
+        )
         self._made_folder = False
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # ---- taking it -----------------------------------------------------------------
     def acquire(self) -> None:
@@ -79,112 +94,100 @@ class StudyLock:
             self.folder.mkdir(parents=True, mode=0o755)
             self._made_folder = True
         try:
-            if not self._create(self.path):
-                self._take_over()
+            before, holder = self._take()
+            self._write_holder()
         except BaseException:
+            if self._lease.is_locked:
+                self._lease.release()
             self._drop_folder()
             raise
-        self._thread = threading.Thread(target=self._beat, name="study-lock", daemon=True)
-        self._thread.start()
+        if before is not None:
+            why = "its process has ended" if _same_host(before) else "its lease was not renewed"
+            print(
+                f"warning: taking over the lock of the study in {self.folder} from a driver "
+                f"that is gone ({self._describe(before, holder)}: {why})",
+                file=sys.stderr,
+            )
 
-    def _create(self, path: Path, content: dict | None = None) -> bool:
-        """Create `path` with O_EXCL holding `content` (our owner record); False if it exists."""
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        try:
-            os.write(fd, json.dumps(content or self.owner).encode())
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        return True
+    def _take(self) -> tuple[OwnerRecord | None, dict]:
+        """Take the lease; the stale owner taken over (None: the lock was free) and its record."""
+        deadline = None
+        while True:
+            before, holder = self._lease.owner, self._read_holder()
+            if before is not None and _same_host(before) and _alive_here(before):
+                raise self._busy(before, holder)  # never by age: a stopped driver is not dead
+            try:
+                self._lease.acquire(blocking=False)  # breaks a dead local owner's lock itself
+                return before, holder
+            except Timeout:
+                pass
+            owner = self._lease.owner
+            if owner is None:
+                continue  # released meanwhile: try again
+            # Another host's driver: only a lease left unrenewed for LEASE_S, watched on this
+            # host's own clock (filelock's rule), is dead; a fresh marker is a running driver.
+            if deadline is None:
+                if not _same_host(owner) and self._age() < self.lease_s:
+                    raise self._busy(owner, holder)
+                deadline = time.monotonic() + self.lease_s + POLL_S * 4
+                if not _same_host(owner):
+                    print(f"the lock of {self.folder} is old ({self._describe(owner, holder)}); "
+                          f"waiting up to {self.lease_s:.0f} s for its lease to expire",
+                          file=sys.stderr)  # fmt: skip
+            if time.monotonic() > deadline:
+                raise self._busy(owner, holder)
+            time.sleep(POLL_S)
 
-    def _take_over(self) -> None:
-        guard = self.path.with_name(LOCK_FILE + ".takeover")
-        if not self._create(guard):
-            if self._age(guard) is not None and self._age(guard) > STALE_S:
-                guard.unlink(missing_ok=True)  # left by a driver killed mid-takeover
-            if not self._create(guard):
-                raise RetinaError(
-                    f"another driver is taking over the study in {self.folder} right now; "
-                    "only one may run it: wait for it, or stop it first"
-                )
-        try:
-            holder = self._read(self.path)
-            stale = self._stale(holder)
-            if holder is not None and stale is None:
-                raise RetinaError(
-                    f"the study in {self.folder} is being run by another driver (host "
-                    f"{holder.get('host')}, PID {holder.get('pid')}, since "
-                    f"{_since(float(holder.get('since', 0)))}); only one driver may run a "
-                    "study: wait for it to end, or stop it first (Ctrl-C, then --resume here)"
-                )
-            if holder is not None:
-                print(
-                    f"warning: taking over the lock of the study in {self.folder} from a "
-                    f"driver that is gone (host {holder.get('host')}, PID {holder.get('pid')}, "
-                    f"since {_since(float(holder.get('since', 0)))}: {stale})",
-                    file=sys.stderr,
-                )
-            self.path.unlink(missing_ok=True)
-            if not self._create(self.path):  # never: every taker holds the guard first
-                raise RetinaError(f"could not take the lock {self.path}; try again")
-        finally:
-            guard.unlink(missing_ok=True)
-
-    def _read(self, path: Path) -> dict | None:
-        try:
-            return json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError):
-            return {}  # cut short (a driver killed as it wrote it): judged by its age
+    def _busy(self, owner: OwnerRecord, holder: dict) -> RetinaError:
+        return RetinaError(
+            f"the study in {self.folder} is being run by another driver "
+            f"({self._describe(owner, holder)}); only one driver may run a study: wait for it "
+            "to end, or stop it first (Ctrl-C, then --resume here)"
+        )
 
     @staticmethod
-    def _age(path: Path) -> float | None:
+    def _describe(owner: OwnerRecord, holder: dict) -> str:
+        ours = holder.get("pid") == owner.pid and holder.get("host") == owner.hostname
+        since = holder.get("since") if ours else None
+        return f"host {owner.hostname}, PID {owner.pid}, since {_since(since)}"
+
+    def _age(self) -> float:
         try:
-            return time.time() - path.stat().st_mtime
+            return time.time() - self.path.stat().st_mtime
         except FileNotFoundError:
-            return None
+            return 0.0
 
-    def _stale(self, holder: dict | None) -> str | None:
-        """Why the lock is stale, or None while its driver lives."""
-        if holder is None:
-            return "no lock"
-        age = self._age(self.path)
-        if age is None:
-            return "no lock"
-        if holder.get("host") == self.owner["host"] and "pid" in holder:
-            # On this host the process itself says it (a stopped driver is not a dead one).
-            alive = _alive_here(int(holder["pid"]), holder.get("process_start"))
-            return None if alive else "its process has ended"
-        if age > STALE_S:
-            return f"no heartbeat for {age:.0f} s"
-        return None
+    def _read_holder(self) -> dict:
+        try:
+            return json.loads(self.holder_path.read_text())
+        except (OSError, ValueError):
+            return {}
 
-    # ---- holding it ----------------------------------------------------------------
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            with contextlib.suppress(OSError):  # a full disk does not stop a heartbeat
-                if self._read(self.path) != self.owner:
-                    print(
-                        f"warning: the lock {self.path} was taken by another driver",
-                        file=sys.stderr,
-                    )
-                    return
-                os.utime(self.path)
+    def _write_holder(self) -> None:
+        tmp = self.holder_path.with_name(f"{HOLDER_FILE}.{os.getpid()}")
+        tmp.write_text(json.dumps(self.owner))
+        os.replace(tmp, self.holder_path)
 
+    # ---- losing it -----------------------------------------------------------------
+    def _on_lost(self, compromise) -> None:
+        """Called by the lease's heartbeat thread: another driver took the lock."""
+        holder, owner = self._read_holder(), self._lease.owner
+        who = self._describe(owner, holder) if owner is not None else "its marker is gone"
+        self.lost = (
+            f"the lock of the study in {self.folder} was taken by another driver ({who}; "
+            f"{compromise.reason}); this driver stopped its study so that only one runs it"
+        )
+        print(f"error: {self.lost}", file=sys.stderr)
+        os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: Tune stops and saves its state
+
+    # ---- letting it go -------------------------------------------------------------
     def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=HEARTBEAT_S)
-        with contextlib.suppress(OSError):
-            if self._read(self.path) == self.owner:
-                self.path.unlink()
+        if self._lease.is_locked:
+            if self.lost is None and self._lease.compromise is None:
+                with contextlib.suppress(OSError):
+                    if self._read_holder() == self.owner:
+                        self.holder_path.unlink()
+            self._lease.release()  # removes the marker only while it is still ours
         self._drop_folder()
 
     def _drop_folder(self) -> None:

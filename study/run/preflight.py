@@ -25,6 +25,8 @@ from study.define.dimensions import finite_values
 from study.define.schema import StudyConfig, study_from_dict, study_to_dict
 from study.record.disk import check_writable
 from study.record.layout import STUDY_JSON
+from study.record.published_cache import publish
+from study.record.storage import Storage
 from study.run.cost import study_cost_lines
 
 
@@ -127,6 +129,7 @@ def preflight(
         announce=lambda plan: print("\n".join(study_cost_lines(study, plan, folder)), flush=True),
     )
     print("\n".join(data.summary))  # layout, patients, ungradable left out, which split
+    publish_caches(study, folder, data)
     check_writable(folder)
     os.chmod(folder, 0o755)  # never world-writable, whatever the umask
     return data
@@ -149,3 +152,14 @@ def prepare_external_sets(
         )  # fmt: skip
         for ext in study.external
     }
+
+
+def publish_caches(study: StudyConfig, folder: Path, data: PreparedData) -> None:
+    """With storage in a bucket, each cache goes there once (content-addressed), for nodes
+    that have neither the data nor the driver's disk (study.record.published_cache)."""
+    storage = Storage.resolve(study.storage, folder.parent)
+    if storage.local:
+        return
+    caches = list(data.caches.values()) or [data.cache]
+    sent = sum(publish(storage, cache) for cache in caches)
+    print(f"cache: {len(caches)} published in {storage.uri} ({sent} bytes sent now)")

@@ -31,7 +31,9 @@ clean-up (`study.conclude.checkpoints`) measures and deletes by trial.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 
@@ -54,7 +56,9 @@ class TrialCheckpoints:
 class Retention:
     """Per trial, which registered checkpoints stay; deletes the rest (see the module doc)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fs=None) -> None:
+        self.fs = fs  # the storage's pyarrow file system (a bucket); None: the local disk
+        self._deleter: ThreadPoolExecutor | None = None
         self.trials: dict[str, TrialCheckpoints] = {}
         self._changed: set[str] = set()  # trials with a checkpoint since the last snapshot
         self._waiting: set[str] = set()  # trials pinned by a snapshot not yet known in tune/
@@ -103,7 +107,27 @@ class Retention:
     def _prune(self, trial: TrialCheckpoints) -> None:
         needed = trial.needed()
         for path in [p for p in trial.epochs if p not in needed]:
-            # A folder already gone (deleted by hand) is as good as deleted.
-            shutil.rmtree(path, ignore_errors=True)
+            self._delete(path)
             del trial.epochs[path]
             self.deleted += 1
+
+    def _delete(self, path: str) -> None:
+        # A folder already gone (deleted by hand) is as good as deleted.
+        if self.fs is None:
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        # In a bucket a delete is several requests: a thread of its own does them, off the
+        # driver's loop (a checkpoint deleted a moment later is as safe).
+        if self._deleter is None:
+            self._deleter = ThreadPoolExecutor(1, thread_name_prefix="checkpoint-delete")
+        self._deleter.submit(self._delete_remote, path)
+
+    def _delete_remote(self, path: str) -> None:
+        with contextlib.suppress(OSError):
+            self.fs.delete_dir(path)
+
+    def drain(self) -> None:
+        """Wait for the deletes still under way (the end of an experiment)."""
+        if self._deleter is not None:
+            self._deleter.shutdown(wait=True)
+            self._deleter = None

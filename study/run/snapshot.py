@@ -27,6 +27,7 @@ from retina.errors import RetinaError
 from study.record.disk import DISK_FULL, disk_full_error
 
 KEPT = ".kept-state"
+REMOTE_LOOK_S = 1.0  # Tune's copy in a bucket is looked at no more often than this
 STATE_GLOB = "experiment_state-*.json"
 
 
@@ -72,8 +73,12 @@ class SnapshotKeeper:
     thread, so the files read here are whole and belong together.
     """
 
-    def __init__(self, experiment: Path):
+    def __init__(self, experiment: Path, remote=None):
         self.kept = Path(experiment) / KEPT
+        # (pyarrow file system, experiment path) where Tune's copy lives in a bucket
+        # (--storage s3://...); None: `experiment` itself, on this disk.
+        self._remote = remote
+        self._next_look = 0.0  # monotonic time of the next look at the bucket's copy
         self._state: Path | None = None  # this session's state file: one name per run
         self._copied: int | None = None  # the mtime of the snapshot kept last
         self._seen: int | None = None  # the mtime of the newest snapshot seen in staging
@@ -122,20 +127,41 @@ class SnapshotKeeper:
         """
         if self._state is None or self.kept_generation is None:
             return None
-        ours = self.kept.parent / self._state.name
+        if self._remote is not None:  # a request per look: once per snapshot, at most 1/s
+            if self._durable == self.kept_generation or time.monotonic() < self._next_look:
+                return self._durable
+            self._next_look = time.monotonic() + REMOTE_LOOK_S
         try:
-            stat = ours.stat()
+            size, mtime, read = self._tune_copy(self._state.name)
         except OSError:  # not copied there yet
             return None
-        key = (stat.st_size, stat.st_mtime_ns, self.kept_generation)
+        key = (size, mtime, self.kept_generation)
         if key != self._checked:
             self._checked = key
             try:
-                same = _digest(ours) == self._digest
+                same = hashlib.blake2b(read(), digest_size=16).digest() == self._digest
             except OSError:
                 same = False
             self._durable = self.kept_generation if same else None
         return self._durable
+
+    def _tune_copy(self, name: str):
+        """(size, mtime, a reader of its bytes) of Tune's copy of snapshot file `name`."""
+        if self._remote is None:
+            ours = self.kept.parent / name
+            stat = ours.stat()
+            return stat.st_size, stat.st_mtime_ns, ours.read_bytes
+        fs, experiment = self._remote
+        path = f"{experiment}/{name}"
+        info = fs.get_file_info(path)
+        if info.size is None:
+            raise FileNotFoundError(path)
+
+        def read() -> bytes:
+            with fs.open_input_stream(path) as fh:
+                return fh.read()
+
+        return info.size, info.mtime_ns, read
 
 
 def _digest(path: Path) -> bytes:

@@ -9,6 +9,7 @@ resumes from `tune.get_checkpoint()`, and reports each epoch with a checkpoint. 
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +27,8 @@ from study.define.space import trial_seed, trial_values
 from study.record.finished import trial_finished
 from study.record.layout import CHECKPOINT_FILE
 from study.record.predictions import save_split, split_predictions
+from study.record.published_cache import fetch
+from study.record.storage import Storage
 from study.run.keep import ALREADY_RECORDED, KEEP_SCORE, BestSoFar
 
 # For the kill tests only (tests/helpers/processes.py): "<epoch>:<file>" holds each trial
@@ -60,6 +63,24 @@ def told_again(metric: str, state: dict | None) -> None:
     tune.report({**metrics, ALREADY_RECORDED: True})
 
 
+def cache_fetcher(study: StudyConfig, results: Path | None):
+    """Fetches a missing cache from the study's bucket (None: storage on a disk, where a
+    node without the cache builds it from the data), saying how many bytes this node got."""
+    if study.storage is None or results is None:
+        return None
+    storage = Storage.resolve(study.storage, Path(results).parent)
+    if storage.local:
+        return None
+
+    def fetch_here(folder: Path) -> None:
+        got = fetch(storage, folder)
+        if got:
+            print(f"cache: fetched {got} bytes of {folder.name} from {storage.uri} onto "
+                  f"node {ray.get_runtime_context().get_node_id()[:8]} ({socket.gethostname()})")  # fmt: skip
+
+    return fetch_here
+
+
 def trial_device() -> torch.device:
     # Ray sets CUDA_VISIBLE_DEVICES to the trial's share; no GPU assigned means CPU.
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -78,7 +99,7 @@ def train_trial(
     seed = trial_seed(study, config)  # a confirm trial carries its own; search trials: study.seed
     # The cache of this trial's size (the preflight built one per size); a node without the
     # driver's cache builds that one once.
-    data = data.at_size(hp["image_size"]).on_this_machine()
+    data = data.at_size(hp["image_size"]).on_this_machine(cache_fetcher(study, results))
     device = trial_device()
     torch.set_num_threads(max(1, int(study.resources.cpu)))
     setup_process(device, seed)  # per trial: a reused worker keeps the last one's settings

@@ -22,7 +22,7 @@ from study.define.schema import StudyConfig
 from study.define.space import confirm_param_space, tune_config, tune_param_space
 from study.record.layout import CONFIRM_DIR, TUNE_DIR, Stage
 from study.record.results import ResultsStore
-from study.run.experiment import callbacks_for, restore, run_config, trainable
+from study.run.experiment import callbacks_for, experiment_path, restore, run_config, trainable
 from study.run.ray_private import check_ray_version
 from study.run.ray_token import make_private, make_token, token_file, warn_if_shared
 from study.run.warm_start import warm_tune_config
@@ -73,7 +73,8 @@ def build_search_tuner(
     train = trainable(study, data, folder)
     if resume:
         ours = callbacks_for(study, store, TUNE_DIR, Stage.SEARCH, callbacks)
-        restored = restore(folder / TUNE_DIR, train, tune_param_space(study), ours)
+        path, fs = experiment_path(study, folder, TUNE_DIR)
+        restored = restore(path, train, tune_param_space(study), ours, fs)
         if restored is not None:
             return restored
     return tune.Tuner(
@@ -105,7 +106,8 @@ def build_growth_tuner(
     folder, experiment = store.folder, step["experiment"]
     train = trainable(study, data, folder)
     ours = callbacks_for(study, store, experiment, Stage.SEARCH, callbacks)
-    restored = restore(folder / experiment, train, tune_param_space(study), ours)
+    path, fs = experiment_path(study, folder, experiment)
+    restored = restore(path, train, tune_param_space(study), ours, fs)
     if restored is not None:
         return restored
     config, line = warm_tune_config(study, store, step["trials"], growth)
@@ -135,7 +137,8 @@ def build_confirm_tuner(
     folder = store.folder
     train, space = trainable(study, data, folder), confirm_param_space(cells, seeds)
     ours = callbacks_for(study, store, experiment, Stage.CONFIRM, callbacks)
-    restored = restore(folder / experiment, train, space, ours)
+    path, fs = experiment_path(study, folder, experiment)
+    restored = restore(path, train, space, ours, fs)
     if restored is not None:
         return restored
     return tune.Tuner(
