@@ -43,7 +43,8 @@ def _repeats(gap: float, spread: float, repeats: int, patients: int = 80):
     truth = {("resnet18", True): 0.6 + gap, ("resnet18", False): 0.6}
     for r in range(repeats):
         trials, preds = simulate_test(np.random.default_rng(r), truth, 3, patients, spread)
-        out = compare_cells(trials, preds, DIMS, RESAMPLES, seed=r, primary="acc")
+        # margin None: no seeds advice, which these coverage checks do not read (~8 s saved)
+        out = compare_cells(trials, preds, DIMS, RESAMPLES, seed=r, primary="acc", margin=None)
         yield out["pairs"][0], out["cells"][0]
 
 

@@ -24,8 +24,9 @@ from study.analyze.tuning import optimism, search_trials, tuning_summary
 from study.define.config import ConfirmConfig
 from study.record.ranking import best_trial_ids
 
-# 4: pairs[].seeds_needed, confirm.margin (issue 27), `external` and `confirm.test` (issue 29);
-# 3: `patients` (both eyes, issue 18); 2: pooled seed variance, P(A>B), Holm
+# 4: pairs[].seeds_needed and test_noise, confirm.margin and batches (issue 27), `external` and
+# `confirm.test` (issue 29); 3: `patients` (both eyes, issue 18); 2: pooled seed variance,
+# P(A>B), Holm
 SCHEMA_VERSION = 4
 DEFAULT_COMPARE = ("arch", "pretrained")
 CONFIRM_HINT = (

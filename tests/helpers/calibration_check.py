@@ -138,7 +138,7 @@ def run(
             for r in range(repeats):
                 rng = np.random.default_rng([seed, w, s, r])
                 trials, preds = world.study(rng, cells, s)
-                out = compare_cells(trials, preds, DIMS, resamples, seed=r, primary="kappa")
+                out = compare_cells(trials, preds, DIMS, resamples, r, "kappa", margin=None)
                 rows += _pair_rows(out, truths)
             results[name][s] = summarise(rows)
     return results
