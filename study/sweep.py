@@ -219,7 +219,8 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
     resolved = study_to_dict(study)
     cache_root = Path(args.cache_dir) if args.cache_dir else None
     mirror = restore_from_storage(study, folder, args.resume or bool(args.more))
-    data = preflight(study, folder, resolved, args.resume or bool(args.more), cache_root)
+    again = args.resume or bool(args.more)
+    data = preflight(study, folder, resolved, again, cache_root, joins_cluster=bool(args.address))
     external = prepare_external_sets(study, data, cache_root)  # decoded once, like the data
     if args.more:
         add_growth(folder, args.more)  # unfinished until it concludes; --resume continues it

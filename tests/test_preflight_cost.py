@@ -20,7 +20,7 @@ from retina.cache_cost import cache_bytes
 from study.define.schema import load_study, study_to_dict
 from study.record.layout import EPOCHS_FILE, TRIALS_FILE
 from study.run.preflight import preflight
-from tests.helpers.cli import ROOT
+from tests.helpers.cli import ROOT, assert_fails
 
 DEMO = ROOT / "search_spaces" / "demo.yaml"
 SMALL = ["space.pretrained=false", "data.image_size=32"]
@@ -100,3 +100,15 @@ def test_a_cache_that_does_not_fit_is_refused_with_the_numbers(synthetic_data, t
     assert "cache 512 px: 125.8 MB, to build" in proc.stdout  # the cost lines came first
     assert (tmp_path / "small-disk.ls").read_text() == ""  # nothing written on the small disk
     assert not (results / "demo").exists()  # no study folder either
+
+
+def test_a_trial_bigger_than_the_machine_is_refused_before_anything_is_written(tmp_path):
+    # Ray would keep such a trial PENDING forever; the preflight says so before any data is read
+    cores, results = len(os.sched_getaffinity(0)), tmp_path / "results"
+    sweep = [sys.executable, "-m", "study.sweep", str(DEMO), "--data", str(tmp_path / "none"),
+             "--results", str(results), "--set", "space.pretrained=false",
+             "--set", f"resources.cpu={cores + 1}"]  # fmt: skip
+    result = subprocess.run(sweep, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert_fails(result, f"resources.cpu: a trial asks for {cores + 1} CPUs and this machine has "
+                 f"{cores}", f"--set resources.cpu={cores}", "--address")  # fmt: skip
+    assert not (results / "demo").exists()

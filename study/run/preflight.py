@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from retina.errors import RetinaError
 from retina.external import prepare_external
 from retina.models import ensure_weights, missing_weights
@@ -108,11 +110,33 @@ def check_weights(study: StudyConfig) -> None:
             ) from None
 
 
+def check_resources(study: StudyConfig, cpus: int, gpus: int) -> None:
+    """A trial that asks for more CPUs or GPUs than this machine has would wait in Ray's queue
+    forever (PENDING, with only the autoscaler's warning): refused here, with the fix."""
+    gpu = study.resources.gpu  # "auto": one where CUDA is (study.define.space.resolve_gpu)
+    need = {"CPU": study.resources.cpu, "GPU": float(gpus > 0) if gpu == "auto" else gpu}
+    have = {"CPU": cpus, "GPU": gpus}
+    short = [k for k in need if need[k] > have[k]]
+    if short:
+        key = {"CPU": "resources.cpu", "GPU": "resources.gpu"}[short[0]]
+        raise RetinaError(
+            f"{key}: a trial asks for {need[short[0]]:g} {short[0]}s and this machine has "
+            f"{have[short[0]]}, so no trial would ever start; lower it (--set {key}="
+            f"{max(have[short[0]], 1 if short[0] == 'CPU' else 0)}), or join a cluster that has "
+            "them with --address"
+        )
+
+
 def preflight(
-    study: StudyConfig, folder: Path, resolved: dict, resume: bool, cache_root: Path | None
-) -> PreparedData:
+    study: StudyConfig, folder: Path, resolved: dict, resume: bool, cache_root: Path | None,
+    joins_cluster: bool = False,
+) -> PreparedData:  # fmt: skip
+    """Every check before Ray starts, then the data and its caches; `joins_cluster`: the
+    trials run on a cluster (--address), whose nodes this machine cannot count."""
     check_writable(folder.parent)
     check_study_folder(folder, resolved, resume)
+    if not joins_cluster:  # Ray's local CPUs are this process's cores
+        check_resources(study, len(os.sched_getaffinity(0)), torch.cuda.device_count())
     check_weights(study)
     data = prepare_data(
         study.data.path,
