@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass
 
 REGION = "us-east-1"
+_SERVING: list[int] = []  # ports of the servers serving a test now, in this process
 POLICY = {"Version": "2012-10-17",
           "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}  # fmt: skip
 
@@ -61,6 +62,9 @@ def s3_server(bucket: str = "studies"):
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     root = {"aws_access_key_id": "root", "aws_secret_access_key": "root"}
+    # Moto's auth switch is one global for every server in this process: open while a
+    # server is set up (without credentials), checked while any server serves a test.
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
     try:
         iam = boto3.client("iam", endpoint_url=endpoint, region_name=REGION, **root)
         iam.create_user(UserName="study")
@@ -71,11 +75,15 @@ def s3_server(bucket: str = "studies"):
         )
         env = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"],
                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"], "AWS_DEFAULT_REGION": REGION}  # fmt: skip
-        old = settings.INITIAL_NO_AUTH_ACTION_COUNT
         settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # from now on every request is checked
+        _SERVING.append(port)
         try:
             yield S3(endpoint, bucket, env)
         finally:
-            settings.INITIAL_NO_AUTH_ACTION_COUNT = old
+            _SERVING.remove(port)
     finally:
+        if not _SERVING:
+            settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")  # moto's default
+        else:
+            settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
         server.stop()
