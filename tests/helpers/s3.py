@@ -58,6 +58,8 @@ def s3_server(bucket: str = "studies"):
     from moto.server import ThreadedMotoServer
 
     port = free_port()
+    # Moto keeps one in-memory account for every server of a process: each its own names.
+    bucket, user = f"{bucket}-{port}", f"study-{port}"
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -67,9 +69,9 @@ def s3_server(bucket: str = "studies"):
     settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
     try:
         iam = boto3.client("iam", endpoint_url=endpoint, region_name=REGION, **root)
-        iam.create_user(UserName="study")
-        iam.put_user_policy(UserName="study", PolicyName="s3", PolicyDocument=json.dumps(POLICY))
-        key = iam.create_access_key(UserName="study")["AccessKey"]
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps(POLICY))
+        key = iam.create_access_key(UserName=user)["AccessKey"]
         boto3.client("s3", endpoint_url=endpoint, region_name=REGION, **root).create_bucket(
             Bucket=bucket
         )
