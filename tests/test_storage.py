@@ -165,6 +165,7 @@ def test_the_cache_is_published_once_and_fetched_once_per_node_verified(aws, tmp
 
 def test_a_second_machine_resuming_the_study_from_the_bucket_is_refused(aws, tmp_path):
     import json
+    import socket
     import time
 
     from retina.errors import RetinaError
@@ -184,3 +185,7 @@ def test_a_second_machine_resuming_the_study_from_the_bucket_is_refused(aws, tmp
     aws.client().put_object(Bucket=aws.bucket, Key="leases/demo/driver.json",
                             Body=json.dumps(stale).encode())  # fmt: skip
     StorageLease(first, {"host": "node-a", "pid": 33, "since": time.time()}).acquire()
+    dead = {"host": socket.gethostname(), "pid": 2**22 + 7, "since": 0, "renewed": time.time()}
+    aws.client().put_object(Bucket=aws.bucket, Key="leases/demo/driver.json",
+                            Body=json.dumps(dead).encode())  # fmt: skip
+    StorageLease(second, {"host": "node-b", "pid": 44, "since": time.time()}).acquire()  # gone

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -209,7 +210,7 @@ class StorageLease:
                 holder = json.loads(src.read())
         except (OSError, ValueError):
             holder = None
-        if holder is not None and time.time() - float(holder.get("renewed", 0)) < LEASE_S:
+        if holder is not None and _live(holder):
             since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
             raise RetinaError(
                 f"the study {self.path.rsplit('/', 2)[-2]} in {self.uri} is being run by another "
@@ -235,6 +236,22 @@ class StorageLease:
             self._thread.join(timeout=LEASE_S / 3)
             with contextlib.suppress(OSError):
                 self.fs.delete_file(self.path)
+
+
+def _live(holder: dict) -> bool:
+    """Whether a lease's driver may still run: renewed in the last LEASE_S, and on this host
+    its process still exists (a driver killed here frees the lease at once)."""
+    if time.time() - float(holder.get("renewed", 0)) >= LEASE_S:
+        return False
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder.get("pid", 0)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, OverflowError):
+        return True
+    return True
 
 
 def mirror_for(folder: Path, uri: str | None) -> Mirror | None:

@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass
 
 REGION = "us-east-1"
+_SERVING: list[int] = []  # ports of the servers serving a test now, in this process
 POLICY = {"Version": "2012-10-17",
           "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}  # fmt: skip
 
@@ -57,25 +58,34 @@ def s3_server(bucket: str = "studies"):
     from moto.server import ThreadedMotoServer
 
     port = free_port()
+    # Moto keeps one in-memory account for every server of a process: each its own names.
+    bucket, user = f"{bucket}-{port}", f"study-{port}"
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     root = {"aws_access_key_id": "root", "aws_secret_access_key": "root"}
+    # Moto's auth switch is one global for every server in this process: open while a
+    # server is set up (without credentials), checked while any server serves a test.
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
     try:
         iam = boto3.client("iam", endpoint_url=endpoint, region_name=REGION, **root)
-        iam.create_user(UserName="study")
-        iam.put_user_policy(UserName="study", PolicyName="s3", PolicyDocument=json.dumps(POLICY))
-        key = iam.create_access_key(UserName="study")["AccessKey"]
+        iam.create_user(UserName=user)
+        iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps(POLICY))
+        key = iam.create_access_key(UserName=user)["AccessKey"]
         boto3.client("s3", endpoint_url=endpoint, region_name=REGION, **root).create_bucket(
             Bucket=bucket
         )
         env = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"],
                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"], "AWS_DEFAULT_REGION": REGION}  # fmt: skip
-        old = settings.INITIAL_NO_AUTH_ACTION_COUNT
         settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # from now on every request is checked
+        _SERVING.append(port)
         try:
             yield S3(endpoint, bucket, env)
         finally:
-            settings.INITIAL_NO_AUTH_ACTION_COUNT = old
+            _SERVING.remove(port)
     finally:
+        if not _SERVING:
+            settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")  # moto's default
+        else:
+            settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
         server.stop()
