@@ -315,26 +315,15 @@ def sweep(args: argparse.Namespace, study: StudyConfig, folder: Path) -> int:
 
 
 def resume_command(args: argparse.Namespace) -> str:
-    """The command that continues this study: the same space, data, cache and overrides (a
-    --data or --set left out would read as a changed space and be refused)."""
-    words = ["python -m study.sweep", args.space, "--resume"]
-    words += [f"--set {shlex.quote(o)}" for o in args.overrides]
-    for flag, value in (("--data", args.data), ("--name", args.name),
-                        ("--cache-dir", args.cache_dir), ("--address", args.address)):  # fmt: skip
-        if value:
-            words.append(f"{flag} {shlex.quote(str(value))}")
-    if args.skip_bad:
-        words.append("--skip-bad")
+    """The command that continues this study (a stopped --more-seeds with its seeds and cells)."""
+    from study.run.grow import sweep_command
+
+    extra = ["--resume"]
     if args.more_seeds:
-        words.append(f"--more-seeds {args.more_seeds}")
+        extra.append(f"--more-seeds {args.more_seeds}")
     if args.cells:
-        words.append(f"--cells {shlex.quote(args.cells)}")
-    words += [f"--external {shlex.quote(e)}" for e in args.external]
-    if args.storage:
-        words.append(f"--storage {shlex.quote(args.storage)}")
-    if args.results != "results":
-        words.append(f"--results {shlex.quote(args.results)}")
-    return " ".join(words)
+        extra.append(f"--cells {shlex.quote(args.cells)}")
+    return sweep_command(args, *extra)
 
 
 def storage_lease(study: StudyConfig, folder: Path, owner: dict):

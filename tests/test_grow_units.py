@@ -15,6 +15,7 @@ from study.record.layout import STUDY_JSON, Stage
 from study.record.results import ResultsStore
 from study.record.study_state import add_growth, finished_at, growth, mark_finished
 from study.run.grow import finished_note, growth_study
+from study.sweep import parse_args
 from tests.test_results_store import epoch_result
 
 SPACE = "search_spaces/demo.yaml"
@@ -30,8 +31,7 @@ def write_study(folder, overrides=(), finished=True):
 
 
 def args(*overrides: str) -> argparse.Namespace:
-    return argparse.Namespace(space=SPACE, overrides=list(overrides), name=None, data=None,
-                              results="results")  # fmt: skip
+    return parse_args([SPACE, *(w for o in overrides for w in ("--set", o))])
 
 
 def test_more_grows_only_a_finished_study_of_the_same_space(tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 from pathlib import Path
 
 from retina.errors import RetinaError
@@ -27,14 +28,24 @@ from study.run.preflight import space_changes
 GROWS = "num_samples"  # the one key that may differ: --more counts the trials instead
 
 
-def command(args: argparse.Namespace, *extra: str) -> str:
-    """This sweep's command line again (its space, --set, --name, --results), plus `extra`."""
-    parts = ["python -m study.sweep", args.space, *extra]
-    parts += [f"--set {o}" for o in args.overrides]
-    parts += [f"--name {args.name}"] if args.name else []
-    parts += [f"--data {args.data}"] if args.data else []
-    parts += [f"--results {args.results}"] if args.results != "results" else []
-    return " ".join(parts)
+def sweep_command(args: argparse.Namespace, *extra: str) -> str:
+    """This sweep's command line again, with `extra` (--resume, --more N, ...): the same space,
+    data, cache, overrides and places (a --data, --set or --skip-bad left out would read as a
+    changed space and be refused)."""
+    words = ["python -m study.sweep", args.space, *extra]
+    words += [f"--set {shlex.quote(o)}" for o in args.overrides]
+    for flag, value in (("--data", args.data), ("--name", args.name),
+                        ("--cache-dir", args.cache_dir), ("--address", args.address)):  # fmt: skip
+        if value:
+            words.append(f"{flag} {shlex.quote(str(value))}")
+    if args.skip_bad:
+        words.append("--skip-bad")
+    words += [f"--external {shlex.quote(e)}" for e in args.external]
+    if args.storage:
+        words.append(f"--storage {shlex.quote(args.storage)}")
+    if args.results != "results":
+        words.append(f"--results {shlex.quote(args.results)}")
+    return " ".join(words)
 
 
 def _changes(folder: Path, study: StudyConfig, flag: str) -> list[str]:
@@ -65,8 +76,8 @@ def finished_note(args: argparse.Namespace, study: StudyConfig, folder: Path) ->
         f"study {study.name} is finished ({when}); its report: {folder / REPORT_FILE}",
         "grow it by N more search trials (warm-started from these) or K more seeds in every "
         "confirm cell:",
-        f"  {command(args, '--more N')}",
-        f"  {command(args, '--more-seeds K')}",
+        f"  {sweep_command(args, '--more N')}",
+        f"  {sweep_command(args, '--more-seeds K')}",
     ]
     if grows:
         lines.insert(1, f"(num_samples differs from the study's: {grows[0].split(': ', 1)[1]}; "
