@@ -60,17 +60,6 @@ def prepare_external(
     usable = np.array([i for i in range(len(manifest)) if i not in skipped], dtype=np.int64)
     if not len(usable):
         raise RetinaError(f"external set {name}: no usable image in {folder}; fix its images")
-    cache = caches[ordered[0]]
-    return PreparedData(
-        cache=cache,
-        labels=manifest.labels,
-        split=Split(train=EMPTY, val=EMPTY, test=usable, seed=0),
-        manifest_hash=str(cache.meta.get("manifest_hash") or manifest.content_hash()),
-        layout=manifest.layout,
-        data_dir=manifest.root,
-        image_size=ordered[0],
-        preprocessing=preprocessing,
-        image_ids=manifest.image_ids,
-        patient_ids=manifest.patient_ids,
-        caches=caches,
+    return PreparedData.of(
+        manifest, caches, Split(train=EMPTY, val=EMPTY, test=usable, seed=0), preprocessing
     )

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,6 +47,30 @@ class PreparedData:
     split_mode: str = "patient"  # data.split: "patient" | "published"
     ungradable: int = 0  # images the dataset grades ungradable: left out of every split
     summary: tuple[str, ...] = ()  # the data summary's lines (`data_summary`)
+
+    @classmethod
+    def of(
+        cls, manifest: Manifest, caches: Mapping[int, ImageCache], split: Split,
+        preprocessing: str, **more: Any,
+    ) -> PreparedData:  # fmt: skip
+        """`manifest`'s images with `split`, at the smallest of its `caches` (a study's data, or
+        an external set's); `more`: the other fields (split_mode, summary, ...)."""
+        size = min(caches)
+        cache = caches[size]
+        return cls(
+            cache=cache,
+            labels=manifest.labels,
+            split=split,
+            manifest_hash=str(cache.meta.get("manifest_hash") or manifest.content_hash()),
+            layout=manifest.layout,
+            data_dir=manifest.root,
+            image_size=size,
+            preprocessing=preprocessing,
+            image_ids=manifest.image_ids,
+            patient_ids=manifest.patient_ids,
+            caches=caches,
+            **more,
+        )
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -157,7 +182,6 @@ def prepare_data(
         print("\n".join(plan.lines()), file=sys.stderr)
     check_fits(costs, root)  # every size at once: not after the first of three is built
     caches = build_caches(manifest, sizes, preprocessing, cache_root, skip_bad, progress)
-    cache = caches[sizes[0]]
     # A file that cannot be decoded fails at every size; the union is kept out of the split.
     skipped = frozenset().union(*(c.skipped_indices for c in caches.values()))
     if skipped:
@@ -172,18 +196,11 @@ def prepare_data(
             test_fraction=test_fraction,
             published=published,
         )
-    return PreparedData(
-        cache=cache,
-        labels=manifest.labels,
-        split=split,
-        manifest_hash=str(cache.meta.get("manifest_hash") or manifest.content_hash()),
-        layout=manifest.layout,
-        data_dir=manifest.root,
-        image_size=sizes[0],
-        preprocessing=preprocessing,
-        image_ids=manifest.image_ids,
-        patient_ids=manifest.patient_ids,
-        caches=caches,
+    return PreparedData.of(
+        manifest,
+        caches,
+        split,
+        preprocessing,
         split_mode=split_mode,
         ungradable=len(manifest.ungradable),
         summary=tuple(data_summary(manifest, split, published)),
